@@ -1,0 +1,32 @@
+# Every target bootstraps .venv (and node_modules for the CDK CLI) idempotently, so a fresh
+# clone needs only Python >= 3.11, Node.js 20 and npm.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp
+PYTEST_WORKERS ?= auto
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,infra]'
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/stratoflow run examples/etl/etl.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check shared functions infra tests
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .stratoflow .pytest_cache .ruff_cache cdk.out node_modules

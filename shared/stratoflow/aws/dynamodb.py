@@ -1,0 +1,717 @@
+"""DynamoDB adapters: run state (`DynamoRunStore`) and workflow definitions.
+
+One table, items grouped by partition:
+  RUN#<run_id> / #RUN               the run: status, counters (final_count, leaf_bad, active)
+  RUN#<run_id> / T#<task_id>        a task: status, attempt, result, upstream counters
+  RUN#<run_id> / W#<prio>#<t>#<id>  a ready task waiting for a concurrency slot
+  RUN#<run_id> / M#<task_id>#<n>    marker: chunk n of a task's propagation was applied
+  RUN#<run_id> / C#<index>          one compensation of a failed run
+  WF#<workflow_id> / META           latest version and its content hash
+  WF#<workflow_id> / V#<version>    an immutable definition (inline, or a pointer to S3)
+
+ConditionalCheckFailed and TransactionCanceled are translated into the ports' outcomes here;
+no boto3 exception crosses this module's boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from stratoflow.aws.clients import AwsClients
+from stratoflow.config import DEFINITIONS_PREFIX
+from stratoflow.core.model import MAX_PRIORITY, Workflow
+from stratoflow.core.plan import Plan
+from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord, iso
+from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
+from stratoflow.ports import Claim, ClaimOutcome, DefinitionNotFound, FinalizeOutcome, Settlement
+
+_SER = TypeSerializer()
+_DE = TypeDeserializer()
+
+TRANSACTION_LIMIT = 100
+"""Items per TransactWriteItems call (DynamoDB's limit since 2022)."""
+INLINE_DEFINITION_LIMIT = 300_000
+"""Definitions above this size go to S3: an item may not exceed 400 KB (invariant 7)."""
+_RETRYABLE_TX = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+_COUNTERS = tuple(COUNTER_FOR_STATUS.values())
+_RETRY_STATES = (TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.PENDING, TaskStatus.UP_FOR_RETRY)
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _run_pk(run_id: str) -> str:
+    return f"RUN#{run_id}"
+
+
+def _ser(value: Any) -> dict[str, Any]:
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    return _SER.serialize(value)
+
+
+def _item(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser(v) for k, v in data.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    out = {k: _DE.deserialize(v) for k, v in item.items()}
+    return {k: _undecimal(v) for k, v in out.items()}
+
+
+def _undecimal(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _undecimal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_undecimal(v) for v in value]
+    return value
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _run_from(item: dict[str, Any]) -> RunRecord:
+    d = _plain(item)
+    return RunRecord(
+        run_id=d["run_id"],
+        workflow_id=d["workflow_id"],
+        version=int(d["version"]),
+        status=RunStatus(d["status"]),
+        logical_date=d["logical_date"],
+        created_at=d["created_at"],
+        n_tasks=int(d["n_tasks"]),
+        params=d.get("params") or {},
+        concurrency=d.get("concurrency"),
+        workdir=d.get("workdir"),
+        trigger=d.get("trigger", "manual"),
+        started_at=d.get("started_at"),
+        finished_at=d.get("finished_at"),
+        final_count=int(d.get("final_count", 0)),
+        leaf_bad=int(d.get("leaf_bad", 0)),
+        active=int(d.get("active", 0)),
+        compensations=tuple(d.get("compensations") or ()),
+    )
+
+
+def _task_from(task_id: str, item: dict[str, Any] | None) -> TaskRecord:
+    if not item:
+        return TaskRecord(task_id=task_id)
+    d = _plain(item)
+    return TaskRecord(
+        task_id=task_id,
+        status=TaskStatus(d.get("status", TaskStatus.PENDING)),
+        attempt=int(d.get("attempt", 0)),
+        exit_code=d.get("exit_code"),
+        timed_out=bool(d.get("timed_out", False)),
+        started_at=d.get("started_at"),
+        finished_at=d.get("finished_at"),
+        settled_at=d.get("settled_at"),
+        output_tail=d.get("output_tail", ""),
+        lease_until=d.get("lease_until"),
+        log_ref=d.get("log_ref"),
+        error=d.get("error"),
+        counters={c: int(d.get(c, 0)) for c in _COUNTERS if c in d},
+    )
+
+
+def _waiting_key(priority: int, now: str, task_id: str) -> str:
+    # Sorts ascending by (−priority, arrival): highest priority first, then first come.
+    return f"W#{MAX_PRIORITY * 2 - (priority + MAX_PRIORITY):07d}#{now}#{task_id}"
+
+
+class DynamoRunStore:
+    """`RunStore` over one DynamoDB table."""
+
+    def __init__(self, clients: AwsClients, table: str) -> None:
+        self._clients = clients
+        self.table = table
+
+    @property
+    def _db(self) -> Any:
+        return self._clients.dynamodb
+
+    # -- runs
+
+    def create_run(self, run: RunRecord) -> bool:
+        item = _item(
+            {
+                "run_id": run.run_id,
+                "workflow_id": run.workflow_id,
+                "version": run.version,
+                "status": run.status.value,
+                "logical_date": run.logical_date,
+                "created_at": run.created_at,
+                "started_at": run.started_at,
+                "n_tasks": run.n_tasks,
+                "params": run.params,
+                "concurrency": run.concurrency,
+                "workdir": run.workdir,
+                "trigger": run.trigger,
+                "final_count": 0,
+                "leaf_bad": 0,
+                "active": 0,
+            }
+        )
+        item.update(_key(_run_pk(run.run_id), "#RUN"))
+        try:
+            self._db.put_item(
+                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        resp = self._db.get_item(
+            TableName=self.table, Key=_key(_run_pk(run_id), "#RUN"), ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return _run_from(item) if item else None
+
+    def get_run_and_tasks(
+        self, run_id: str, task_ids: Sequence[str]
+    ) -> tuple[RunRecord, dict[str, TaskRecord]]:
+        pk = _run_pk(run_id)
+        keys = [_key(pk, "#RUN")] + [_key(pk, f"T#{t}") for t in task_ids]
+        found: dict[str, dict[str, Any]] = {}
+        for chunk_start in range(0, len(keys), 100):
+            pending: list[dict[str, Any]] = keys[chunk_start : chunk_start + 100]
+            attempt = 0
+            while pending:
+                resp = self._db.batch_get_item(
+                    RequestItems={self.table: {"Keys": pending, "ConsistentRead": True}}
+                )
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    found[item["sk"]["S"]] = item
+                pending = resp.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                attempt += 1
+                if pending:
+                    _backoff(attempt)
+        run_item = found.get("#RUN")
+        if run_item is None:
+            raise LookupError(f"run {run_id!r} does not exist")
+        return _run_from(run_item), {t: _task_from(t, found.get(f"T#{t}")) for t in task_ids}
+
+    def list_tasks(self, run_id: str) -> dict[str, TaskRecord]:
+        out: dict[str, TaskRecord] = {}
+        for item in self._query(_run_pk(run_id), "T#"):
+            task_id = item["sk"]["S"][2:]
+            out[task_id] = _task_from(task_id, item)
+        return out
+
+    def _query(self, pk: str, prefix: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": prefix}},
+            "ConsistentRead": True,
+        }
+        if limit:
+            kwargs["Limit"] = limit
+        while True:
+            resp = self._db.query(**kwargs)
+            yield from resp.get("Items", [])
+            last = resp.get("LastEvaluatedKey")
+            if not last or limit:
+                return
+            kwargs["ExclusiveStartKey"] = last
+
+    # -- attempts
+
+    def claim_attempt(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt: int,
+        started_at: str,
+        lease_until: float,
+        now: float,
+    ) -> Claim:
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=_key(_run_pk(run_id), f"T#{task_id}"),
+                UpdateExpression=(
+                    "SET #st = :running, attempt = :a, started_at = :s, lease_until = :l, "
+                    "timed_out = :false REMOVE finished_at, exit_code"
+                ),
+                ConditionExpression=(
+                    "(attribute_not_exists(#st) OR #st IN (:q, :w, :p, :r)) AND "
+                    "(attribute_not_exists(attempt) OR attempt = :prev)"
+                ),
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={
+                    ":running": {"S": TaskStatus.RUNNING.value},
+                    ":a": {"N": str(attempt)},
+                    ":prev": {"N": str(attempt - 1)},
+                    ":s": {"S": started_at},
+                    ":l": _ser(lease_until),
+                    ":false": {"BOOL": False},
+                    ":q": {"S": TaskStatus.QUEUED.value},
+                    ":w": {"S": TaskStatus.WAITING.value},
+                    ":p": {"S": TaskStatus.PENDING.value},
+                    ":r": {"S": TaskStatus.UP_FOR_RETRY.value},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return Claim(ClaimOutcome.CLAIMED, lease_until)
+        except ClientError as err:
+            if _code(err) != "ConditionalCheckFailedException":
+                raise
+            old = err.response.get("Item") or self._get_task_item(run_id, task_id)
+        rec = _task_from(task_id, old)
+        if rec.status is TaskStatus.RUNNING and rec.attempt == attempt:
+            if rec.lease_until is not None and rec.lease_until > now:
+                return Claim(ClaimOutcome.HELD, rec.lease_until)
+            return Claim(ClaimOutcome.EXPIRED, rec.lease_until)
+        return Claim(ClaimOutcome.DUPLICATE)
+
+    def _get_task_item(self, run_id: str, task_id: str) -> dict[str, Any] | None:
+        resp = self._db.get_item(
+            TableName=self.table, Key=_key(_run_pk(run_id), f"T#{task_id}"), ConsistentRead=True
+        )
+        return resp.get("Item")
+
+    def retry_attempt(self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any]) -> bool:
+        sets, names, values = _set_fields(fields)
+        values.update(
+            {
+                ":retry": {"S": TaskStatus.UP_FOR_RETRY.value},
+                ":running": {"S": TaskStatus.RUNNING.value},
+                ":a": {"N": str(attempt)},
+            }
+        )
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=_key(_run_pk(run_id), f"T#{task_id}"),
+                UpdateExpression="SET #st = :retry" + "".join(f", {s}" for s in sets)
+                + " REMOVE lease_until",
+                ConditionExpression="#st = :running AND attempt = :a",
+                ExpressionAttributeNames={"#st": "status", **names},
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return True
+        except ClientError as err:
+            if _code(err) != "ConditionalCheckFailedException":
+                raise
+            old = err.response.get("Item") or self._get_task_item(run_id, task_id)
+        rec = _task_from(task_id, old)
+        return rec.status is TaskStatus.UP_FOR_RETRY and rec.attempt == attempt
+
+    def finalize_task(self, run_id: str, settlement: Settlement) -> FinalizeOutcome:
+        s = settlement
+        pk = _run_pk(run_id)
+        counter = COUNTER_FOR_STATUS[s.status]
+        children = list(s.children)
+        first_room = TRANSACTION_LIMIT - 2
+        chunks = [children[:first_room]] + [
+            children[i : i + TRANSACTION_LIMIT - 1]
+            for i in range(first_room, len(children), TRANSACTION_LIMIT - 1)
+        ]
+        # Chunk 0 carries the task's own conditional transition: it is the idempotency key
+        # of the whole settlement, and it moves atomically with the counters it implies.
+        sets, names, values = _set_fields(s.fields)
+        values.update({":final": {"S": s.status.value}, ":true": {"BOOL": True}})
+        if s.attempt is not None:
+            values.update({":running": {"S": TaskStatus.RUNNING.value}, ":a": {"N": str(s.attempt)}})
+            condition = "#st = :running AND attempt = :a"
+            update = "SET #st = :final, propagated = :true" + "".join(f", {x}" for x in sets)
+            update += " REMOVE lease_until"
+        else:
+            condition = "#st = :final AND attribute_not_exists(propagated)"
+            update = "SET propagated = :true" + "".join(f", {x}" for x in sets)
+        run_adds = ["final_count :one"]
+        run_values: dict[str, Any] = {":one": {"N": "1"}}
+        if s.bad_leaf:
+            run_adds.append("leaf_bad :one")
+        if s.releases_slot:
+            run_adds.append("active :minus")
+            run_values[":minus"] = {"N": "-1"}
+        first = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _key(pk, f"T#{s.task_id}"),
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#st": "status", **names},
+                    "ExpressionAttributeValues": values,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _key(pk, "#RUN"),
+                    "UpdateExpression": "ADD " + ", ".join(run_adds),
+                    "ExpressionAttributeValues": run_values,
+                }
+            },
+        ]
+        outcome = FinalizeOutcome.APPLIED
+        reason = self._transact(first + self._child_updates(pk, chunks[0], counter))
+        if reason is not None:
+            old = _task_from(s.task_id, reason.get("Item") or self._get_task_item(run_id, s.task_id))
+            done_before = old.status is s.status and (
+                (s.attempt is not None and old.attempt == s.attempt) or s.attempt is None
+            )
+            if not done_before:
+                return FinalizeOutcome.STALE
+            outcome = FinalizeOutcome.ALREADY
+        for n, chunk in enumerate(chunks[1:], start=1):
+            marker = {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": _key(pk, f"M#{s.task_id}#{n}"),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+            self._transact([marker, *self._child_updates(pk, chunk, counter)])
+        return outcome
+
+    def _child_updates(self, pk: str, children: Sequence[str], counter: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _key(pk, f"T#{child}"),
+                    "UpdateExpression": f"ADD {counter} :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}},
+                }
+            }
+            for child in children
+        ]
+
+    def _transact(self, items: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Run a transaction; None if it applied, else the first item's cancellation reason
+        when that item's condition failed. Conflicts with concurrent transactions retry."""
+        attempt = 0
+        while True:
+            try:
+                self._db.transact_write_items(TransactItems=items)
+                return None
+            except ClientError as err:
+                if _code(err) != "TransactionCanceledException":
+                    raise
+                reasons = err.response.get("CancellationReasons") or []
+                codes = {r.get("Code") for r in reasons}
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return reasons[0]
+                if not codes & _RETRYABLE_TX or attempt >= 12:
+                    raise
+                attempt += 1
+                _backoff(attempt)
+
+    def decide_task(self, run_id: str, task_id: str, status: TaskStatus, now: str) -> bool:
+        extra = ""
+        values: dict[str, Any] = {
+            ":s": {"S": status.value},
+            ":pending": {"S": TaskStatus.PENDING.value},
+            ":now": {"S": now},
+        }
+        if status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED):
+            extra = ", settled_at = :now"
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=_key(_run_pk(run_id), f"T#{task_id}"),
+                UpdateExpression="SET #st = :s, decided_at = :now" + extra,
+                ConditionExpression="attribute_not_exists(#st) OR #st = :pending",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues=values,
+            )
+            return True
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    # -- concurrency cap
+
+    def put_waiting(self, run_id: str, task_id: str, priority: int, now: str) -> None:
+        self._db.put_item(
+            TableName=self.table,
+            Item=_key(_run_pk(run_id), _waiting_key(priority, now, task_id)),
+        )
+
+    def peek_waiting(self, run_id: str, limit: int) -> list[tuple[str, str]]:
+        out = []
+        for item in self._query(_run_pk(run_id), "W#", limit=limit):
+            sk = item["sk"]["S"]
+            out.append((sk, sk.split("#", 3)[3]))
+        return out
+
+    def take_waiting(self, run_id: str, key: str) -> bool:
+        try:
+            self._db.delete_item(
+                TableName=self.table,
+                Key=_key(_run_pk(run_id), key),
+                ConditionExpression="attribute_exists(pk)",
+            )
+            return True
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def acquire_slot(self, run_id: str, cap: int) -> bool:
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=_key(_run_pk(run_id), "#RUN"),
+                UpdateExpression="ADD active :one",
+                ConditionExpression="attribute_not_exists(active) OR active < :cap",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": str(cap)}},
+            )
+            return True
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def release_slot(self, run_id: str) -> None:
+        self._db.update_item(
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), "#RUN"),
+            UpdateExpression="ADD active :minus",
+            ExpressionAttributeValues={":minus": {"N": "-1"}},
+        )
+
+    # -- run end and compensations
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, now: str, compensations: Sequence[str] = ()
+    ) -> bool:
+        values: dict[str, Any] = {
+            ":s": {"S": status.value},
+            ":running": {"S": RunStatus.RUNNING.value},
+        }
+        update = "SET #st = :s"
+        if status is not RunStatus.COMPENSATING:
+            update += ", finished_at = :now"
+            values[":now"] = {"S": now}
+        if compensations:
+            update += ", compensations = :c"
+            values[":c"] = _ser(list(compensations))
+        condition = "#st = :running"
+        if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            condition = "#st IN (:running, :comp)"
+            values[":comp"] = {"S": RunStatus.COMPENSATING.value}
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=_key(_run_pk(run_id), "#RUN"),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues=values,
+            )
+            return True
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def claim_compensation(self, run_id: str, index: int, task_id: str, started_at: str) -> bool:
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item={
+                    **_key(_run_pk(run_id), f"C#{index:05d}"),
+                    **_item(
+                        {"index": index, "task_id": task_id, "status": "running",
+                         "started_at": started_at}
+                    ),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return True
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def record_compensation(self, run_id: str, record: CompensationRecord) -> bool:
+        sets, names, values = _set_fields(
+            {
+                "status": record.status,
+                "exit_code": record.exit_code,
+                "timed_out": record.timed_out,
+                "started_at": record.started_at,
+                "finished_at": record.finished_at,
+                "output_tail": record.output_tail,
+            }
+        )
+        values[":running"] = {"S": "running"}
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=_key(_run_pk(run_id), f"C#{record.index:05d}"),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#f_status = :running",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+            return True
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def list_compensations(self, run_id: str) -> list[CompensationRecord]:
+        out = []
+        for item in self._query(_run_pk(run_id), "C#"):
+            d = _plain(item)
+            out.append(
+                CompensationRecord(
+                    index=int(d["index"]),
+                    task_id=d["task_id"],
+                    status=d.get("status", "running"),
+                    exit_code=d.get("exit_code"),
+                    timed_out=bool(d.get("timed_out", False)),
+                    started_at=d.get("started_at"),
+                    finished_at=d.get("finished_at"),
+                    output_tail=d.get("output_tail", ""),
+                )
+            )
+        return sorted(out, key=lambda c: c.index)
+
+
+def _set_fields(
+    fields: dict[str, Any],
+) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """`#f_name = :f_name` clauses for the non-None fields (names escaped: `status` is reserved)."""
+    sets: list[str] = []
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        sets.append(f"#f_{name} = :f_{name}")
+        names[f"#f_{name}"] = name
+        values[f":f_{name}"] = _ser(value)
+    return sets, names, values
+
+
+def _backoff(attempt: int) -> None:
+    # Jittered exponential backoff for transaction conflicts and unprocessed keys.
+    time.sleep(min(0.5, 0.005 * (2**attempt)) * random.random())
+
+
+# ------------------------------------------------------------------------ definitions
+
+
+class DynamoDefinitionStore:
+    """Immutable, numbered workflow versions; large ones stored in S3 (invariant 7)."""
+
+    def __init__(self, clients: AwsClients, table: str, bucket: str | None = None) -> None:
+        self._clients = clients
+        self.table = table
+        self.bucket = bucket
+        self._cache: dict[tuple[str, int], Plan] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def _db(self) -> Any:
+        return self._clients.dynamodb
+
+    def save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
+        body = workflow.model_dump_json(exclude_defaults=False)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        pk = f"WF#{workflow.id}"
+        while True:
+            meta = self._db.get_item(
+                TableName=self.table, Key=_key(pk, "META"), ConsistentRead=True
+            ).get("Item")
+            latest = int(meta["latest_version"]["N"]) if meta else 0
+            if meta and meta.get("latest_hash", {}).get("S") == digest:
+                return latest
+            version = latest + 1
+            item = {**_key(pk, f"V#{version:08d}"), **_item({
+                "workflow_id": workflow.id,
+                "version": version,
+                "hash": digest,
+                "source": source,
+                "created_at": iso(now),
+            })}
+            if len(body) > INLINE_DEFINITION_LIMIT:
+                if not self.bucket:
+                    raise ValueError(
+                        f"workflow {workflow.id!r} is {len(body)} bytes, above the "
+                        f"{INLINE_DEFINITION_LIMIT}-byte item limit, and no bucket is configured"
+                    )
+                key = f"{DEFINITIONS_PREFIX}{workflow.id}/{version:08d}.json"
+                self._clients.s3.put_object(Bucket=self.bucket, Key=key, Body=body.encode())
+                item["body_s3_key"] = {"S": key}
+            else:
+                item["body"] = {"S": body}
+            meta_condition = (
+                "latest_version = :prev" if meta else "attribute_not_exists(pk)"
+            )
+            meta_values: dict[str, Any] = {":v": {"N": str(version)}, ":h": {"S": digest}}
+            if meta:
+                meta_values[":prev"] = {"N": str(latest)}
+            try:
+                self._db.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": item,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self.table,
+                                "Key": _key(pk, "META"),
+                                "UpdateExpression": "SET latest_version = :v, latest_hash = :h",
+                                "ConditionExpression": meta_condition,
+                                "ExpressionAttributeValues": meta_values,
+                            }
+                        },
+                    ]
+                )
+                return version
+            except ClientError as err:
+                if _code(err) != "TransactionCanceledException":
+                    raise
+                # Another upload registered a version first: read again and renumber.
+
+    def get_plan(self, workflow_id: str, version: int) -> Plan:
+        key = (workflow_id, version)
+        plan = self._cache.get(key)
+        if plan is not None:
+            return plan
+        item = self._db.get_item(
+            TableName=self.table, Key=_key(f"WF#{workflow_id}", f"V#{version:08d}")
+        ).get("Item")
+        if not item:
+            raise DefinitionNotFound(f"workflow {workflow_id!r} has no version {version}")
+        if "body" in item:
+            body = item["body"]["S"]
+        else:
+            obj = self._clients.s3.get_object(Bucket=self.bucket, Key=item["body_s3_key"]["S"])
+            body = obj["Body"].read().decode()
+        plan = Plan(Workflow.model_validate_json(body), version)
+        with self._lock:
+            self._cache[key] = plan
+        return plan

@@ -1,0 +1,211 @@
+"""The `stratoflow` command.
+
+Exit codes are a contract users' scripts rely on: 0 the run succeeded (or the input is
+valid), 1 the run failed or was cancelled, 2 the input is invalid (and nothing ran).
+Messages go to stderr; with --json, stdout carries exactly one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from stratoflow.core.loader import WorkflowFileError, load_workflow, workflow_json_schema
+from stratoflow.core.model import Workflow
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+INTERRUPTED = 130
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def _invalid(message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    sys.exit(EXIT_INVALID)
+
+
+def _load(path: str) -> Workflow:
+    try:
+        return load_workflow(path)
+    except WorkflowFileError as err:
+        _invalid(err.message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stratoflow")
+def main() -> None:
+    """stratoflow: DAG workflows of shell commands, on AWS Lambda/Fargate or locally."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(files: tuple[str, ...]) -> None:
+    """Check workflow files; exit 2 with a message naming file, field and value if invalid."""
+    problems = []
+    for f in files:
+        try:
+            wf = load_workflow(f)
+        except WorkflowFileError as err:
+            problems.append(err.message)
+            continue
+        err_console.print(f"[green]ok[/] {f}: workflow {wf.id!r}, {len(wf.tasks)} tasks")
+    if problems:
+        for message in problems:
+            err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        sys.exit(EXIT_INVALID)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of workflow files (for editors)."""
+    click.echo(json.dumps(workflow_json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+def graph(file: str, fmt: str) -> None:
+    """Print the workflow's DAG as Mermaid or Graphviz dot."""
+    from stratoflow.core.render import render_dot, render_mermaid
+
+    wf = _load(file)
+    click.echo(render_mermaid(wf) if fmt == "mermaid" else render_dot(wf))
+
+
+def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            _invalid(f"--param {item!r}: expected NAME=VALUE, e.g. --param region=eu-west-1")
+        params[name.strip()] = value
+    return params
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--local", "local", is_flag=True, default=True,
+              help="Run on the embedded AWS emulator (the default).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a parameter (repeatable); may name keys not declared in `params`.")
+@click.option("--workers", type=int, default=4, show_default=True,
+              help="Commands run at once (the workflow's concurrency, if smaller, wins).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document when the run ends.")
+@click.option("--endpoint-url", default=None, metavar="URL",
+              help="Use this AWS endpoint (e.g. LocalStack at http://localhost:4566) "
+                   "instead of the embedded emulator.")
+def run(file: str, local: bool, params: tuple[str, ...], workers: int, as_json: bool,
+        endpoint_url: str | None) -> None:
+    """Run a workflow file now, locally, and wait for it to finish."""
+    wf = _load(file)
+    param_values = _parse_params(params)
+    if workers < 1:
+        _invalid(f"--workers must be at least 1, got {workers}")
+    effective = min(workers, wf.concurrency) if wf.concurrency else workers
+    code = _run_locally(wf, Path(file), param_values, effective, as_json, endpoint_url)
+    sys.exit(code)
+
+
+def _run_locally(wf: Workflow, path: Path, params: dict[str, str], workers: int,
+                 as_json: bool, endpoint_url: str | None) -> int:
+    from stratoflow import services
+    from stratoflow.local.runtime import LocalRuntime
+
+    state_dir = Path(os.environ.get("STRATOFLOW_HOME", ".stratoflow"))
+    runtime = LocalRuntime(workers=workers, state_dir=state_dir, endpoint_url=endpoint_url)
+    interactive = err_console.is_terminal and not as_json
+    try:
+        runtime.start()
+    except Exception as exc:  # noqa: BLE001 - an unreachable endpoint is the user's input
+        _invalid(f"cannot reach the AWS endpoint {endpoint_url or '(embedded)'}: {exc}")
+    try:
+        version = runtime.register(wf, str(path.resolve()))
+        run_id = runtime.request_run(
+            wf.id, version, params=params, workdir=str(path.resolve().parent)
+        )
+        if not as_json:
+            err_console.print(f"run [bold]{run_id}[/] of {wf.id} v{version} "
+                              f"({len(wf.tasks)} tasks, {workers} workers)")
+        try:
+            if interactive:
+                _follow(runtime, run_id, len(wf.tasks))
+            else:
+                runtime.wait(run_id)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: stopping running tasks")
+            runtime.stop()
+            return INTERRUPTED
+        assert runtime.ports is not None
+        doc = services.run_status(runtime.ports, run_id)
+        assert doc is not None
+    finally:
+        runtime.stop()
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        _print_table(doc)
+    return EXIT_OK if doc["status"] == "succeeded" else EXIT_FAILED
+
+
+def _follow(runtime: Any, run_id: str, total: int) -> None:
+    """Live progress on the terminal until the run ends."""
+    from rich.live import Live
+
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def waiter() -> None:
+        try:
+            result["run"] = runtime.wait(run_id)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            result["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=waiter, daemon=True).start()
+    started = time.monotonic()
+    with Live(console=err_console, refresh_per_second=8, transient=True) as live:
+        while not done.wait(0.125):
+            p = runtime.progress
+            live.update(
+                f"[bold]{p.succeeded}[/] succeeded  [bold red]{p.failed}[/] failed  "
+                f"[bold cyan]{p.running}[/] running  of {total}  "
+                f"[dim]{time.monotonic() - started:6.1f}s[/]"
+            )
+    if "error" in result:
+        raise result["error"]
+
+
+def _print_table(doc: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"{doc['workflow_id']} · run {doc['run_id']} · {doc['status']}")
+    for col in ("task", "status", "attempts", "exit", "output (last line)"):
+        table.add_column(col)
+    colors = {"succeeded": "green", "failed": "red", "upstream_failed": "red",
+              "skipped": "yellow", "cancelled": "magenta"}
+    for task_id, t in doc["tasks"].items():
+        lines = [ln for ln in t["output_tail"].splitlines() if ln.strip()]
+        table.add_row(
+            task_id,
+            f"[{colors.get(t['status'], 'white')}]{t['status']}[/]",
+            str(t["attempts"]),
+            "timeout" if t["timed_out"] else ("" if t["exit_code"] is None else str(t["exit_code"])),
+            (lines[-1][:80] if lines else ""),
+        )
+    console.print(table)
+    for c in doc.get("compensations", []):
+        console.print(f"compensation {c['task_id']}: {c['status']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Pure domain: the workflow model, graph checks, cron maths. No I/O, no clock, no boto3."""

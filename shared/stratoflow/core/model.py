@@ -1,0 +1,300 @@
+"""The workflow model: what a workflow file may say, with field-level validation.
+
+Graph-level checks (unknown or self dependencies, duplicate ids, cycles) live in
+`stratoflow.core.dag`; reading files and turning errors into messages in
+`stratoflow.core.loader`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+MAX_RETRY_DELAY_SECONDS = 3600.0
+MAX_PRIORITY = 1_000_000
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_SCHEMA_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION_HINT = 'a duration such as 30 (seconds), "90s", "5m" or "1h"'
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number (seconds) or a string like "90s", "5m", "1h", "1.5h", "250ms"."""
+    seconds: float | None = None
+    # bool is an int subclass: `timeout: yes` in YAML must not mean one second.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    # YAML's .inf and .nan are floats; neither is a usable timeout or delay.
+    if seconds is None or not math.isfinite(seconds):
+        raise ValueError(f"expected {_DURATION_HINT}, got {_quoted(value)}")
+    return seconds
+
+
+def _quoted(value: Any) -> str:
+    # Written as in a JSON file, like the loader's other messages ("5 minutes", true).
+    return json.dumps(value) if isinstance(value, str | bool) or value is None else repr(value)
+
+
+def _duration_schema(**number_bound: float) -> WithJsonSchema:
+    """JSON Schema for editors: a number of seconds, or a string with a unit."""
+    number = {"type": "number", **number_bound}
+    text = {"type": "string", "pattern": _DURATION_SCHEMA_PATTERN}
+    return WithJsonSchema({"anyOf": [number, text]})
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[
+    float, BeforeValidator(parse_duration), Field(gt=0), _duration_schema(exclusiveMinimum=0)
+]
+NonNegativeDuration = Annotated[
+    float, BeforeValidator(parse_duration), Field(ge=0), _duration_schema(minimum=0)
+]
+
+# YAML reads `PORT: 8080` as an int; environment variables and params only hold text.
+_TEXT_MAP_SCHEMA = WithJsonSchema(
+    {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
+)
+TextMap = Annotated[dict[str, str], _TEXT_MAP_SCHEMA]
+
+
+class TriggerRule(StrEnum):
+    """When a task may run, given its upstream tasks' states (Airflow's names and meaning)."""
+
+    ALL_SUCCESS = "all_success"
+    ALL_FAILED = "all_failed"
+    ALL_DONE = "all_done"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    ONE_DONE = "one_done"
+    NONE_FAILED = "none_failed"
+    NONE_SKIPPED = "none_skipped"
+    ALWAYS = "always"
+
+
+class Executor(StrEnum):
+    """Where a task's command runs on AWS."""
+
+    LAMBDA = "lambda"
+    FARGATE = "fargate"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _text_values(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _scalar_text(v) for k, v in value.items()}
+    return value
+
+
+def _scalar_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class TaskDefaults(_Strict):
+    """Values every task inherits unless it sets its own."""
+
+    trigger_rule: TriggerRule = Field(
+        default=TriggerRule.ALL_SUCCESS, description="when a task may run, given its upstreams"
+    )
+    retries: int = Field(default=0, ge=0, le=100, description="extra attempts after a failure")
+    retry_delay: NonNegativeDuration = Field(default=0.0, description="wait before the 1st retry")
+    retry_backoff: float = Field(
+        default=1.0, ge=1.0, le=100.0, description="factor applied to the delay per retry"
+    )
+    max_retry_delay: PositiveDuration = Field(
+        default=MAX_RETRY_DELAY_SECONDS, description="upper bound of the retry delay"
+    )
+    timeout: PositiveDuration = Field(default=3600.0, description="limit of one attempt")
+    executor: Executor = Field(default=Executor.LAMBDA, description="lambda or fargate")
+    cpu: int = Field(default=256, gt=0, description="Fargate CPU units")
+    memory: int = Field(default=512, gt=0, description="memory in MiB")
+    priority: int = Field(
+        default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher runs first"
+    )
+    env: TextMap = Field(default_factory=dict, description="environment variables")
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values_as_text(cls, value: Any) -> Any:
+        return _text_values(value)
+
+
+class Task(_Strict):
+    """One shell command and the rules for when and how it runs."""
+
+    id: str = Field(pattern=ID_PATTERN, description="unique within the workflow")
+    command: str = Field(min_length=1, description="run with `sh -c`")
+    depends: Annotated[
+        list[str],
+        WithJsonSchema(
+            {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        ),
+    ] = Field(default_factory=list, description="ids of the upstream tasks")
+    # None means "inherit from the workflow's defaults" (see Workflow.resolved_tasks).
+    trigger_rule: TriggerRule | None = Field(default=None, description="inherits defaults")
+    retries: int | None = Field(default=None, ge=0, le=100, description="extra attempts")
+    retry_delay: NonNegativeDuration | None = Field(default=None, description="before 1st retry")
+    retry_backoff: float | None = Field(
+        default=None, ge=1.0, le=100.0, description="delay factor per retry"
+    )
+    max_retry_delay: PositiveDuration | None = Field(default=None, description="delay cap")
+    timeout: PositiveDuration | None = Field(default=None, description="limit of one attempt")
+    executor: Executor | None = Field(default=None, description="lambda or fargate")
+    cpu: int | None = Field(default=None, gt=0, description="Fargate CPU units")
+    memory: int | None = Field(default=None, gt=0, description="memory in MiB")
+    priority: int | None = Field(
+        default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher runs first"
+    )
+    env: TextMap = Field(default_factory=dict, description="added to the defaults' env")
+    compensate: str | None = Field(
+        default=None, min_length=1, description="undo command run if the workflow fails (saga)"
+    )
+
+    @field_validator("depends", mode="before")
+    @classmethod
+    def _single_dependency_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values_as_text(cls, value: Any) -> Any:
+        return _text_values(value)
+
+
+class ResolvedTask(_Strict):
+    """A task with the workflow defaults applied: what the engine executes."""
+
+    id: str
+    command: str
+    depends: list[str]
+    trigger_rule: TriggerRule
+    retries: int
+    retry_delay: float
+    retry_backoff: float
+    max_retry_delay: float
+    timeout: float
+    executor: Executor
+    cpu: int
+    memory: int
+    priority: int
+    env: dict[str, str]
+    compensate: str | None
+
+    def retry_delay_for(self, attempt: int) -> float:
+        """Seconds to wait before the attempt after `attempt` (1-based): delay * backoff**(n-1)."""
+        delay = self.retry_delay * (self.retry_backoff ** max(attempt - 1, 0))
+        return min(delay, self.max_retry_delay)
+
+
+class Workflow(_Strict):
+    """A workflow file's content."""
+
+    id: str = Field(pattern=ID_PATTERN, description="unique name of the workflow")
+    description: str = ""
+    schedule: str | None = Field(
+        default=None, description='5-field cron ("0 2 * * *") or @hourly, @daily, ...'
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone the schedule is read in")
+    catchup: bool = Field(default=False, description="run the slots missed while paused")
+    max_active_runs: int = Field(default=1, ge=1, le=1000)
+    concurrency: int | None = Field(
+        default=None, ge=1, le=10_000, description="most tasks of one run running at once"
+    )
+    params: TextMap = Field(
+        default_factory=dict, description="exposed to tasks as STRATOFLOW_PARAM_<NAME>"
+    )
+    defaults: TaskDefaults = Field(default_factory=TaskDefaults)
+    tasks: list[Task] = Field(min_length=1)
+    format_version: Literal[1] = 1
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_as_text(cls, value: Any) -> Any:
+        return _text_values(value)
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            # fullmatch: re.match with "$" would let "name\n" through.
+            if not re.fullmatch(PARAM_NAME_PATTERN, name):
+                raise ValueError(
+                    f"param name {_quoted(name)} must match {PARAM_NAME_PATTERN} "
+                    "(it becomes the environment variable STRATOFLOW_PARAM_<NAME>)"
+                )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from stratoflow.core.cron import validate_schedule
+
+        return validate_schedule(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        from stratoflow.core.cron import validate_timezone
+
+        return validate_timezone(value)
+
+    @model_validator(mode="after")
+    def _graph_is_sound(self) -> Workflow:
+        from stratoflow.core.dag import check_graph
+
+        check_graph(self.tasks)
+        return self
+
+    def resolved_tasks(self) -> list[ResolvedTask]:
+        """Every task with the defaults applied, in file order."""
+        d = self.defaults
+        out: list[ResolvedTask] = []
+        for t in self.tasks:
+            out.append(
+                ResolvedTask(
+                    id=t.id,
+                    command=t.command,
+                    depends=list(t.depends),
+                    trigger_rule=t.trigger_rule or d.trigger_rule,
+                    retries=d.retries if t.retries is None else t.retries,
+                    retry_delay=d.retry_delay if t.retry_delay is None else t.retry_delay,
+                    retry_backoff=d.retry_backoff if t.retry_backoff is None else t.retry_backoff,
+                    max_retry_delay=(
+                        d.max_retry_delay if t.max_retry_delay is None else t.max_retry_delay
+                    ),
+                    timeout=d.timeout if t.timeout is None else t.timeout,
+                    executor=t.executor or d.executor,
+                    cpu=d.cpu if t.cpu is None else t.cpu,
+                    memory=d.memory if t.memory is None else t.memory,
+                    priority=d.priority if t.priority is None else t.priority,
+                    env={**d.env, **t.env},
+                    compensate=t.compensate,
+                )
+            )
+        return out

@@ -1,0 +1,53 @@
+"""A workflow compiled for execution: resolved tasks and read-only dependency maps.
+
+Built once per (workflow, version) and cached by the handlers: versions are immutable, so
+the cache can never serve a stale definition (invariant 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+from stratoflow.core.model import ResolvedTask, TriggerRule, Workflow
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The engine's view of one workflow version."""
+
+    workflow: Workflow
+    version: int
+
+    @property
+    def workflow_id(self) -> str:
+        return self.workflow.id
+
+    @cached_property
+    def tasks(self) -> Mapping[str, ResolvedTask]:
+        return {t.id: t for t in self.workflow.resolved_tasks()}
+
+    @cached_property
+    def downstream(self) -> Mapping[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {tid: [] for tid in self.tasks}
+        for task in self.tasks.values():
+            for parent in task.depends:
+                out[parent].append(task.id)
+        return {tid: tuple(children) for tid, children in out.items()}
+
+    @cached_property
+    def leaves(self) -> frozenset[str]:
+        return frozenset(tid for tid, children in self.downstream.items() if not children)
+
+    @cached_property
+    def roots(self) -> tuple[str, ...]:
+        """Tasks that are ready when the run starts: no upstream, or trigger rule `always`."""
+        return tuple(
+            t.id
+            for t in self.tasks.values()
+            if not t.depends or t.trigger_rule is TriggerRule.ALWAYS
+        )
+
+    def __len__(self) -> int:
+        return len(self.tasks)

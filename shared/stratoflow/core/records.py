@@ -1,0 +1,203 @@
+"""The engine's records: what is stored about runs and tasks, and the messages between steps.
+
+Plain dataclasses with JSON round-trips; no I/O. Times are aware UTC datetimes in memory and
+ISO 8601 text on the wire and in storage (invariant 9).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, Self
+
+from stratoflow.core.states import FINAL_RUN_STATUSES, RunStatus, TaskStatus
+
+OUTPUT_TAIL_BYTES = 4096
+
+
+def iso(ts: datetime | None) -> str | None:
+    """ISO 8601 UTC text with a Z suffix, or None."""
+    if ts is None:
+        return None
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class _Wire:
+    """JSON (de)serialisation shared by the records below."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class TaskMessage(_Wire):
+    """A request to run one attempt of a task (or one compensation): the task queue's body."""
+
+    run_id: str
+    workflow_id: str
+    version: int
+    task_id: str
+    attempt: int
+    logical_date: str
+    params: dict[str, str] = field(default_factory=dict)
+    kind: str = "task"  # "task" | "compensate"
+    workdir: str | None = None
+    not_before: float | None = None  # epoch seconds; for retry delays beyond SQS's 15 minutes
+    enqueued_at: str | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class AttemptReport(_Wire):
+    """What an executor observed of one attempt: the completion queue's body (invariant 10)."""
+
+    run_id: str
+    workflow_id: str
+    version: int
+    task_id: str
+    attempt: int
+    kind: str = "task"
+    exit_code: int | None = None
+    timed_out: bool = False
+    cancelled: bool = False
+    lost: bool = False  # the executor died; detected through the attempt's lease
+    started_at: str | None = None
+    finished_at: str | None = None
+    output_tail: str = ""
+    log_ref: str | None = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.cancelled or self.lost)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of one workflow version."""
+
+    run_id: str
+    workflow_id: str
+    version: int
+    status: RunStatus
+    logical_date: str
+    created_at: str
+    n_tasks: int
+    params: dict[str, str] = field(default_factory=dict)
+    concurrency: int | None = None
+    workdir: str | None = None
+    trigger: str = "manual"
+    started_at: str | None = None
+    finished_at: str | None = None
+    final_count: int = 0
+    leaf_bad: int = 0
+    active: int = 0
+    compensations: tuple[str, ...] = ()
+
+    def with_status(self, status: RunStatus, finished_at: str | None = None) -> RunRecord:
+        return replace(self, status=status, finished_at=finished_at or self.finished_at)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task's state within a run. An absent item reads as a pending task, never attempted."""
+
+    task_id: str
+    status: TaskStatus = TaskStatus.PENDING
+    attempt: int = 0
+    exit_code: int | None = None
+    timed_out: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    settled_at: str | None = None
+    output_tail: str = ""
+    lease_until: float | None = None
+    log_ref: str | None = None
+    error: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompensationRecord:
+    """The outcome of one compensation command of a failed run."""
+
+    index: int
+    task_id: str
+    status: str  # "succeeded" | "failed"
+    exit_code: int | None
+    timed_out: bool
+    started_at: str | None
+    finished_at: str | None
+    output_tail: str
+
+
+def run_document(
+    run: RunRecord,
+    tasks: dict[str, TaskRecord],
+    task_order: list[str],
+    compensations: list[CompensationRecord] | None = None,
+) -> dict[str, Any]:
+    """The JSON document `stratoflow run --json` and `status --json` print (a user contract)."""
+    out_tasks: dict[str, Any] = {}
+    for tid in task_order:
+        rec = tasks.get(tid) or TaskRecord(task_id=tid)
+        status = rec.status
+        # Anything not final when the run ended was never started because the run was
+        # cancelled or failed around it; the contract only knows final states.
+        if run.status in FINAL_RUN_STATUSES and status not in _PUBLIC_TASK_STATUSES:
+            status = TaskStatus.CANCELLED
+        out_tasks[tid] = {
+            "status": status.value,
+            "attempts": rec.attempt,
+            "exit_code": rec.exit_code,
+            "timed_out": rec.timed_out,
+            "started_at": rec.started_at if rec.attempt else None,
+            "finished_at": rec.finished_at if rec.attempt else None,
+            "output_tail": rec.output_tail,
+        }
+    return {
+        "run_id": run.run_id,
+        "workflow_id": run.workflow_id,
+        "status": run.status.public,
+        "started_at": run.started_at or run.created_at,
+        "finished_at": run.finished_at,
+        "tasks": out_tasks,
+        "compensations": [
+            {
+                "task_id": c.task_id,
+                "status": c.status,
+                "exit_code": c.exit_code,
+                "timed_out": c.timed_out,
+                "started_at": c.started_at,
+                "finished_at": c.finished_at,
+                "output_tail": c.output_tail,
+            }
+            for c in (compensations or [])
+        ],
+    }
+
+
+_PUBLIC_TASK_STATUSES = frozenset(
+    {
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.UPSTREAM_FAILED,
+        TaskStatus.SKIPPED,
+        TaskStatus.CANCELLED,
+    }
+)

@@ -1,0 +1,38 @@
+"""Dispatcher Lambda: creates runs and enqueues their ready tasks.
+
+Events (EventBridge shape): `Run Requested` (from the CLI, the API or the local runtime)
+starts one run of a registered workflow version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+
+from stratoflow import bootstrap, services
+
+logger = Logger(service="stratoflow")
+
+RUN_REQUESTED = "Run Requested"
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    ev = EventBridgeEvent(event)
+    if ev.detail_type != RUN_REQUESTED:
+        raise ValueError(f"dispatcher: unsupported event detail-type {ev.detail_type!r}")
+    detail = ev.detail
+    ports = bootstrap.default_ports()
+    plan = ports.definitions.get_plan(detail["workflow_id"], int(detail["version"]))
+    run, created = services.start_run(
+        ports,
+        plan,
+        params=detail.get("params") or {},
+        run_id=detail.get("run_id"),
+        logical_date=detail.get("logical_date"),
+        trigger=detail.get("trigger", "manual"),
+        workdir=detail.get("workdir"),
+    )
+    logger.info("run requested", extra={"run_id": run.run_id, "new_run": created})
+    return {"run_id": run.run_id, "created": created, "status": run.status.public}

@@ -1,0 +1,50 @@
+"""Loader Lambda: registers workflow files uploaded under the bucket's workflows/ prefix.
+
+A valid file becomes a new immutable version; an invalid one is reported in an object
+beside the upload (`<key>.error.txt`) and in the log, and registers nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import S3Event
+
+from stratoflow import bootstrap
+from stratoflow.config import WORKFLOWS_PREFIX
+from stratoflow.core.loader import WorkflowFileError, load_workflow_text
+
+logger = Logger(service="stratoflow")
+ERROR_SUFFIX = ".error.txt"
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    ports = bootstrap.default_ports()
+    s3 = bootstrap.default_clients().s3
+    registered: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for record in S3Event(event).records:
+        bucket = record.s3.bucket.name
+        key = unquote_plus(record.s3.get_object.key)
+        if not key.startswith(WORKFLOWS_PREFIX) or key.endswith(ERROR_SUFFIX):
+            continue
+        if not record.event_name.startswith("ObjectCreated"):
+            continue
+        text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", "replace")
+        try:
+            workflow = load_workflow_text(text, key)
+        except WorkflowFileError as err:
+            logger.warning("invalid workflow upload", extra={"key": key, "error": err.message})
+            ports.metrics.count("WorkflowLoadFailed", key)
+            s3.put_object(Bucket=bucket, Key=key + ERROR_SUFFIX, Body=err.message.encode())
+            errors.append(err.message)
+            continue
+        version = ports.definitions.save_version(
+            workflow, f"s3://{bucket}/{key}", ports.clock.now()
+        )
+        s3.delete_object(Bucket=bucket, Key=key + ERROR_SUFFIX)
+        registered.append({"workflow_id": workflow.id, "version": version, "key": key})
+        logger.info("workflow registered", extra=registered[-1])
+    return {"registered": registered, "errors": errors}

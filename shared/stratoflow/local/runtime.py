@@ -1,0 +1,321 @@
+"""The local runtime: plays the parts of Lambda's event-source mappings and EventBridge.
+
+It receives from the emulated queues and calls the real handlers with genuine event shapes,
+deleting what they processed and leaving the rest for redelivery, exactly as SQS's
+event-source mapping does with ReportBatchItemFailures. Long polling wakes on arrival, so
+nothing here sleeps to wait for work.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stratoflow import bootstrap
+from stratoflow.aws.clients import AwsClients
+from stratoflow.aws.observability import CallbackPublisher, NoMetrics
+from stratoflow.config import Resources, Settings
+from stratoflow.core.model import Workflow
+from stratoflow.core.records import AttemptReport, RunRecord
+from stratoflow.handlers import completion, dispatcher, executor
+from stratoflow.local.emulator import (
+    LOCAL_CREDENTIALS,
+    LOCAL_REGION,
+    EmbeddedEmulator,
+    provision,
+)
+from stratoflow.local.events import LambdaContext, eventbridge_event, sqs_event
+from stratoflow.ports import Metrics
+from stratoflow.services import CommandRunner, Ports
+
+LONG_POLL_SECONDS = 1
+
+
+@dataclass
+class Progress:
+    """What the runtime has seen pass through its queues (for the live view)."""
+
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    running_tasks: set[str] = field(default_factory=set)
+
+
+class LocalRuntime:
+    """An engine on the embedded emulator (or any endpoint), driven in this process."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = 4,
+        state_dir: str | Path = ".stratoflow",
+        endpoint_url: str | None = None,
+        prefix: str = "stratoflow",
+        redelivery_delay: float = 1.0,
+        metrics: Metrics | None = None,
+        on_report: Callable[[AttemptReport], None] | None = None,
+        pump: bool = True,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.state_dir = Path(state_dir)
+        self.endpoint_url = endpoint_url
+        self.prefix = prefix
+        self.redelivery_delay = redelivery_delay
+        self.progress = Progress()
+        self._metrics = metrics or NoMetrics()
+        self._on_report = on_report
+        self._pump = pump
+        self._emulator: EmbeddedEmulator | None = None
+        self._stop = threading.Event()
+        self.cancel = threading.Event()
+        """Set to kill every running command (Ctrl-C): their attempts end as cancelled."""
+        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.Semaphore(workers)
+        self._finished: dict[str, threading.Event] = {}
+        self._finished_lock = threading.Lock()
+        self._progress_lock = threading.Lock()
+        self.settings: Settings | None = None
+        self.clients: AwsClients | None = None
+        self.ports: Ports | None = None
+        self.runner: CommandRunner | None = None
+
+    # -- lifecycle
+
+    def start(self) -> LocalRuntime:
+        for name, value in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
+        if self.endpoint_url is None:
+            self._emulator = EmbeddedEmulator().start()
+            self.endpoint_url = self._emulator.endpoint_url
+        self.clients = AwsClients(LOCAL_REGION, self.endpoint_url)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._redirect_handler_logs(self.state_dir / "handlers.log")
+        log_dir = str((self.state_dir / "runs").resolve())
+        self.settings = provision(
+            self.clients,
+            Resources.named(self.prefix),
+            Settings(table=self.prefix, log_dir=log_dir),
+        )
+        self.ports = bootstrap.build_ports(
+            self.settings,
+            clients=self.clients,
+            events=CallbackPublisher(self._run_finished),
+            metrics=self._metrics,
+        )
+        runner = bootstrap.command_runner(log_dir=log_dir, echo_logs=False, cancel=self.cancel)
+        self.runner = runner
+        self.install()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stratoflow-executor")
+        if self._pump:
+            self._spawn(self._pump_tasks, "stratoflow-task-pump")
+            self._spawn(self._pump_completions, "stratoflow-completion-pump")
+        return self
+
+    def install(self) -> None:
+        """Make this process's handlers use this runtime's resources."""
+        bootstrap.install_defaults(self.ports, self.clients, self.runner)
+
+    def _redirect_handler_logs(self, path: Path) -> None:
+        """The handlers log JSON to stdout (CloudWatch on AWS); locally stdout is the CLI's,
+        so their lines go to a file in the state folder instead."""
+        import logging
+
+        stream = path.open("a", encoding="utf-8")
+        self._log_stream = stream
+        for handler in logging.getLogger("stratoflow").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(stream)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=LONG_POLL_SECONDS + 5)
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        bootstrap.install_defaults(None)
+        if self._emulator:
+            self._emulator.stop()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # -- what the CLI and tests use
+
+    def register(self, workflow: Workflow, source: str) -> int:
+        """Store the workflow as a (possibly new) version; returns the version."""
+        assert self.ports is not None
+        return self.ports.definitions.save_version(workflow, source, self.ports.clock.now())
+
+    def request_run(
+        self,
+        workflow_id: str,
+        version: int,
+        *,
+        params: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Start a run through the dispatcher handler, as EventBridge would invoke it."""
+        assert self.settings is not None
+        detail: dict[str, Any] = {
+            "workflow_id": workflow_id,
+            "version": version,
+            "params": dict(params or {}),
+            "workdir": workdir,
+        }
+        if run_id:
+            detail["run_id"] = run_id
+            self._event_for(run_id)
+        event = eventbridge_event(dispatcher.RUN_REQUESTED, detail, self.settings.region)
+        result = dispatcher.handler(event, LambdaContext("stratoflow-dispatcher"))
+        self._event_for(result["run_id"])
+        return str(result["run_id"])
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
+        """Block until the run has finished (no polling: the completion handler signals)."""
+        assert self.ports is not None
+        event = self._event_for(run_id)
+        run = self.ports.runs.get_run(run_id)
+        if run is not None and run.finished_at:
+            return run
+        if not event.wait(timeout):
+            raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
+        run = self.ports.runs.get_run(run_id)
+        assert run is not None
+        return run
+
+    def _event_for(self, run_id: str) -> threading.Event:
+        with self._finished_lock:
+            return self._finished.setdefault(run_id, threading.Event())
+
+    def _run_finished(self, run: RunRecord, failed_tasks: Sequence[str]) -> None:
+        self._event_for(run.run_id).set()
+
+    # -- the event-source mappings
+
+    def _receive(self, queue_url: str, limit: int) -> list[dict[str, Any]]:
+        assert self.clients is not None
+        resp = self.clients.sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=limit,
+            WaitTimeSeconds=LONG_POLL_SECONDS,
+            AttributeNames=["All"],
+        )
+        return list(resp.get("Messages", []))
+
+    def _settle_batch(
+        self, queue_url: str, messages: list[dict[str, Any]], response: dict[str, Any]
+    ) -> None:
+        """Delete what the handler processed; make its failures visible again soon."""
+        assert self.clients is not None
+        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.clients.sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
+                ],
+            )
+        for m in messages:
+            if m["MessageId"] in failed:
+                count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+                delay = int(min(self.redelivery_delay * 2 ** (count - 1), 60))
+                self.clients.sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=delay
+                )
+
+    def _pump_tasks(self) -> None:
+        assert self.settings is not None and self._pool is not None
+        url = self.settings.task_queue_url
+        while not self._stop.is_set():
+            self._slots.acquire()
+            taken = 1
+            while taken < min(self.workers, 10) and self._slots.acquire(blocking=False):
+                taken += 1
+            try:
+                messages = self._receive(url, taken)
+            except Exception:  # noqa: BLE001 - the emulator is stopping
+                messages = []
+                if self._stop.is_set():
+                    break
+            for _ in range(taken - len(messages)):
+                self._slots.release()
+            for m in messages:
+                self._pool.submit(self._execute_one, url, m)
+
+    def _execute_one(self, url: str, message: dict[str, Any]) -> None:
+        assert self.settings is not None
+        with self._progress_lock:
+            self.progress.running += 1
+        try:
+            event = sqs_event([message], url, self.settings.region)
+            response = _invoke(executor.handler, event, "stratoflow-executor")
+            self._settle_batch(url, [message], response)
+        finally:
+            with self._progress_lock:
+                self.progress.running -= 1
+            self._slots.release()
+
+    def _pump_completions(self) -> None:
+        assert self.settings is not None
+        url = self.settings.completion_queue_url
+        while not self._stop.is_set():
+            try:
+                messages = self._receive(url, 10)
+            except Exception:  # noqa: BLE001 - the emulator is stopping
+                if self._stop.is_set():
+                    break
+                raise
+            if not messages:
+                continue
+            event = sqs_event(messages, url, self.settings.region)
+            response = _invoke(completion.handler, event, "stratoflow-completion")
+            self._settle_batch(url, messages, response)
+            self._note_reports(messages, response)
+
+    def _note_reports(self, messages: list[dict[str, Any]], response: dict[str, Any]) -> None:
+        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        for m in messages:
+            if m["MessageId"] in failed:
+                continue
+            try:
+                report = AttemptReport.from_json(m["Body"])
+            except (ValueError, TypeError):
+                continue
+            with self._progress_lock:
+                if report.succeeded:
+                    self.progress.succeeded += 1
+                else:
+                    self.progress.failed += 1
+            if self._on_report:
+                self._on_report(report)
+
+
+def _invoke(
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]], event: dict[str, Any], name: str
+) -> dict[str, Any]:
+    """Call a batch handler; an exception fails the whole batch, as in Lambda."""
+    try:
+        return handler(event, LambdaContext(name))
+    except Exception:  # noqa: BLE001 - Lambda would retry every record of the batch
+        return {
+            "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
+        }

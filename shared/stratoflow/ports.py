@@ -1,0 +1,182 @@
+"""The ports the services need. Adapters in `stratoflow.aws` implement them over AWS APIs.
+
+Every write that changes state is conditional and forward-only (invariant 1), so each
+method documents the condition it applies and what it returns when the condition fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from stratoflow.core.model import Workflow
+from stratoflow.core.plan import Plan
+from stratoflow.core.records import (
+    AttemptReport,
+    CompensationRecord,
+    RunRecord,
+    TaskMessage,
+    TaskRecord,
+)
+from stratoflow.core.states import GOOD_LEAF_STATUSES, RunStatus, TaskStatus
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, aware, UTC."""
+        ...
+
+
+class IdSource(Protocol):
+    def new_id(self) -> str:
+        """A fresh unique id (for manually started runs)."""
+        ...
+
+
+class ClaimOutcome(StrEnum):
+    """Result of claiming a task attempt before running it (invariant 2)."""
+
+    CLAIMED = "claimed"  # this executor owns the attempt: run it
+    DUPLICATE = "duplicate"  # the attempt already ran or the task moved on: drop the message
+    HELD = "held"  # another executor runs it and its lease is valid: look again later
+    EXPIRED = "expired"  # claimed by an executor that died (lease passed): report it lost
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    lease_until: float | None = None
+
+
+class FinalizeOutcome(StrEnum):
+    APPLIED = "applied"  # this call recorded the final state and propagated it
+    ALREADY = "already"  # recorded before (a redelivery): propagation was completed now
+    STALE = "stale"  # the task is in another attempt or state: nothing to do
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A task reaching a final state, and what that changes around it."""
+
+    task_id: str
+    status: TaskStatus
+    children: Sequence[str]
+    attempt: int | None  # the attempt that ended; None when decided without running
+    is_leaf: bool
+    releases_slot: bool
+    fields: dict[str, Any] = field(default_factory=dict)  # exit_code, times, output_tail …
+
+    @property
+    def bad_leaf(self) -> bool:
+        """Whether this settlement makes the run fail (a leaf that did not succeed or skip)."""
+        return self.is_leaf and self.status not in GOOD_LEAF_STATUSES
+
+
+class DefinitionStore(Protocol):
+    def save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
+        """Store a new immutable version (or return the existing one with identical content)."""
+        ...
+
+    def get_plan(self, workflow_id: str, version: int) -> Plan:
+        """The compiled definition of one version; raises `DefinitionNotFound`."""
+        ...
+
+
+class RunStore(Protocol):
+    def create_run(self, run: RunRecord) -> bool:
+        """Create the run unless a run with its id exists; True if this call created it."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def get_run_and_tasks(
+        self, run_id: str, task_ids: Sequence[str]
+    ) -> tuple[RunRecord, dict[str, TaskRecord]]:
+        """Strongly consistent read of the run and some of its tasks (absent → pending)."""
+        ...
+
+    def list_tasks(self, run_id: str) -> dict[str, TaskRecord]:
+        """Every task item of a run (not for the hot path)."""
+        ...
+
+    def claim_attempt(
+        self, run_id: str, task_id: str, attempt: int, started_at: str, lease_until: float,
+        now: float,
+    ) -> Claim:
+        """Move the task to running for `attempt` if it is ready for exactly that attempt."""
+        ...
+
+    def retry_attempt(
+        self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any]
+    ) -> bool:
+        """running(attempt) → up_for_retry; True also when a redelivery finds it done already."""
+        ...
+
+    def finalize_task(self, run_id: str, settlement: Settlement) -> FinalizeOutcome:
+        """Record the final state and, atomically with it, count it in each child's upstream
+        counters and in the run's counters. Idempotent under redelivery."""
+        ...
+
+    def decide_task(self, run_id: str, task_id: str, status: TaskStatus, now: str) -> bool:
+        """pending → status; True only for the one caller that made the decision."""
+        ...
+
+    def put_waiting(self, run_id: str, task_id: str, priority: int, now: str) -> None: ...
+
+    def peek_waiting(self, run_id: str, limit: int) -> list[tuple[str, str]]:
+        """(entry key, task id) of waiting tasks, highest priority first, then first come."""
+        ...
+
+    def take_waiting(self, run_id: str, key: str) -> bool:
+        """Remove a waiting entry; True for the one caller that removed it."""
+        ...
+
+    def acquire_slot(self, run_id: str, cap: int) -> bool:
+        """Count one more active task if fewer than `cap` are active."""
+        ...
+
+    def release_slot(self, run_id: str) -> None: ...
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, now: str, compensations: Sequence[str] = ()
+    ) -> bool:
+        """running|compensating → status (forward only); True for the one caller that did it."""
+        ...
+
+    def claim_compensation(self, run_id: str, index: int, task_id: str, started_at: str) -> bool:
+        ...
+
+    def record_compensation(self, run_id: str, record: CompensationRecord) -> bool: ...
+
+    def list_compensations(self, run_id: str) -> list[CompensationRecord]: ...
+
+
+class TaskQueue(Protocol):
+    def send_tasks(self, messages: Iterable[TaskMessage], delay_seconds: int = 0) -> None:
+        """Enqueue task attempts (batched)."""
+        ...
+
+
+class CompletionQueue(Protocol):
+    def send_reports(self, reports: Iterable[AttemptReport]) -> None:
+        """Report finished attempts to the completion handler (batched)."""
+        ...
+
+
+class EventPublisher(Protocol):
+    def run_finished(self, run: RunRecord, failed_tasks: Sequence[str]) -> None:
+        """Announce a finished run (EventBridge `Run Finished` on AWS)."""
+        ...
+
+
+class Metrics(Protocol):
+    def count(self, name: str, workflow_id: str, value: float = 1.0) -> None: ...
+
+    def timing(self, name: str, workflow_id: str, milliseconds: float) -> None: ...
+
+
+class DefinitionNotFound(LookupError):
+    """No stored definition for the (workflow, version) asked for."""

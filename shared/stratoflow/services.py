@@ -1,0 +1,553 @@
+"""Use cases of the engine. Each takes its ports (a `Ports` bundle) as an argument.
+
+Flow: `start_run` enqueues the roots → an executor calls `execute_task` → its report
+reaches `record_completion`, which records the attempt, counts it in each dependent's
+upstream counters (O(out-degree), invariant 4), and enqueues the dependents whose trigger
+rule became decidable — exactly once, because only the conditional `decide_task` that moves
+a dependent out of pending may enqueue it (invariant 3).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from stratoflow.core.plan import Plan
+from stratoflow.core.records import (
+    OUTPUT_TAIL_BYTES,
+    AttemptReport,
+    CompensationRecord,
+    RunRecord,
+    TaskMessage,
+    TaskRecord,
+    iso,
+    parse_iso,
+)
+from stratoflow.core.rules import Decision, UpstreamCounts, decide
+from stratoflow.core.states import (
+    COUNTER_FOR_STATUS,
+    RunStatus,
+    TaskStatus,
+)
+from stratoflow.ports import (
+    ClaimOutcome,
+    Clock,
+    CompletionQueue,
+    DefinitionStore,
+    EventPublisher,
+    FinalizeOutcome,
+    IdSource,
+    Metrics,
+    RunStore,
+    Settlement,
+    TaskQueue,
+)
+
+SQS_MAX_DELAY_SECONDS = 900
+LEASE_MARGIN_SECONDS = 60.0
+"""Extra time past a task's timeout (and kill grace) before its claim counts as abandoned."""
+KILL_GRACE_SECONDS = 2.0
+SHORT_WAIT_SECONDS = 1.0
+
+
+@dataclass
+class Ports:
+    """Everything a use case may touch. Built by `stratoflow.bootstrap`."""
+
+    runs: RunStore
+    definitions: DefinitionStore
+    tasks: TaskQueue
+    completions: CompletionQueue
+    clock: Clock
+    ids: IdSource
+    events: EventPublisher
+    metrics: Metrics
+
+
+# --------------------------------------------------------------------------- start a run
+
+
+def start_run(
+    ports: Ports,
+    plan: Plan,
+    *,
+    params: Mapping[str, str] | None = None,
+    logical_date: str | None = None,
+    run_id: str | None = None,
+    trigger: str = "manual",
+    workdir: str | None = None,
+) -> tuple[RunRecord, bool]:
+    """Create a run of `plan` and enqueue its ready tasks. Returns (run, created).
+
+    Idempotent on `run_id`: a second call with the same id returns the existing run.
+    """
+    now = ports.clock.now()
+    run = RunRecord(
+        run_id=run_id or ports.ids.new_id(),
+        workflow_id=plan.workflow_id,
+        version=plan.version,
+        status=RunStatus.RUNNING,
+        logical_date=logical_date or iso(now) or "",
+        created_at=iso(now) or "",
+        started_at=iso(now),
+        n_tasks=len(plan),
+        params={**plan.workflow.params, **(params or {})},
+        concurrency=plan.workflow.concurrency,
+        workdir=workdir,
+        trigger=trigger,
+    )
+    if not ports.runs.create_run(run):
+        existing = ports.runs.get_run(run.run_id)
+        assert existing is not None
+        return existing, False
+    ports.metrics.count("RunsStarted", plan.workflow_id)
+    _make_ready(ports, plan, run, list(plan.roots))
+    return run, True
+
+
+def _task_message(plan: Plan, run: RunRecord, task_id: str, attempt: int, now: str) -> TaskMessage:
+    return TaskMessage(
+        run_id=run.run_id,
+        workflow_id=run.workflow_id,
+        version=run.version,
+        task_id=task_id,
+        attempt=attempt,
+        logical_date=run.logical_date,
+        params=dict(run.params),
+        workdir=run.workdir,
+        enqueued_at=now,
+        priority=plan.tasks[task_id].priority,
+    )
+
+
+def _make_ready(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str]) -> None:
+    """Send decided-to-run tasks to the queue, through the run's concurrency cap if any."""
+    if not task_ids:
+        return
+    now = iso(ports.clock.now()) or ""
+    if run.concurrency is None:
+        ordered = sorted(task_ids, key=lambda t: -plan.tasks[t].priority)
+        ports.tasks.send_tasks(_task_message(plan, run, t, 1, now) for t in ordered)
+        return
+    for task_id in task_ids:
+        ports.runs.put_waiting(run.run_id, task_id, plan.tasks[task_id].priority, now)
+    _pump_waiting(ports, plan, run)
+
+
+def _pump_waiting(ports: Ports, plan: Plan, run: RunRecord) -> None:
+    """Start waiting tasks while the run has free slots, highest priority first.
+
+    Every party runs this after its own write (a waiter after adding itself, a finisher
+    after releasing its slot), and a failed `acquire_slot` means some holder has yet to
+    release and pump, so no waiting task is ever stranded (no lost wake-up).
+    """
+    cap = run.concurrency or 1
+    while True:
+        waiting = ports.runs.peek_waiting(run.run_id, cap)
+        if not waiting:
+            return
+        started: list[TaskMessage] = []
+        now = iso(ports.clock.now()) or ""
+        for key, task_id in waiting:
+            if not ports.runs.acquire_slot(run.run_id, cap):
+                _send(ports, started)
+                return
+            if ports.runs.take_waiting(run.run_id, key):
+                started.append(_task_message(plan, run, task_id, 1, now))
+            else:
+                ports.runs.release_slot(run.run_id)
+        _send(ports, started)
+
+
+def _send(ports: Ports, messages: list[TaskMessage]) -> None:
+    if messages:
+        ports.tasks.send_tasks(messages)
+
+
+# --------------------------------------------------------------------------- execute
+
+
+class ExecuteOutcome(StrEnum):
+    RAN = "ran"  # the command ran and its report was sent
+    DROPPED = "dropped"  # a duplicate of an attempt that already ran or moved on
+    DEFERRED = "deferred"  # not due yet, or running elsewhere: re-sent with a delay
+    LOST = "lost"  # the attempt's earlier executor died: reported as lost
+
+
+@dataclass(frozen=True)
+class ExecuteResult:
+    outcome: ExecuteOutcome
+    defer_seconds: float = 0.0
+    report: AttemptReport | None = None
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What running a command produced (a runner's result, decoupled from its module)."""
+
+    exit_code: int | None
+    timed_out: bool
+    cancelled: bool
+    output_tail: str
+    started_at: str
+    finished_at: str
+    log_ref: str | None = None
+
+
+CommandRunner = Callable[..., CommandOutcome]
+"""run(command, env=, cwd=, timeout=, log_name=) → CommandOutcome."""
+
+
+def task_environment(
+    plan: Plan, msg: TaskMessage, base_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment a task's command sees: the base, STRATOFLOW_* and the task's env."""
+    task = plan.tasks[msg.task_id]
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(
+        {
+            "STRATOFLOW_RUN_ID": msg.run_id,
+            "STRATOFLOW_WORKFLOW_ID": msg.workflow_id,
+            "STRATOFLOW_TASK_ID": msg.task_id,
+            "STRATOFLOW_ATTEMPT": str(msg.attempt),
+            "STRATOFLOW_LOGICAL_DATE": msg.logical_date,
+        }
+    )
+    for name, value in msg.params.items():
+        env[f"STRATOFLOW_PARAM_{name.upper()}"] = value
+    env.update(task.env)
+    return env
+
+
+def execute_task(
+    ports: Ports,
+    msg: TaskMessage,
+    run_command: CommandRunner,
+    base_env: Mapping[str, str] | None = None,
+) -> ExecuteResult:
+    """Claim one attempt, run its command, and report the outcome to the completion queue.
+
+    The executor never changes a run's state itself (invariant 10): it reports.
+    """
+    now = ports.clock.now()
+    if msg.not_before is not None and msg.not_before > now.timestamp():
+        remaining = msg.not_before - now.timestamp()
+        if remaining > SHORT_WAIT_SECONDS:
+            return _defer(ports, msg, remaining)
+        # SQS delays are whole seconds; a sub-second remainder is waited out here.
+        time.sleep(remaining)
+        now = ports.clock.now()
+    plan = ports.definitions.get_plan(msg.workflow_id, msg.version)
+    task = plan.tasks[msg.task_id]
+    if msg.kind == "compensate":
+        command = task.compensate or "true"
+        if not ports.runs.claim_compensation(
+            msg.run_id, msg.attempt - 1, msg.task_id, iso(now) or ""
+        ):
+            return ExecuteResult(ExecuteOutcome.DROPPED)
+    else:
+        command = task.command
+        lease_until = now.timestamp() + task.timeout + KILL_GRACE_SECONDS + LEASE_MARGIN_SECONDS
+        claim = ports.runs.claim_attempt(
+            msg.run_id, msg.task_id, msg.attempt, iso(now) or "", lease_until, now.timestamp()
+        )
+        if claim.outcome is ClaimOutcome.DUPLICATE:
+            return ExecuteResult(ExecuteOutcome.DROPPED)
+        if claim.outcome is ClaimOutcome.HELD:
+            # Look again once the holder's lease has passed: by then it has either
+            # reported (we drop) or died (we report it lost). Never run a second copy.
+            wait = (claim.lease_until or now.timestamp()) - now.timestamp() + 1.0
+            return _defer(ports, msg, max(wait, 1.0))
+        if claim.outcome is ClaimOutcome.EXPIRED:
+            report = _report(msg, lost=True, error="executor lost: the attempt's lease expired")
+            ports.completions.send_reports([report])
+            return ExecuteResult(ExecuteOutcome.LOST, report=report)
+        if msg.enqueued_at:
+            queued_for = (now - (parse_iso(msg.enqueued_at) or now)).total_seconds() * 1000
+            ports.metrics.timing("QueueLatency", msg.workflow_id, max(queued_for, 0.0))
+    result = run_command(
+        command,
+        env=task_environment(plan, msg, base_env),
+        cwd=msg.workdir,
+        timeout=task.timeout,
+        log_name=f"{msg.run_id}/{msg.task_id}.{msg.kind}.{msg.attempt}.log",
+    )
+    report = _report(
+        msg,
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        cancelled=result.cancelled,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        output_tail=result.output_tail,
+        log_ref=result.log_ref,
+    )
+    ports.completions.send_reports([report])
+    return ExecuteResult(ExecuteOutcome.RAN, report=report)
+
+
+def _defer(ports: Ports, msg: TaskMessage, seconds: float) -> ExecuteResult:
+    # Re-send rather than hold the message invisible: a fresh message starts a fresh
+    # receive count, so waiting never pushes it towards the dead-letter queue.
+    ports.tasks.send_tasks([msg], delay_seconds=int(min(max(seconds, 0), SQS_MAX_DELAY_SECONDS)))
+    return ExecuteResult(ExecuteOutcome.DEFERRED, seconds)
+
+
+def _report(msg: TaskMessage, **fields: Any) -> AttemptReport:
+    return AttemptReport(
+        run_id=msg.run_id,
+        workflow_id=msg.workflow_id,
+        version=msg.version,
+        task_id=msg.task_id,
+        attempt=msg.attempt,
+        kind=msg.kind,
+        **fields,
+    )
+
+
+# --------------------------------------------------------------------------- completion
+
+
+def record_completion(ports: Ports, report: AttemptReport) -> None:
+    """Record one finished attempt and move the run forward (the completion handler)."""
+    plan = ports.definitions.get_plan(report.workflow_id, report.version)
+    if report.kind == "compensate":
+        _record_compensation(ports, plan, report)
+        return
+    task = plan.tasks[report.task_id]
+    fields = _attempt_fields(report, iso(ports.clock.now()) or "")
+    wf = report.workflow_id
+    if report.timed_out:
+        ports.metrics.count("TasksTimedOut", wf)
+    if not report.succeeded and not report.cancelled and report.attempt <= task.retries:
+        if ports.runs.retry_attempt(report.run_id, report.task_id, report.attempt, fields):
+            delay = task.retry_delay_for(report.attempt)
+            now = ports.clock.now()
+            run = ports.runs.get_run(report.run_id)
+            if run is None or run.status is not RunStatus.RUNNING:
+                return
+            msg = replace(
+                _task_message(plan, run, report.task_id, report.attempt + 1, iso(now) or ""),
+                not_before=(now + timedelta(seconds=delay)).timestamp() if delay else None,
+            )
+            ports.tasks.send_tasks([msg], delay_seconds=int(min(delay, SQS_MAX_DELAY_SECONDS)))
+            ports.metrics.count("TasksRetried", wf)
+        return
+    if report.succeeded:
+        status = TaskStatus.SUCCEEDED
+    elif report.cancelled:
+        status = TaskStatus.CANCELLED
+    else:
+        status = TaskStatus.FAILED
+    ports.metrics.count("TasksSucceeded" if report.succeeded else "TasksFailed", wf)
+    settlement = Settlement(
+        task_id=report.task_id,
+        status=status,
+        children=plan.downstream[report.task_id],
+        attempt=report.attempt,
+        is_leaf=report.task_id in plan.leaves,
+        releases_slot=plan.workflow.concurrency is not None,
+        fields=fields,
+    )
+    _settle(ports, plan, report.run_id, settlement)
+
+
+def _attempt_fields(report: AttemptReport, now: str) -> dict[str, Any]:
+    tail = report.output_tail.encode("utf-8")[-OUTPUT_TAIL_BYTES:].decode("utf-8", "ignore")
+    return {
+        "settled_at": now,
+        "exit_code": report.exit_code,
+        "timed_out": report.timed_out,
+        "started_at": report.started_at,
+        "finished_at": report.finished_at,
+        "output_tail": tail,
+        "log_ref": report.log_ref,
+        "error": report.error,
+    }
+
+
+def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
+    """Finalize a task, decide its dependents, cascade skips, and finish the run if done."""
+    worklist = [first]
+    ready: list[str] = []
+    run: RunRecord | None = None
+    while worklist:
+        settlement = worklist.pop()
+        outcome = ports.runs.finalize_task(run_id, settlement)
+        if outcome is FinalizeOutcome.STALE:
+            continue
+        redelivered = outcome is FinalizeOutcome.ALREADY
+        run, children = ports.runs.get_run_and_tasks(run_id, settlement.children)
+        now = iso(ports.clock.now()) or ""
+        for child_id in settlement.children:
+            child = children[child_id]
+            if child.status is not TaskStatus.PENDING:
+                if redelivered and child.status is TaskStatus.QUEUED and child.attempt == 0:
+                    # We may have crashed between deciding and enqueueing; a duplicate
+                    # message is harmless (the executor's claim drops it), a lost one is not.
+                    ready.append(child_id)
+                continue
+            spec = plan.tasks[child_id]
+            decision = decide(spec.trigger_rule, _counts(len(spec.depends), child))
+            if decision is Decision.WAIT:
+                continue
+            if decision is Decision.RUN:
+                status = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
+                if ports.runs.decide_task(run_id, child_id, status, now):
+                    ready.append(child_id)
+                continue
+            settled = (
+                TaskStatus.SKIPPED if decision is Decision.SKIP else TaskStatus.UPSTREAM_FAILED
+            )
+            if ports.runs.decide_task(run_id, child_id, settled, now):
+                worklist.append(
+                    Settlement(
+                        task_id=child_id,
+                        status=settled,
+                        children=plan.downstream[child_id],
+                        attempt=None,
+                        is_leaf=child_id in plan.leaves,
+                        releases_slot=False,
+                        fields={"settled_at": now},
+                    )
+                )
+    if run is None:
+        return
+    if ready:
+        _make_ready(ports, plan, run, ready)
+    elif run.concurrency is not None and first.releases_slot:
+        _pump_waiting(ports, plan, run)
+    if run.final_count >= run.n_tasks and run.status is RunStatus.RUNNING:
+        _finish_run(ports, plan, run)
+
+
+def _counts(total: int, rec: TaskRecord) -> UpstreamCounts:
+    c = rec.counters
+    return UpstreamCounts(
+        total=total,
+        succeeded=c.get(COUNTER_FOR_STATUS[TaskStatus.SUCCEEDED], 0),
+        failed=c.get(COUNTER_FOR_STATUS[TaskStatus.FAILED], 0),
+        upstream_failed=c.get(COUNTER_FOR_STATUS[TaskStatus.UPSTREAM_FAILED], 0),
+        skipped=c.get(COUNTER_FOR_STATUS[TaskStatus.SKIPPED], 0),
+        cancelled=c.get(COUNTER_FOR_STATUS[TaskStatus.CANCELLED], 0),
+    )
+
+
+def _finish_run(ports: Ports, plan: Plan, run: RunRecord) -> None:
+    """Every task is final: the run succeeds if no leaf ended badly; a failure compensates."""
+    now = iso(ports.clock.now()) or ""
+    if run.leaf_bad == 0:
+        if ports.runs.finish_run(run.run_id, RunStatus.SUCCEEDED, now):
+            ports.metrics.count("RunsSucceeded", run.workflow_id)
+            ports.events.run_finished(run.with_status(RunStatus.SUCCEEDED, now), [])
+        return
+    tasks = ports.runs.list_tasks(run.run_id)
+    to_compensate = _compensation_order(plan, tasks)
+    if to_compensate:
+        if ports.runs.finish_run(
+            run.run_id, RunStatus.COMPENSATING, now, compensations=to_compensate
+        ):
+            ports.tasks.send_tasks([_compensation_message(run, to_compensate[0], 0, now)])
+        return
+    _finish_failed(ports, run, tasks, now)
+
+
+def _finish_failed(
+    ports: Ports, run: RunRecord, tasks: dict[str, TaskRecord], now: str
+) -> None:
+    if ports.runs.finish_run(run.run_id, RunStatus.FAILED, now):
+        failed = sorted(t for t, r in tasks.items() if r.status is TaskStatus.FAILED)
+        ports.metrics.count("RunsFailed", run.workflow_id)
+        ports.events.run_finished(run.with_status(RunStatus.FAILED, now), failed)
+
+
+def _compensation_order(plan: Plan, tasks: dict[str, TaskRecord]) -> list[str]:
+    """Succeeded tasks that have a compensation, most recently completed first (a saga)."""
+    done = [
+        rec
+        for tid, rec in tasks.items()
+        if rec.status is TaskStatus.SUCCEEDED and tid in plan.tasks and plan.tasks[tid].compensate
+    ]
+    done.sort(key=lambda r: (r.settled_at or r.finished_at or "", r.task_id), reverse=True)
+    return [r.task_id for r in done]
+
+
+def _compensation_message(run: RunRecord, task_id: str, index: int, now: str) -> TaskMessage:
+    return TaskMessage(
+        run_id=run.run_id,
+        workflow_id=run.workflow_id,
+        version=run.version,
+        task_id=task_id,
+        attempt=index + 1,
+        logical_date=run.logical_date,
+        params=dict(run.params),
+        kind="compensate",
+        workdir=run.workdir,
+        enqueued_at=now,
+    )
+
+
+def _record_compensation(ports: Ports, plan: Plan, report: AttemptReport) -> None:
+    index = report.attempt - 1
+    record = CompensationRecord(
+        index=index,
+        task_id=report.task_id,
+        status="succeeded" if report.succeeded else "failed",
+        exit_code=report.exit_code,
+        timed_out=report.timed_out,
+        started_at=report.started_at,
+        finished_at=report.finished_at,
+        output_tail=report.output_tail,
+    )
+    ports.runs.record_compensation(report.run_id, record)
+    run = ports.runs.get_run(report.run_id)
+    if run is None or run.status is not RunStatus.COMPENSATING:
+        return
+    now = iso(ports.clock.now()) or ""
+    if index + 1 < len(run.compensations):
+        # A failed compensation is recorded and the rest still run.
+        nxt = _compensation_message(run, run.compensations[index + 1], index + 1, now)
+        ports.tasks.send_tasks([nxt])
+        return
+    _finish_failed(ports, run, ports.runs.list_tasks(run.run_id), now)
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def run_status(ports: Ports, run_id: str) -> dict[str, Any] | None:
+    """The run document (`stratoflow status --json`), or None if there is no such run."""
+    from stratoflow.core.records import run_document
+
+    run = ports.runs.get_run(run_id)
+    if run is None:
+        return None
+    plan = ports.definitions.get_plan(run.workflow_id, run.version)
+    tasks = ports.runs.list_tasks(run_id)
+    comps = ports.runs.list_compensations(run_id) if run.compensations else []
+    return run_document(run, tasks, list(plan.tasks), comps)
+
+
+@dataclass
+class SystemClock:
+    """The real clock, for production wiring."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class RandomIds:
+    """Sortable unique ids: a millisecond timestamp then random hex."""
+
+    prefix: str = ""
+    _rand: Callable[[int], bytes] = field(default=os.urandom)
+
+    def new_id(self) -> str:
+        return f"{self.prefix}{int(time.time() * 1000):013d}-{self._rand(6).hex()}"
+

@@ -6,9 +6,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp
 PYTEST_WORKERS ?= auto
 
+NODE_STAMP := node_modules/.package-lock.json
+
 .PHONY: install demo test lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
+
+# The pinned CDK CLI (and cdklocal) for synth and the deploy rehearsal.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +25,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/stratoflow run examples/etl/etl.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 lint: $(STAMP)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.dynamodb import DynamoDefinitionStore, DynamoRunStore
+from stratoflow.aws.ecs import FargateLauncher, RoutingTaskQueue
 from stratoflow.aws.observability import EventBridgePublisher, NoMetrics, PowertoolsMetrics
 from stratoflow.aws.sqs import SqsCompletionQueue, SqsTaskQueue
 from stratoflow.config import Settings
@@ -43,7 +44,10 @@ def build_ports(
     return Ports(
         runs=DynamoRunStore(clients, settings.table),
         definitions=DynamoDefinitionStore(clients, settings.table, settings.bucket or None),
-        tasks=SqsTaskQueue(clients, settings.task_queue_url),
+        tasks=RoutingTaskQueue(
+            SqsTaskQueue(clients, settings.task_queue_url),
+            FargateLauncher(clients, settings.ecs) if settings.ecs else None,
+        ),
         completions=SqsCompletionQueue(clients, settings.completion_queue_url),
         clock=SystemClock(),
         ids=RandomIds(),

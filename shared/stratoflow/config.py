@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 # --- environment variable names (the contract between infra/, handlers and local runtime)
 ENV_TABLE = "STRATOFLOW_TABLE"
@@ -21,14 +20,66 @@ ENV_EVENT_BUS = "STRATOFLOW_EVENT_BUS"
 ENV_LOG_DIR = "STRATOFLOW_LOG_DIR"
 ENV_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 ENV_REGION = "AWS_REGION"
+ENV_RUN_RETENTION_DAYS = "STRATOFLOW_RUN_RETENTION_DAYS"
+"""Days a finished run's items are kept (DynamoDB TTL on TABLE_TTL_ATTRIBUTE)."""
+
+# Fargate executor: what the functions that enqueue tasks need to call ECS RunTask.
+ENV_ECS_CLUSTER = "STRATOFLOW_ECS_CLUSTER"
+ENV_ECS_TASK_DEFINITION = "STRATOFLOW_ECS_TASK_DEFINITION"
+ENV_ECS_SUBNETS = "STRATOFLOW_ECS_SUBNETS"
+"""Comma-separated subnet ids for the task's awsvpc configuration."""
+ENV_ECS_SECURITY_GROUPS = "STRATOFLOW_ECS_SECURITY_GROUPS"
+"""Comma-separated security group ids for the task's awsvpc configuration."""
+ENV_ECS_CONTAINER = "STRATOFLOW_ECS_CONTAINER"
+"""Name of the runner container, for RunTask containerOverrides."""
+ENV_ECS_ASSIGN_PUBLIC_IP = "STRATOFLOW_ECS_ASSIGN_PUBLIC_IP"
+"""ENABLED or DISABLED: awsvpcConfiguration.assignPublicIp for RunTask."""
+ENV_TASK_MESSAGE = "STRATOFLOW_TASK_MESSAGE"
+"""The task message (JSON) given to `python -m stratoflow.runner.fargate` by RunTask."""
+
+FARGATE_ENV_VARS = (
+    ENV_ECS_CLUSTER,
+    ENV_ECS_TASK_DEFINITION,
+    ENV_ECS_SUBNETS,
+    ENV_ECS_SECURITY_GROUPS,
+    ENV_ECS_CONTAINER,
+    ENV_ECS_ASSIGN_PUBLIC_IP,
+)
+FARGATE_LAUNCHERS = ("dispatcher", "completion")
+"""Functions that enqueue tasks, hence start `executor: fargate` tasks with RunTask."""
+RUN_RETENTION_SETTERS = ("dispatcher", "completion")
 
 HANDLER_ENV_VARS: dict[str, tuple[str, ...]] = {
-    "dispatcher": (ENV_TABLE, ENV_TASK_QUEUE_URL, ENV_BUCKET),
+    "dispatcher": (ENV_TABLE, ENV_TASK_QUEUE_URL, ENV_BUCKET, ENV_RUN_RETENTION_DAYS,
+                   *FARGATE_ENV_VARS),
     "executor": (ENV_TABLE, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET),
-    "completion": (ENV_TABLE, ENV_TASK_QUEUE_URL, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET),
+    "completion": (ENV_TABLE, ENV_TASK_QUEUE_URL, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET,
+                   ENV_RUN_RETENTION_DAYS, *FARGATE_ENV_VARS),
     "loader": (ENV_TABLE, ENV_BUCKET),
 }
 """Which settings each Lambda function needs; infra sets these and a test checks it."""
+
+# Powertools metrics (EMF)
+METRICS_NAMESPACE = "Stratoflow"
+SERVICE_DIMENSION = "service"
+WORKFLOW_DIMENSION = "workflow"
+METRIC_RUNS_STARTED = "RunsStarted"
+METRIC_RUNS_SUCCEEDED = "RunsSucceeded"
+METRIC_RUNS_FAILED = "RunsFailed"
+METRIC_TASKS_SUCCEEDED = "TasksSucceeded"
+METRIC_TASKS_FAILED = "TasksFailed"
+METRIC_TASKS_RETRIED = "TasksRetried"
+METRIC_TASKS_TIMED_OUT = "TasksTimedOut"
+METRIC_TASK_DURATION = "TaskDuration"
+"""Milliseconds from an attempt's start to its end."""
+METRIC_QUEUE_LATENCY = "QueueLatency"
+"""Milliseconds from enqueue to the attempt's start."""
+METRIC_WORKFLOW_LOAD_FAILED = "WorkflowLoadFailed"
+
+WORKFLOW_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+"""Only these uploads under workflows/ notify the loader. An error report written beside an
+upload must end otherwise (e.g. `etl.yaml.error.txt`), or it would re-trigger the loader."""
+DEFAULT_RUN_RETENTION_DAYS = 30
 
 # --- resource definitions
 DEFAULT_PREFIX = "stratoflow"
@@ -116,7 +167,9 @@ class Settings:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     log_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    run_retention_days: int = DEFAULT_RUN_RETENTION_DAYS
+    ecs: dict[str, str] = field(default_factory=dict)
+    """The Fargate settings (FARGATE_ENV_VARS) when this function may start Fargate tasks."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -130,6 +183,10 @@ class Settings:
             endpoint_url=env.get(ENV_ENDPOINT_URL) or None,
             region=env.get(ENV_REGION) or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             log_dir=env.get(ENV_LOG_DIR) or None,
+            run_retention_days=int(
+                env.get(ENV_RUN_RETENTION_DAYS) or DEFAULT_RUN_RETENTION_DAYS
+            ),
+            ecs={name: env[name] for name in FARGATE_ENV_VARS if env.get(name)},
         )
 
     def as_env(self) -> dict[str, str]:
@@ -147,4 +204,6 @@ class Settings:
             env[ENV_ENDPOINT_URL] = self.endpoint_url
         if self.log_dir:
             env[ENV_LOG_DIR] = self.log_dir
+        env[ENV_RUN_RETENTION_DAYS] = str(self.run_retention_days)
+        env.update(self.ecs)
         return env

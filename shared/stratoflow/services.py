@@ -111,6 +111,7 @@ def start_run(
 
 
 def _task_message(plan: Plan, run: RunRecord, task_id: str, attempt: int, now: str) -> TaskMessage:
+    spec = plan.tasks[task_id]
     return TaskMessage(
         run_id=run.run_id,
         workflow_id=run.workflow_id,
@@ -121,7 +122,10 @@ def _task_message(plan: Plan, run: RunRecord, task_id: str, attempt: int, now: s
         params=dict(run.params),
         workdir=run.workdir,
         enqueued_at=now,
-        priority=plan.tasks[task_id].priority,
+        priority=spec.priority,
+        executor=spec.executor.value,
+        cpu=spec.cpu,
+        memory=spec.memory,
     )
 
 
@@ -452,7 +456,7 @@ def _finish_run(ports: Ports, plan: Plan, run: RunRecord) -> None:
         if ports.runs.finish_run(
             run.run_id, RunStatus.COMPENSATING, now, compensations=to_compensate
         ):
-            ports.tasks.send_tasks([_compensation_message(run, to_compensate[0], 0, now)])
+            ports.tasks.send_tasks([_compensation_message(plan, run, to_compensate[0], 0, now)])
         return
     _finish_failed(ports, run, tasks, now)
 
@@ -477,7 +481,9 @@ def _compensation_order(plan: Plan, tasks: dict[str, TaskRecord]) -> list[str]:
     return [r.task_id for r in done]
 
 
-def _compensation_message(run: RunRecord, task_id: str, index: int, now: str) -> TaskMessage:
+def _compensation_message(
+    plan: Plan, run: RunRecord, task_id: str, index: int, now: str
+) -> TaskMessage:
     return TaskMessage(
         run_id=run.run_id,
         workflow_id=run.workflow_id,
@@ -489,6 +495,9 @@ def _compensation_message(run: RunRecord, task_id: str, index: int, now: str) ->
         kind="compensate",
         workdir=run.workdir,
         enqueued_at=now,
+        executor=plan.tasks[task_id].executor.value,
+        cpu=plan.tasks[task_id].cpu,
+        memory=plan.tasks[task_id].memory,
     )
 
 
@@ -511,7 +520,7 @@ def _record_compensation(ports: Ports, plan: Plan, report: AttemptReport) -> Non
     now = iso(ports.clock.now()) or ""
     if index + 1 < len(run.compensations):
         # A failed compensation is recorded and the rest still run.
-        nxt = _compensation_message(run, run.compensations[index + 1], index + 1, now)
+        nxt = _compensation_message(plan, run, run.compensations[index + 1], index + 1, now)
         ports.tasks.send_tasks([nxt])
         return
     _finish_failed(ports, run, ports.runs.list_tasks(run.run_id), now)

@@ -339,3 +339,40 @@ def test_thousand_task_fan_out_fan_in(runtime: LocalRuntime, tmp_path: Path) -> 
     )
     print(f"1,002-task fan-out/fan-in: {elapsed:.1f} s")
     assert os.environ.get("CI") or elapsed < 240
+
+
+def test_a_poison_message_ends_in_the_dead_letter_queue_and_harms_nothing(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    assert runtime.clients is not None and runtime.settings is not None
+    sqs = runtime.clients.sqs
+    dlq_url = sqs.get_queue_url(QueueName=f"{runtime.prefix}-tasks-dlq")["QueueUrl"]
+    sqs.send_message(QueueUrl=runtime.settings.task_queue_url, MessageBody="{not a task")
+    # a healthy run goes on beside it
+    doc = run_workflow(runtime, {"tasks": [{"id": "fine", "command": "true"}]}, tmp_path)
+    assert doc["status"] == "succeeded"
+    deadline = time.monotonic() + 30
+    bodies: list[str] = []
+    while time.monotonic() < deadline and not bodies:
+        resp = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1, MaxNumberOfMessages=10)
+        bodies = [m["Body"] for m in resp.get("Messages", [])]
+    assert bodies == ["{not a task"]
+
+
+def test_a_fargate_task_runs_through_the_container_entrypoint(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    doc = run_workflow(
+        runtime,
+        {
+            "tasks": [
+                {"id": "heavy", "command": "tr '\\0' ' ' < /proc/$PPID/cmdline; echo",
+                 "executor": "fargate", "cpu": 1024, "memory": 2048},
+                {"id": "after", "command": "true", "depends": ["heavy"]},
+            ]
+        },
+        tmp_path,
+    )
+    assert statuses(doc) == {"heavy": "succeeded", "after": "succeeded"}
+    # the command's parent process is the Fargate runner module, not the executor Lambda's
+    assert "-m stratoflow.runner.fargate" in doc["tasks"]["heavy"]["output_tail"]

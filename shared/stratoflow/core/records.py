@@ -60,6 +60,9 @@ class TaskMessage(_Wire):
     not_before: float | None = None  # epoch seconds; for retry delays beyond SQS's 15 minutes
     enqueued_at: str | None = None
     priority: int = 0
+    executor: str = "lambda"  # "lambda" | "fargate": where the attempt runs on AWS
+    cpu: int = 256
+    memory: int = 512
 
 
 @dataclass(frozen=True)

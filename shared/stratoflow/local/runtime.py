@@ -9,6 +9,8 @@ nothing here sleeps to wait for work.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +21,15 @@ from typing import Any
 from stratoflow import bootstrap
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.observability import CallbackPublisher, NoMetrics
-from stratoflow.config import Resources, Settings
+from stratoflow.config import ENV_TASK_MESSAGE, Resources, Settings
 from stratoflow.core.model import Workflow
-from stratoflow.core.records import AttemptReport, RunRecord
+from stratoflow.core.records import AttemptReport, RunRecord, TaskMessage
 from stratoflow.handlers import completion, dispatcher, executor
 from stratoflow.local.emulator import (
     LOCAL_CREDENTIALS,
     LOCAL_REGION,
     EmbeddedEmulator,
+    package_root,
     provision,
 )
 from stratoflow.local.events import LambdaContext, eventbridge_event, sqs_event
@@ -34,6 +37,7 @@ from stratoflow.ports import Metrics
 from stratoflow.services import CommandRunner, Ports
 
 LONG_POLL_SECONDS = 1
+COMPLETION_PUMPS = 3
 
 
 @dataclass
@@ -117,7 +121,10 @@ class LocalRuntime:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stratoflow-executor")
         if self._pump:
             self._spawn(self._pump_tasks, "stratoflow-task-pump")
-            self._spawn(self._pump_completions, "stratoflow-completion-pump")
+            # Several completion handlers at once, as Lambda scales the completion function
+            # with its queue; the conditional writes make their races harmless.
+            for n in range(COMPLETION_PUMPS):
+                self._spawn(self._pump_completions, f"stratoflow-completion-pump-{n}")
         return self
 
     def install(self) -> None:
@@ -266,13 +273,36 @@ class LocalRuntime:
         with self._progress_lock:
             self.progress.running += 1
         try:
-            event = sqs_event([message], url, self.settings.region)
-            response = _invoke(executor.handler, event, "stratoflow-executor")
+            if _wants_fargate(message["Body"]):
+                response = self._run_fargate_entrypoint(message)
+            else:
+                event = sqs_event([message], url, self.settings.region)
+                response = _invoke(executor.handler, event, "stratoflow-executor")
             self._settle_batch(url, [message], response)
         finally:
             with self._progress_lock:
                 self.progress.running -= 1
             self._slots.release()
+
+    def _run_fargate_entrypoint(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Run an `executor: fargate` attempt as its container would: a process running
+        `python -m stratoflow.runner.fargate` with the task message in its environment."""
+        assert self.settings is not None
+        env = {
+            **os.environ,
+            **self.settings.as_env(),
+            ENV_TASK_MESSAGE: message["Body"],
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (package_root(), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "stratoflow.runner.fargate"],
+            env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+        )
+        if proc.returncode == 0:
+            return {"batchItemFailures": []}
+        return {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
 
     def _pump_completions(self) -> None:
         assert self.settings is not None
@@ -307,6 +337,13 @@ class LocalRuntime:
                     self.progress.failed += 1
             if self._on_report:
                 self._on_report(report)
+
+
+def _wants_fargate(body: str) -> bool:
+    try:
+        return TaskMessage.from_json(body).executor == "fargate"
+    except (ValueError, TypeError):
+        return False  # a poison message: let the executor handler reject it
 
 
 def _invoke(

@@ -1,0 +1,349 @@
+"""The handlers with genuine event shapes, and DESIGN.md's invariants 1, 2, 3, 4, 7, 8, 10.
+
+These tests drive delivery by hand (no pumps), so they can duplicate, reorder and race
+messages the way SQS may.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow import bootstrap
+from stratoflow.aws.callcount import ApiCallCounter
+from stratoflow.aws.dynamodb import DynamoDefinitionStore
+from stratoflow.config import WORKFLOWS_PREFIX
+from stratoflow.core.model import Workflow
+from stratoflow.core.records import AttemptReport, TaskMessage
+from stratoflow.handlers import completion, dispatcher, executor, loader
+from stratoflow.local.events import LambdaContext, eventbridge_event, s3_event, sqs_event
+from stratoflow.local.runtime import LocalRuntime
+from tests.support import unique_id
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    """The engine's resources and handlers with nobody pumping the queues."""
+    rt = LocalRuntime(state_dir=tmp_path_factory.mktemp("bare"), pump=False)
+    rt.start()
+    yield rt
+    rt.stop()
+
+
+def _drain(rt: LocalRuntime, url: str, wait: int = 0) -> list[dict[str, Any]]:
+    assert rt.clients is not None
+    out: list[dict[str, Any]] = []
+    while True:
+        resp = rt.clients.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
+            AttributeNames=["All"], VisibilityTimeout=0 if wait else 30,
+        )
+        msgs = resp.get("Messages", [])
+        if not msgs:
+            return out
+        out += msgs
+        rt.clients.sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+        )
+        wait = 0
+
+
+def _tasks(rt: LocalRuntime) -> list[dict[str, Any]]:
+    assert rt.settings is not None
+    return _drain(rt, rt.settings.task_queue_url)
+
+
+def _reports(rt: LocalRuntime) -> list[dict[str, Any]]:
+    assert rt.settings is not None
+    return _drain(rt, rt.settings.completion_queue_url)
+
+
+def _delayed(rt: LocalRuntime) -> int:
+    assert rt.clients is not None and rt.settings is not None
+    attrs = rt.clients.sqs.get_queue_attributes(
+        QueueUrl=rt.settings.task_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessagesDelayed"])
+
+
+def _start(rt: LocalRuntime, spec: dict[str, Any], workdir: Path) -> tuple[str, Workflow]:
+    """Register and start a run through the dispatcher handler; the queues start empty."""
+    _tasks(rt), _reports(rt)
+    wf = Workflow.model_validate({**spec, "id": unique_id(spec.get("id", "inv"))})
+    version = rt.register(wf, "test")
+    event = eventbridge_event(
+        dispatcher.RUN_REQUESTED,
+        {"workflow_id": wf.id, "version": version, "workdir": str(workdir)},
+        "us-east-1",
+    )
+    result = dispatcher.handler(event, LambdaContext("dispatcher"))
+    assert result["created"] is True
+    return result["run_id"], wf
+
+
+def _sqs(rt: LocalRuntime, messages: list[dict[str, Any]], queue: str) -> dict[str, Any]:
+    assert rt.settings is not None
+    url = rt.settings.task_queue_url if queue == "tasks" else rt.settings.completion_queue_url
+    return sqs_event(messages, url, "us-east-1")
+
+
+def _execute(rt: LocalRuntime, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return executor.handler(_sqs(rt, messages, "tasks"), LambdaContext("executor"))
+
+
+def _complete(rt: LocalRuntime, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return completion.handler(_sqs(rt, messages, "completions"), LambdaContext("completion"))
+
+
+def _task_ids(messages: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.loads(m["Body"])["task_id"] for m in messages)
+
+
+def test_same_task_message_delivered_twice_runs_the_command_once(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    _start(bare, {"tasks": [{"id": "once", "command": f"echo run >> {marker}"}]}, tmp_path)
+    [message] = _tasks(bare)
+    assert _execute(bare, [message]) == {"batchItemFailures": []}
+    assert _execute(bare, [message]) == {"batchItemFailures": []}
+    assert marker.read_text() == "run\n"
+    assert len(_reports(bare)) == 1
+
+
+def test_duplicate_delivered_while_the_attempt_runs_is_parked_not_run(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    _start(
+        bare,
+        {"tasks": [{"id": "slow", "command": f"sleep 0.5; echo run >> {marker}"}]},
+        tmp_path,
+    )
+    [message] = _tasks(bare)
+    first = threading.Thread(target=_execute, args=(bare, [message]))
+    first.start()
+    deadline = threading.Event()
+    # wait until the first delivery has claimed the attempt
+    assert bare.ports is not None
+    for _ in range(100):
+        _, tasks = bare.ports.runs.get_run_and_tasks(json.loads(message["Body"])["run_id"], ["slow"])
+        if tasks["slow"].status == "running":
+            break
+        deadline.wait(0.01)
+    delayed_before = _delayed(bare)
+    assert _execute(bare, [message]) == {"batchItemFailures": []}
+    first.join()
+    assert marker.read_text() == "run\n"
+    assert len(_reports(bare)) == 1
+    # the duplicate was re-sent with a delay, to be looked at again after the lease
+    assert _delayed(bare) == delayed_before + 1
+
+
+def test_two_parents_completing_at_once_enqueue_their_child_exactly_once(
+    bare: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id, _ = _start(
+        bare,
+        {
+            "tasks": [
+                {"id": "left", "command": "true"},
+                {"id": "right", "command": "true"},
+                {"id": "child", "command": "true", "depends": ["left", "right"]},
+            ]
+        },
+        tmp_path,
+    )
+    roots = _tasks(bare)
+    assert _execute(bare, roots) == {"batchItemFailures": []}
+    reports = _reports(bare)
+    assert len(reports) == 2
+    # Force the worst interleaving: both parents' counter updates commit before either
+    # reads the child's counters, so both see it decidable.
+    runs = bare.ports.runs  # type: ignore[union-attr]
+    barrier = threading.Barrier(2, timeout=10)
+    original = runs.get_run_and_tasks
+
+    def racing_read(run: str, ids: Any) -> Any:
+        if "child" in ids:
+            barrier.wait()
+        return original(run, ids)
+
+    monkeypatch.setattr(runs, "get_run_and_tasks", racing_read)
+    results: list[dict[str, Any]] = []
+    threads = [
+        threading.Thread(target=lambda m=m: results.append(_complete(bare, [m]))) for m in reports
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [{"batchItemFailures": []}] * 2
+    assert _task_ids(_tasks(bare)) == ["child"]
+    _, tasks = original(run_id, ["child"])
+    assert tasks["child"].status == "queued"
+    assert tasks["child"].counters == {"u_ok": 2}
+
+
+def test_a_redelivered_completion_is_counted_once(bare: LocalRuntime, tmp_path: Path) -> None:
+    run_id, _ = _start(
+        bare,
+        {
+            "tasks": [
+                {"id": "a", "command": "true"},
+                {"id": "b", "command": "true"},
+                {"id": "c", "command": "true", "depends": ["a", "b"]},
+            ]
+        },
+        tmp_path,
+    )
+    _execute(bare, [m for m in _tasks(bare) if json.loads(m["Body"])["task_id"] == "a"])
+    [report_a] = _reports(bare)
+    for _ in range(3):
+        assert _complete(bare, [report_a]) == {"batchItemFailures": []}
+    run, tasks = bare.ports.runs.get_run_and_tasks(run_id, ["a", "c"])  # type: ignore[union-attr]
+    assert tasks["c"].counters == {"u_ok": 1}
+    assert tasks["c"].status == "pending"  # b has not finished: one count must not look like two
+    assert run.final_count == 1
+
+
+def test_poison_message_fails_alone_within_its_batch(bare: LocalRuntime, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    _start(bare, {"tasks": [{"id": "fine", "command": f"echo ok > {marker}"}]}, tmp_path)
+    [good] = _tasks(bare)
+    poison = {**good, "MessageId": "poison-1", "Body": "{not json"}
+    response = _execute(bare, [good, poison])
+    assert response == {"batchItemFailures": [{"itemIdentifier": "poison-1"}]}
+    assert marker.read_text() == "ok\n"
+
+
+def test_executor_reports_but_never_changes_run_state(bare: LocalRuntime, tmp_path: Path) -> None:
+    run_id, _ = _start(
+        bare,
+        {"tasks": [{"id": "a", "command": "exit 3"}, {"id": "b", "command": "true",
+                                                     "depends": ["a"]}]},
+        tmp_path,
+    )
+    _execute(bare, _tasks(bare))
+    run, tasks = bare.ports.runs.get_run_and_tasks(run_id, ["a", "b"])  # type: ignore[union-attr]
+    assert tasks["a"].status == "running"  # claimed, but its end is the completion handler's
+    assert tasks["b"].status == "pending"
+    assert run.final_count == 0
+    [report] = _reports(bare)
+    assert AttemptReport.from_json(report["Body"]).exit_code == 3
+
+
+def test_an_attempt_whose_executor_died_is_detected_by_its_lease(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    run_id, _ = _start(
+        bare, {"tasks": [{"id": "crashy", "command": f"echo run >> {marker}"}]}, tmp_path
+    )
+    [message] = _tasks(bare)
+    msg = TaskMessage.from_json(message["Body"])
+    ports = bare.ports
+    assert ports is not None
+    now = ports.clock.now().timestamp()
+    # An executor claimed the attempt and died: its lease has passed, nothing was reported.
+    ports.runs.claim_attempt(run_id, "crashy", 1, "2026-01-01T00:00:00Z", now - 1, now - 100)
+    assert _execute(bare, [message]) == {"batchItemFailures": []}
+    assert not marker.exists()  # the redelivery does not run a second copy
+    [report] = _reports(bare)
+    lost = AttemptReport.from_json(report["Body"])
+    assert lost.lost and lost.attempt == msg.attempt
+    _complete(bare, [report])
+    run, tasks = ports.runs.get_run_and_tasks(run_id, ["crashy"])
+    assert tasks["crashy"].status == "failed"
+    assert "lease" in (tasks["crashy"].error or "")
+    assert run.status == "failed"
+
+
+def test_work_per_completion_does_not_grow_with_the_run(bare: LocalRuntime, tmp_path: Path) -> None:
+    """Invariant 4: completing one task of a 400-wide fan-out costs what it costs in a 4-wide
+    one; nothing scans the run's tasks on the hot path."""
+
+    def calls_for_one_completion(width: int) -> int:
+        spec = {
+            "tasks": [{"id": "root", "command": "true"}]
+            + [{"id": f"m{i}", "command": "true", "depends": ["root"]} for i in range(width)]
+            + [{"id": "sink", "command": "true",
+                "depends": [f"m{i}" for i in range(width)]}]
+        }
+        _start(bare, spec, tmp_path)
+        _execute(bare, _tasks(bare))
+        _complete(bare, _reports(bare))  # the root: fans out
+        middle = _tasks(bare)
+        _execute(bare, middle[:1])
+        [report] = _reports(bare)
+        counter = ApiCallCounter()
+        assert bare.clients is not None
+        counter.attach(bare.clients.dynamodb)
+        counter.attach(bare.clients.sqs)
+        _complete(bare, [report])
+        bare.clients.dynamodb.meta.events.unregister("before-call.*.*", counter._count)
+        bare.clients.sqs.meta.events.unregister("before-call.*.*", counter._count)
+        return counter.total()
+
+    assert calls_for_one_completion(400) == calls_for_one_completion(4)
+
+
+def test_large_definitions_live_in_s3_with_a_pointer_in_the_item(bare: LocalRuntime) -> None:
+    big = Workflow.model_validate(
+        {
+            "id": unique_id("big"),
+            "tasks": [{"id": f"t{i}", "command": "echo " + "x" * 200} for i in range(2000)],
+        }
+    )
+    assert bare.ports is not None and bare.settings is not None and bare.clients is not None
+    version = bare.ports.definitions.save_version(big, "test", bare.ports.clock.now())
+    item = bare.clients.dynamodb.get_item(
+        TableName=bare.settings.table,
+        Key={"pk": {"S": f"WF#{big.id}"}, "sk": {"S": f"V#{version:08d}"}},
+    )["Item"]
+    assert "body" not in item and item["body_s3_key"]["S"].startswith("definitions/")
+    fresh = DynamoDefinitionStore(bare.clients, bare.settings.table, bare.settings.bucket)
+    assert fresh.get_plan(big.id, version).workflow == big
+
+
+def test_a_second_run_request_with_the_same_id_creates_nothing(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    wf = Workflow.model_validate({"id": unique_id("dup"), "tasks": [{"id": "a", "command": "true"}]})
+    version = bare.register(wf, "test")
+    _tasks(bare)
+    detail = {"workflow_id": wf.id, "version": version, "run_id": f"{wf.id}-r1"}
+    first = dispatcher.handler(eventbridge_event("Run Requested", detail, "us-east-1"), None)
+    second = dispatcher.handler(eventbridge_event("Run Requested", detail, "us-east-1"), None)
+    assert (first["created"], second["created"]) == (True, False)
+    assert _task_ids(_tasks(bare)) == ["a"]
+
+
+def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
+    bare: LocalRuntime,
+) -> None:
+    assert bare.clients is not None and bare.settings is not None
+    s3 = bare.clients.s3
+    bucket = bare.settings.bucket
+    wf_id = unique_id("uploaded")
+    good_key = f"{WORKFLOWS_PREFIX}{wf_id}.yaml"
+    s3.put_object(Bucket=bucket, Key=good_key,
+                  Body=f"id: {wf_id}\ntasks:\n  - id: a\n    command: 'true'\n".encode())
+    result = loader.handler(s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None)
+    assert result["registered"] == [{"workflow_id": wf_id, "version": 1, "key": good_key}]
+    bad_key = f"{WORKFLOWS_PREFIX}{wf_id}-bad.yaml"
+    s3.put_object(Bucket=bucket, Key=bad_key, Body=b"id: x\ntasks:\n  - id: a\n    timeout: 0\n")
+    result = loader.handler(s3_event("ObjectCreated:Put", bucket, bad_key, "us-east-1"), None)
+    assert result["registered"] == []
+    report = s3.get_object(Bucket=bucket, Key=bad_key + ".error.txt")["Body"].read().decode()
+    assert bad_key in report and "timeout" in report
+
+
+def test_handlers_use_the_installed_ports(bare: LocalRuntime) -> None:
+    assert bootstrap.default_ports() is bare.ports

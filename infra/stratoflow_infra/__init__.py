@@ -1,0 +1,1 @@
+"""The stratoflow CDK app: one stack composed of small constructs, one module each."""

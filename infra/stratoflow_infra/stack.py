@@ -1,0 +1,243 @@
+"""The one stratoflow stack: state, queues, bucket, functions, schedule, Fargate, dashboards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws, CfnOutput, IgnoreMode, Stack, Tags
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda_event_sources as event_sources
+from constructs import Construct
+
+from stratoflow.config import (
+    COMPLETION_TIMEOUT_SECONDS,
+    DEFINITIONS_PREFIX,
+    DISPATCHER_TIMEOUT_SECONDS,
+    ENV_BUCKET,
+    ENV_COMPLETION_QUEUE_URL,
+    ENV_TABLE,
+    ENV_TASK_QUEUE_URL,
+    EXECUTOR_TIMEOUT_SECONDS,
+    LOADER_TIMEOUT_SECONDS,
+    WORKFLOWS_PREFIX,
+    Resources,
+)
+
+from .bucket import WorkflowsBucket
+from .bundling import REPO_ROOT, functions_code
+from .contract import (
+    ENV_RUN_RETENTION_DAYS,
+    FARGATE_ENV_VARS,
+    FARGATE_LAUNCHERS,
+    METRICS_NAMESPACE,
+    RUN_RETENTION_SETTERS,
+)
+from .fargate import FargateExecutor
+from .functions import HandlerFunction, handler_environment
+from .observability import Observability, dashboard_url
+from .queues import WorkQueue
+from .schedule import DispatcherSchedule
+from .settings import StackSettings
+from .state import StateTable
+
+EXECUTOR_TABLE_WRITE_ACTIONS = (
+    "dynamodb:UpdateItem",
+    "dynamodb:PutItem",
+    "dynamodb:ConditionCheckItem",
+)
+"""An executor claims its attempt and renews its lease with conditional writes; it may not
+delete items nor batch-write. Deciding run and task state is the completion handler's
+(invariant 10); see docs/security.md for what IAM does and does not enforce here."""
+
+RUNNER_DOCKERFILE = "infra/runner/Dockerfile"
+# The runner image's build context is the repository, reduced to what the Dockerfile copies.
+RUNNER_CONTEXT_PATTERNS = ["*", "!shared/stratoflow", "!pyproject.toml", f"!{RUNNER_DOCKERFILE}",
+                           "**/__pycache__", "**/*.pyc"]
+
+FUNCTION_MEMORY_MIB = {"dispatcher": 512, "completion": 512, "loader": 512}
+FUNCTION_TIMEOUT_SECONDS = {
+    "dispatcher": DISPATCHER_TIMEOUT_SECONDS,
+    "executor": EXECUTOR_TIMEOUT_SECONDS,
+    "completion": COMPLETION_TIMEOUT_SECONDS,
+    "loader": LOADER_TIMEOUT_SECONDS,
+}
+COMPLETION_BATCH_SIZE = 10
+# One task per invocation: a command may use the function's whole 15-minute timeout, and
+# each task scales out to its own concurrent execution.
+EXECUTOR_BATCH_SIZE = 1
+
+
+class StratoflowStack(Stack):
+    """Everything one stratoflow installation needs, named after `settings.prefix`."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        Tags.of(self).add("project", "stratoflow")
+        Tags.of(self).add("stratoflow:prefix", settings.prefix)
+        names = Resources.named(settings.prefix, account=Aws.ACCOUNT_ID)
+
+        self.state = StateTable(
+            self, "State", table_name=names.table, removal_policy=settings.removal_policy
+        )
+        self.tasks = WorkQueue(
+            self, "TaskQueue", spec=names.task_queue,
+            consumer_timeout_seconds=EXECUTOR_TIMEOUT_SECONDS,
+        )
+        self.completions = WorkQueue(
+            self, "CompletionQueue", spec=names.completion_queue,
+            consumer_timeout_seconds=COMPLETION_TIMEOUT_SECONDS,
+        )
+        self.workflows = WorkflowsBucket(
+            self, "Workflows", bucket_name=names.bucket, removal_policy=settings.removal_policy
+        )
+
+        # Every setting a handler may read, by environment variable name (stratoflow.config).
+        available = {
+            ENV_TABLE: self.state.table.table_name,
+            ENV_TASK_QUEUE_URL: self.tasks.queue.queue_url,
+            ENV_COMPLETION_QUEUE_URL: self.completions.queue.queue_url,
+            # By name, not by reference: see WorkflowsBucket.grantable.
+            ENV_BUCKET: names.bucket,
+            ENV_RUN_RETENTION_DAYS: str(settings.run_retention_days),
+        }
+        powertools = {
+            "POWERTOOLS_SERVICE_NAME": settings.prefix,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "LOG_LEVEL": settings.log_level,
+        }
+
+        self.fargate = FargateExecutor(
+            self,
+            "FargateExecutor",
+            image=_runner_image(settings),
+            environment={**handler_environment("executor", available), **powertools},
+            nat_gateways=settings.nat_gateways,
+            log_retention=settings.log_retention,
+            removal_policy=settings.removal_policy,
+        )
+        available.update(self.fargate.launcher_environment())
+
+        code = functions_code(install_dependencies=not settings.skip_bundling)
+        self.functions: dict[str, HandlerFunction] = {}
+        for name in ("dispatcher", "executor", "completion", "loader"):
+            extra = [
+                *(FARGATE_ENV_VARS if name in FARGATE_LAUNCHERS else ()),
+                *((ENV_RUN_RETENTION_DAYS,) if name in RUN_RETENTION_SETTERS else ()),
+            ]
+            self.functions[name] = HandlerFunction(
+                self,
+                name.capitalize(),
+                name=name,
+                function_name=f"{settings.prefix}-{name}",
+                code=code,
+                timeout_seconds=FUNCTION_TIMEOUT_SECONDS[name],
+                memory_mib=(settings.executor_memory_mib if name == "executor"
+                            else FUNCTION_MEMORY_MIB[name]),
+                environment={**handler_environment(name, available, extra), **powertools},
+                log_retention=settings.log_retention,
+                removal_policy=settings.removal_policy,
+                reserved_concurrency=(settings.executor_reserved_concurrency
+                                      if name == "executor" else None),
+            )
+        self._grant()
+        self._connect()
+        DispatcherSchedule(
+            self, "Schedule", dispatcher=self.functions["dispatcher"].function,
+            rule_name=f"{settings.prefix}-dispatcher-tick",
+        )
+
+        dashboard_name = settings.prefix
+        self.observability = Observability(
+            self,
+            "Observability",
+            service=settings.prefix,
+            dashboard_name=dashboard_name,
+            functions={name: f.function for name, f in self.functions.items()},
+            queues={"tasks": self.tasks.queue, "completions": self.completions.queue},
+            dead_letter_queues={
+                "tasks": self.tasks.dead_letter_queue,
+                "completions": self.completions.dead_letter_queue,
+            },
+            task_queue=self.tasks.queue,
+            oldest_task_age_alarm_seconds=settings.oldest_task_age_alarm_seconds,
+            alarm_email=settings.alarm_email,
+        )
+
+        CfnOutput(self, "TableName", value=self.state.table.table_name)
+        CfnOutput(self, "TaskQueueUrl", value=self.tasks.queue.queue_url)
+        CfnOutput(self, "CompletionQueueUrl", value=self.completions.queue.queue_url)
+        CfnOutput(self, "WorkflowsBucketName", value=names.bucket)
+        CfnOutput(
+            self, "UploadWorkflowCommand",
+            value=f"aws s3 cp FILE.yaml s3://{names.bucket}/{WORKFLOWS_PREFIX}",
+        )
+        CfnOutput(self, "DashboardUrl", value=dashboard_url(dashboard_name))
+
+    def _grant(self) -> None:
+        """Each function's permissions: only what it touches (docs/security.md)."""
+        table = self.state.table
+        bucket = self.workflows
+        dispatcher, executor, completion, loader = (
+            self.functions[name].role
+            for name in ("dispatcher", "executor", "completion", "loader")
+        )
+
+        table.grant_read_write_data(dispatcher)
+        self.tasks.queue.grant_send_messages(dispatcher)
+        bucket.grant_read_objects(dispatcher, DEFINITIONS_PREFIX)
+        self.fargate.task_definition.grant_run(dispatcher)
+
+        for runner in (executor, self.fargate.task_definition.task_role):
+            self._grant_executor(runner)
+
+        table.grant_read_write_data(completion)
+        self.tasks.queue.grant_send_messages(completion)
+        self.completions.queue.grant_send_messages(completion)
+        bucket.grant_read_objects(completion, DEFINITIONS_PREFIX)
+        self.fargate.task_definition.grant_run(completion)
+
+        table.grant_read_write_data(loader)
+        bucket.grant_read_objects(loader, WORKFLOWS_PREFIX)
+        bucket.grant_write_objects(loader, WORKFLOWS_PREFIX)  # error reports beside uploads
+        bucket.grant_write_objects(loader, DEFINITIONS_PREFIX)
+
+    def _grant_executor(self, grantee: iam.IGrantable) -> None:
+        """An executor (Lambda or Fargate task) reads, claims its attempt, and reports."""
+        table = self.state.table
+        table.grant_read_data(grantee)
+        table.grant(grantee, *EXECUTOR_TABLE_WRITE_ACTIONS)
+        self.completions.queue.grant_send_messages(grantee)
+        self.workflows.grant_read_objects(grantee, DEFINITIONS_PREFIX)
+
+    def _connect(self) -> None:
+        """Event sources: the queues feed executor and completion, uploads feed the loader."""
+        self.functions["executor"].function.add_event_source(
+            event_sources.SqsEventSource(
+                self.tasks.queue, batch_size=EXECUTOR_BATCH_SIZE, report_batch_item_failures=True
+            )
+        )
+        self.functions["completion"].function.add_event_source(
+            event_sources.SqsEventSource(
+                self.completions.queue, batch_size=COMPLETION_BATCH_SIZE,
+                report_batch_item_failures=True,
+            )
+        )
+        self.workflows.notify_loader(self.functions["loader"].function)
+
+
+def _runner_image(settings: StackSettings) -> ecs.ContainerImage:
+    """The Fargate runner image: a given URI, or infra/runner/Dockerfile built at deploy
+    time by the CDK CLI (synth only stages the build context; it needs no Docker)."""
+    if settings.runner_image:
+        return ecs.ContainerImage.from_registry(settings.runner_image)
+    return ecs.ContainerImage.from_asset(
+        str(REPO_ROOT),
+        file=RUNNER_DOCKERFILE,
+        exclude=RUNNER_CONTEXT_PATTERNS,
+        ignore_mode=IgnoreMode.DOCKER,
+        platform=ecr_assets.Platform.LINUX_ARM64,
+    )

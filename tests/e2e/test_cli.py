@@ -1,0 +1,157 @@
+"""The `stratoflow` command as users' scripts call it: exit codes, stdout, stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(cwd / ".sf")}
+    return subprocess.run(
+        [sys.executable, "-m", "stratoflow.cli", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+GOOD = """\
+id: hello
+params: {greeting: hi}
+tasks:
+  - id: a
+    command: echo "$STRATOFLOW_PARAM_GREETING $STRATOFLOW_PARAM_NAME" > out.txt
+  - id: b
+    command: cat out.txt
+    depends: [a]
+"""
+
+
+def test_run_json_prints_one_document_with_the_documented_shape(tmp_path: Path) -> None:
+    wf = write(tmp_path / "hello.yaml", GOOD)
+    result = cli("run", str(wf), "--json", "--param", "name=ada", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)  # exactly one document: json.loads rejects trailing data
+    assert set(doc) >= {"run_id", "workflow_id", "status", "started_at", "finished_at", "tasks"}
+    assert doc["status"] == "succeeded" and doc["workflow_id"] == "hello"
+    assert set(doc["tasks"]) == {"a", "b"}
+    b = doc["tasks"]["b"]
+    assert set(b) == {"status", "attempts", "exit_code", "timed_out", "started_at",
+                      "finished_at", "output_tail"}
+    assert (b["status"], b["attempts"], b["exit_code"], b["timed_out"]) == ("succeeded", 1, 0,
+                                                                            False)
+    # commands ran in the workflow file's folder, with an undeclared --param
+    assert b["output_tail"] == "hi ada\n"
+    assert (tmp_path / "out.txt").exists()
+
+
+def test_run_exits_1_when_the_run_fails(tmp_path: Path) -> None:
+    wf = write(tmp_path / "f.json", json.dumps(
+        {"id": "f", "tasks": [{"id": "a", "command": "echo boom; exit 3"},
+                              {"id": "b", "command": "true", "depends": ["a"]}]}))
+    result = cli("run", str(wf), "--json", cwd=tmp_path)
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "failed"
+    assert doc["tasks"]["a"]["exit_code"] == 3 and doc["tasks"]["a"]["output_tail"] == "boom\n"
+    never = doc["tasks"]["b"]
+    assert never == {"status": "upstream_failed", "attempts": 0, "exit_code": None,
+                     "timed_out": False, "started_at": None, "finished_at": None,
+                     "output_tail": ""}
+
+
+def test_run_without_json_shows_a_final_table(tmp_path: Path) -> None:
+    wf = write(tmp_path / "hello.yaml", GOOD)
+    result = cli("run", str(wf), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "succeeded" in result.stdout and "hello" in result.stdout
+
+
+INVALID = {
+    "bad_id.yaml": ("id: 'no spaces'\ntasks: [{id: a, command: 'true'}]\n", "id"),
+    "dup_task.yaml": ("id: w\ntasks: [{id: a, command: 'true'}, {id: a, command: 'true'}]\n",
+                      '"a"'),
+    "dup_key.json": ('{"id": "w", "id": "v", "tasks": [{"id": "a", "command": "true"}]}', "id"),
+    "unknown_dep.yaml": ("id: w\ntasks: [{id: a, command: 'true', depends: [ghost]}]\n", "ghost"),
+    "self_dep.yaml": ("id: w\ntasks: [{id: a, command: 'true', depends: [a]}]\n", "a"),
+    "cycle.yaml": (
+        "id: w\ntasks:\n  - {id: a, command: 'true', depends: [c]}\n"
+        "  - {id: b, command: 'true', depends: [a]}\n  - {id: c, command: 'true', depends: [b]}\n",
+        "a -> b -> c -> a",
+    ),
+    "rule.yaml": ("id: w\ntasks: [{id: a, command: 'true', trigger_rule: sometimes}]\n",
+                  "sometimes"),
+    "retries.yaml": ("id: w\ntasks: [{id: a, command: 'true', retries: -1}]\n", "retries"),
+    "timeout.yaml": ("id: w\ntasks: [{id: a, command: 'true', timeout: 0}]\n", "timeout"),
+    "timeout_text.yaml": ("id: w\ntasks: [{id: a, command: 'true', timeout: soon}]\n", "soon"),
+    "executor.yaml": ("id: w\ntasks: [{id: a, command: 'true', executor: k8s}]\n", "k8s"),
+    "cron.yaml": ("id: w\nschedule: '61 * * * *'\ntasks: [{id: a, command: 'true'}]\n", "61"),
+    "tz.yaml": ("id: w\ntimezone: Mars/Olympus\ntasks: [{id: a, command: 'true'}]\n",
+                "Mars/Olympus"),
+    "broken.json": ('{"id": "w", "tasks": [}', "line 1"),
+    "broken.yaml": ("id: w\ntasks:\n  - id: a\n   command: x\n", "line"),
+    "unknown_field.yaml": ("id: w\ntasks: [{id: a, command: 'true', comand: x}]\n", "comand"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_input_exits_2_with_one_paragraph_and_runs_nothing(
+    tmp_path: Path, name: str
+) -> None:
+    text, expected = INVALID[name]
+    # a valid task that would leave a trace if anything ran
+    path = write(tmp_path / name, text.replace("'true'", "'touch ran'").replace(
+        '"true"', '"touch ran"'))
+    for command in (["validate", str(path)], ["run", str(path), "--json"]):
+        result = cli(*command, cwd=tmp_path)
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+        message = result.stderr.strip()
+        assert name in message and expected in message, message
+        assert "\n" not in message.replace("\n ", " "), message
+    assert not (tmp_path / "ran").exists()
+    assert not (tmp_path / ".sf").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--param", "novalue"], ["--param", "=x"], ["--workers", "0"]],
+)
+def test_bad_options_exit_2_before_anything_runs(tmp_path: Path, args: list[str]) -> None:
+    wf = write(tmp_path / "hello.yaml", GOOD)
+    result = cli("run", str(wf), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    result = cli("run", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_graph_prints_mermaid_and_dot(tmp_path: Path) -> None:
+    wf = write(tmp_path / "hello.yaml", GOOD)
+    mermaid = cli("graph", str(wf), cwd=tmp_path)
+    assert mermaid.returncode == 0 and mermaid.stdout.startswith("flowchart")
+    dot = cli("graph", str(wf), "--format", "dot", cwd=tmp_path)
+    assert dot.returncode == 0 and '"a" -> "b"' in dot.stdout
+
+
+def test_schema_is_json_schema_for_workflow_files(tmp_path: Path) -> None:
+    result = cli("schema", cwd=tmp_path)
+    schema = json.loads(result.stdout)
+    assert "$schema" in schema and "tasks" in schema["properties"]

@@ -9,6 +9,7 @@ import pytest
 
 from stratoflow.local.runtime import LocalRuntime
 
+
 def _runtime(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> Iterator[LocalRuntime]:
     rt = LocalRuntime(state_dir=tmp_path_factory.mktemp("state"), **kwargs)
     rt.start()

@@ -29,7 +29,11 @@ class WorkflowsBucket(Construct):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, bucket_name: str,
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket_name: str,
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)

@@ -82,21 +82,33 @@ def pip_install_command(target: str, dependencies: Sequence[str]) -> list[str]:
     """pip arguments that install `dependencies` as Lambda-platform wheels into `target`."""
     platforms = [arg for platform in PIP_PLATFORMS for arg in ("--platform", platform)]
     return [
-        sys.executable, "-m", "pip", "install",
-        "--quiet", "--disable-pip-version-check", "--no-compile",
-        "--implementation", "cp", "--python-version", LAMBDA_PYTHON_VERSION,
-        *platforms, "--only-binary=:all:",
-        "--target", target,
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--implementation",
+        "cp",
+        "--python-version",
+        LAMBDA_PYTHON_VERSION,
+        *platforms,
+        "--only-binary=:all:",
+        "--target",
+        target,
         *dependencies,
     ]
 
 
 def copy_sources(root: Path, output_dir: Path) -> None:
     """Put the `stratoflow` package and the handlers into the asset."""
-    shutil.copytree(root / PACKAGE_DIR, output_dir / "stratoflow", ignore=_COPY_IGNORE,
-                    dirs_exist_ok=True)
-    shutil.copytree(root / FUNCTIONS_DIR, output_dir / "functions", ignore=_COPY_IGNORE,
-                    dirs_exist_ok=True)
+    shutil.copytree(
+        root / PACKAGE_DIR, output_dir / "stratoflow", ignore=_COPY_IGNORE, dirs_exist_ok=True
+    )
+    shutil.copytree(
+        root / FUNCTIONS_DIR, output_dir / "functions", ignore=_COPY_IGNORE, dirs_exist_ok=True
+    )
 
 
 @jsii.implements(ILocalBundling)
@@ -131,7 +143,8 @@ def docker_bundling_command(dependencies: Sequence[str]) -> list[str]:
     """The same steps inside the Lambda build image (source mounted at /asset-input)."""
     install = " ".join(shlex.quote(requirement) for requirement in dependencies)
     return [
-        "bash", "-c",
+        "bash",
+        "-c",
         f"pip install --no-cache-dir --no-compile --target /asset-output {install}"
         f" && cp -r /asset-input/{PACKAGE_DIR.as_posix()} /asset-output/stratoflow"
         f" && cp -r /asset-input/{FUNCTIONS_DIR.as_posix()} /asset-output/functions",

@@ -113,8 +113,12 @@ class Observability(Construct):
             self._graph("Runs", [METRIC_RUNS_STARTED, METRIC_RUNS_SUCCEEDED, METRIC_RUNS_FAILED]),
             self._graph(
                 "Tasks",
-                [METRIC_TASKS_SUCCEEDED, METRIC_TASKS_FAILED, METRIC_TASKS_RETRIED,
-                 METRIC_TASKS_TIMED_OUT],
+                [
+                    METRIC_TASKS_SUCCEEDED,
+                    METRIC_TASKS_FAILED,
+                    METRIC_TASKS_RETRIED,
+                    METRIC_TASKS_TIMED_OUT,
+                ],
             ),
             cloudwatch.GraphWidget(
                 title="Failed runs by workflow",
@@ -134,20 +138,26 @@ class Observability(Construct):
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Queue depth (visible messages)",
-                left=[q.metric_approximate_number_of_messages_visible(label=n, period=PERIOD)
-                      for n, q in queues.items()],
+                left=[
+                    q.metric_approximate_number_of_messages_visible(label=n, period=PERIOD)
+                    for n, q in queues.items()
+                ],
                 width=WIDTH,
             ),
             cloudwatch.GraphWidget(
                 title="Dead-letter queue depth",
-                left=[q.metric_approximate_number_of_messages_visible(label=n, period=PERIOD)
-                      for n, q in dead_letter_queues.items()],
+                left=[
+                    q.metric_approximate_number_of_messages_visible(label=n, period=PERIOD)
+                    for n, q in dead_letter_queues.items()
+                ],
                 width=WIDTH,
             ),
             cloudwatch.GraphWidget(
                 title="Age of oldest message (s)",
-                left=[q.metric_approximate_age_of_oldest_message(label=n, period=PERIOD)
-                      for n, q in queues.items()],
+                left=[
+                    q.metric_approximate_age_of_oldest_message(label=n, period=PERIOD)
+                    for n, q in queues.items()
+                ],
                 width=WIDTH,
             ),
         )
@@ -164,8 +174,10 @@ class Observability(Construct):
             ),
             cloudwatch.GraphWidget(
                 title="Lambda duration p90 (ms)",
-                left=[f.metric_duration(label=n, period=PERIOD, statistic="p90")
-                      for n, f in functions.items()],
+                left=[
+                    f.metric_duration(label=n, period=PERIOD, statistic="p90")
+                    for n, f in functions.items()
+                ],
                 width=WIDTH,
             ),
         )
@@ -176,9 +188,12 @@ class Observability(Construct):
                 title="Alarms",
                 alarms=[
                     cloudwatch.Alarm.from_alarm_arn(
-                        self, f"{name}Ref",
+                        self,
+                        f"{name}Ref",
                         Stack.of(self).format_arn(
-                            service="cloudwatch", resource="alarm", resource_name=name,
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name=name,
                             arn_format=ArnFormat.COLON_RESOURCE_NAME,
                         ),
                     )
@@ -202,7 +217,7 @@ class Observability(Construct):
         return cloudwatch.MathExpression(
             expression=(
                 f"SEARCH('{{{METRICS_NAMESPACE},{SERVICE_DIMENSION},{WORKFLOW_DIMENSION}}} "
-                f"MetricName=\"{name}\" {SERVICE_DIMENSION}=\"{self._service}\"', "
+                f'MetricName="{name}" {SERVICE_DIMENSION}="{self._service}"\', '
                 f"'Sum', {int(PERIOD.to_seconds())})"
             ),
             using_metrics={},
@@ -218,14 +233,21 @@ class Observability(Construct):
     def _percentiles(self, title: str, name: str) -> cloudwatch.GraphWidget:
         return cloudwatch.GraphWidget(
             title=title,
-            left=[self.metric(name, statistic).with_(label=statistic)
-                  for statistic in ("p50", "p90", "Maximum")],
+            left=[
+                self.metric(name, statistic).with_(label=statistic)
+                for statistic in ("p50", "p90", "Maximum")
+            ],
             width=WIDTH,
         )
 
     def _alarm(
-        self, construct_id: str, metric: cloudwatch.IMetric, *, threshold: float,
-        description: str, evaluation_periods: int = 1,
+        self,
+        construct_id: str,
+        metric: cloudwatch.IMetric,
+        *,
+        threshold: float,
+        description: str,
+        evaluation_periods: int = 1,
     ) -> cloudwatch.Alarm:
         name = f"{self._alarm_prefix}-{construct_id}"
         self._alarm_names.append(name)

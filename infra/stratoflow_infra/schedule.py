@@ -13,8 +13,9 @@ class DispatcherSchedule(Construct):
     """Every minute, invoke the dispatcher. A late tick is retried briefly then dropped: the
     next one (a minute later) finds the same due slots, since runs are keyed by slot."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, dispatcher: lambda_.IFunction,
-                 rule_name: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, dispatcher: lambda_.IFunction, rule_name: str
+    ) -> None:
         super().__init__(scope, construct_id)
         self.rule = events.Rule(
             self,

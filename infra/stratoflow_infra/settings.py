@@ -15,8 +15,28 @@ CONTEXT_PREFIX = "stratoflow:"
 
 # CloudWatch Logs accepts only these retention periods (days), in RetentionDays' order.
 _CLOUDWATCH_RETENTION_PERIODS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-    2922, 3288, 3653,
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
 )
 _LOG_RETENTION_DAYS = dict(
     zip(_CLOUDWATCH_RETENTION_PERIODS, list(logs.RetentionDays)[:-1], strict=True)  # -1: INFINITE
@@ -60,22 +80,30 @@ class StackSettings:
             stack_name=_text(get("stackName"), defaults.stack_name, "stackName"),
             prefix=_text(get("prefix"), defaults.prefix, "prefix"),
             removal_policy=_removal_policy(get("removalPolicy"), defaults.removal_policy),
-            run_retention_days=_integer(get("runRetentionDays"), defaults.run_retention_days,
-                                        "runRetentionDays", minimum=1),
+            run_retention_days=_integer(
+                get("runRetentionDays"), defaults.run_retention_days, "runRetentionDays", minimum=1
+            ),
             log_retention=_log_retention(get("logRetentionDays"), defaults.log_retention),
             log_level=_text(get("logLevel"), defaults.log_level, "logLevel").upper(),
-            executor_memory_mib=_integer(get("executorMemoryMiB"), defaults.executor_memory_mib,
-                                         "executorMemoryMiB", minimum=128),
+            executor_memory_mib=_integer(
+                get("executorMemoryMiB"),
+                defaults.executor_memory_mib,
+                "executorMemoryMiB",
+                minimum=128,
+            ),
             executor_reserved_concurrency=_optional_integer(
                 get("executorReservedConcurrency"), "executorReservedConcurrency", minimum=1
             ),
             alarm_email=_text(get("alarmEmail"), None, "alarmEmail") or None,
             oldest_task_age_alarm_seconds=_integer(
-                get("oldestTaskAgeAlarmSeconds"), defaults.oldest_task_age_alarm_seconds,
-                "oldestTaskAgeAlarmSeconds", minimum=60,
+                get("oldestTaskAgeAlarmSeconds"),
+                defaults.oldest_task_age_alarm_seconds,
+                "oldestTaskAgeAlarmSeconds",
+                minimum=60,
             ),
-            nat_gateways=_integer(get("natGateways"), defaults.nat_gateways, "natGateways",
-                                  minimum=0),
+            nat_gateways=_integer(
+                get("natGateways"), defaults.nat_gateways, "natGateways", minimum=0
+            ),
             runner_image=_text(get("runnerImage"), None, "runnerImage") or None,
             skip_bundling=_boolean(get("skipBundling"), defaults.skip_bundling, "skipBundling"),
         )

@@ -53,8 +53,14 @@ delete items nor batch-write. Deciding run and task state is the completion hand
 
 RUNNER_DOCKERFILE = "infra/runner/Dockerfile"
 # The runner image's build context is the repository, reduced to what the Dockerfile copies.
-RUNNER_CONTEXT_PATTERNS = ["*", "!shared/stratoflow", "!pyproject.toml", f"!{RUNNER_DOCKERFILE}",
-                           "**/__pycache__", "**/*.pyc"]
+RUNNER_CONTEXT_PATTERNS = [
+    "*",
+    "!shared/stratoflow",
+    "!pyproject.toml",
+    f"!{RUNNER_DOCKERFILE}",
+    "**/__pycache__",
+    "**/*.pyc",
+]
 
 FUNCTION_MEMORY_MIB = {"dispatcher": 512, "completion": 512, "loader": 512}
 FUNCTION_TIMEOUT_SECONDS = {
@@ -84,11 +90,15 @@ class StratoflowStack(Stack):
             self, "State", table_name=names.table, removal_policy=settings.removal_policy
         )
         self.tasks = WorkQueue(
-            self, "TaskQueue", spec=names.task_queue,
+            self,
+            "TaskQueue",
+            spec=names.task_queue,
             consumer_timeout_seconds=EXECUTOR_TIMEOUT_SECONDS,
         )
         self.completions = WorkQueue(
-            self, "CompletionQueue", spec=names.completion_queue,
+            self,
+            "CompletionQueue",
+            spec=names.completion_queue,
             consumer_timeout_seconds=COMPLETION_TIMEOUT_SECONDS,
         )
         self.workflows = WorkflowsBucket(
@@ -135,18 +145,24 @@ class StratoflowStack(Stack):
                 function_name=f"{settings.prefix}-{name}",
                 code=code,
                 timeout_seconds=FUNCTION_TIMEOUT_SECONDS[name],
-                memory_mib=(settings.executor_memory_mib if name == "executor"
-                            else FUNCTION_MEMORY_MIB[name]),
+                memory_mib=(
+                    settings.executor_memory_mib
+                    if name == "executor"
+                    else FUNCTION_MEMORY_MIB[name]
+                ),
                 environment={**handler_environment(name, available, extra), **powertools},
                 log_retention=settings.log_retention,
                 removal_policy=settings.removal_policy,
-                reserved_concurrency=(settings.executor_reserved_concurrency
-                                      if name == "executor" else None),
+                reserved_concurrency=(
+                    settings.executor_reserved_concurrency if name == "executor" else None
+                ),
             )
         self._grant()
         self._connect()
         DispatcherSchedule(
-            self, "Schedule", dispatcher=self.functions["dispatcher"].function,
+            self,
+            "Schedule",
+            dispatcher=self.functions["dispatcher"].function,
             rule_name=f"{settings.prefix}-dispatcher-tick",
         )
 
@@ -172,7 +188,8 @@ class StratoflowStack(Stack):
         CfnOutput(self, "CompletionQueueUrl", value=self.completions.queue.queue_url)
         CfnOutput(self, "WorkflowsBucketName", value=names.bucket)
         CfnOutput(
-            self, "UploadWorkflowCommand",
+            self,
+            "UploadWorkflowCommand",
             value=f"aws s3 cp FILE.yaml s3://{names.bucket}/{WORKFLOWS_PREFIX}",
         )
         CfnOutput(self, "DashboardUrl", value=dashboard_url(dashboard_name))
@@ -182,8 +199,7 @@ class StratoflowStack(Stack):
         table = self.state.table
         bucket = self.workflows
         dispatcher, executor, completion, loader = (
-            self.functions[name].role
-            for name in ("dispatcher", "executor", "completion", "loader")
+            self.functions[name].role for name in ("dispatcher", "executor", "completion", "loader")
         )
 
         table.grant_read_write_data(dispatcher)
@@ -222,7 +238,8 @@ class StratoflowStack(Stack):
         )
         self.functions["completion"].function.add_event_source(
             event_sources.SqsEventSource(
-                self.completions.queue, batch_size=COMPLETION_BATCH_SIZE,
+                self.completions.queue,
+                batch_size=COMPLETION_BATCH_SIZE,
                 report_batch_item_failures=True,
             )
         )

@@ -26,7 +26,11 @@ class StateTable(Construct):
     """On-demand, encrypted, point-in-time recoverable; finished runs expire through TTL."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, table_name: str,
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        table_name: str,
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)

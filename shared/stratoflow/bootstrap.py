@@ -125,7 +125,11 @@ def command_runner(
             scratch = tempfile.mkdtemp(prefix="stratoflow-")
         try:
             result = run_command(
-                command, env=env, cwd=cwd or scratch, timeout=timeout, log_path=str(log_path),
+                command,
+                env=env,
+                cwd=cwd or scratch,
+                timeout=timeout,
+                log_path=str(log_path),
                 cancel=cancel,
             )
         except OSError as exc:
@@ -133,9 +137,13 @@ def command_runner(
             # the reason, like a shell's 127, rather than an exception that loops on redelivery.
             stamp = iso(datetime.now(UTC)) or ""
             return CommandOutcome(
-                exit_code=127, timed_out=False, cancelled=False,
+                exit_code=127,
+                timed_out=False,
+                cancelled=False,
                 output_tail=f"stratoflow: cannot start the command: {exc}",
-                started_at=stamp, finished_at=stamp, log_ref=None,
+                started_at=stamp,
+                finished_at=stamp,
+                log_ref=None,
             )
         finally:
             if scratch:

@@ -72,8 +72,9 @@ def schema() -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
 def graph(file: str, fmt: str) -> None:
     """Print the workflow's DAG as Mermaid or Graphviz dot."""
     from stratoflow.core.render import render_dot, render_mermaid
@@ -94,18 +95,43 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--local", "local", is_flag=True, default=True,
-              help="Run on the embedded AWS emulator (the default).")
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Set a parameter (repeatable); may name keys not declared in `params`.")
-@click.option("--workers", type=int, default=4, show_default=True,
-              help="Commands run at once (the workflow's concurrency, if smaller, wins).")
+@click.option(
+    "--local",
+    "local",
+    is_flag=True,
+    default=True,
+    help="Run on the embedded AWS emulator (the default).",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a parameter (repeatable); may name keys not declared in `params`.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Commands run at once (the workflow's concurrency, if smaller, wins).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document when the run ends.")
-@click.option("--endpoint-url", default=None, metavar="URL",
-              help="Use this AWS endpoint (e.g. LocalStack at http://localhost:4566) "
-                   "instead of the embedded emulator.")
-def run(file: str, local: bool, params: tuple[str, ...], workers: int, as_json: bool,
-        endpoint_url: str | None) -> None:
+@click.option(
+    "--endpoint-url",
+    default=None,
+    metavar="URL",
+    help="Use this AWS endpoint (e.g. LocalStack at http://localhost:4566) "
+    "instead of the embedded emulator.",
+)
+def run(
+    file: str,
+    local: bool,
+    params: tuple[str, ...],
+    workers: int,
+    as_json: bool,
+    endpoint_url: str | None,
+) -> None:
     """Run a workflow file now, locally, and wait for it to finish."""
     wf = _load(file)
     param_values = _parse_params(params)
@@ -116,8 +142,14 @@ def run(file: str, local: bool, params: tuple[str, ...], workers: int, as_json: 
     sys.exit(code)
 
 
-def _run_locally(wf: Workflow, path: Path, params: dict[str, str], workers: int,
-                 as_json: bool, endpoint_url: str | None) -> int:
+def _run_locally(
+    wf: Workflow,
+    path: Path,
+    params: dict[str, str],
+    workers: int,
+    as_json: bool,
+    endpoint_url: str | None,
+) -> int:
     from stratoflow import services
     from stratoflow.local.runtime import LocalRuntime
 
@@ -126,7 +158,7 @@ def _run_locally(wf: Workflow, path: Path, params: dict[str, str], workers: int,
     interactive = err_console.is_terminal and not as_json
     try:
         runtime.start()
-    except Exception as exc:  # noqa: BLE001 - an unreachable endpoint is the user's input
+    except Exception as exc:
         _invalid(f"cannot reach the AWS endpoint {endpoint_url or '(embedded)'}: {exc}")
     try:
         version = runtime.register(wf, str(path.resolve()))
@@ -134,8 +166,10 @@ def _run_locally(wf: Workflow, path: Path, params: dict[str, str], workers: int,
             wf.id, version, params=params, workdir=str(path.resolve().parent)
         )
         if not as_json:
-            err_console.print(f"run [bold]{run_id}[/] of {wf.id} v{version} "
-                              f"({len(wf.tasks)} tasks, {workers} workers)")
+            err_console.print(
+                f"run [bold]{run_id}[/] of {wf.id} v{version} "
+                f"({len(wf.tasks)} tasks, {workers} workers)"
+            )
         try:
             if interactive:
                 _follow(runtime, run_id, len(wf.tasks))
@@ -167,7 +201,7 @@ def _follow(runtime: Any, run_id: str, total: int) -> None:
     def waiter() -> None:
         try:
             result["run"] = runtime.wait(run_id)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+        except BaseException as exc:
             result["error"] = exc
         finally:
             done.set()
@@ -191,15 +225,22 @@ def _print_table(doc: dict[str, Any]) -> None:
     table = Table(title=f"{doc['workflow_id']} · run {doc['run_id']} · {doc['status']}")
     for col in ("task", "status", "attempts", "exit", "output (last line)"):
         table.add_column(col)
-    colors = {"succeeded": "green", "failed": "red", "upstream_failed": "red",
-              "skipped": "yellow", "cancelled": "magenta"}
+    colors = {
+        "succeeded": "green",
+        "failed": "red",
+        "upstream_failed": "red",
+        "skipped": "yellow",
+        "cancelled": "magenta",
+    }
     for task_id, t in doc["tasks"].items():
         lines = [ln for ln in t["output_tail"].splitlines() if ln.strip()]
         table.add_row(
             task_id,
             f"[{colors.get(t['status'], 'white')}]{t['status']}[/]",
             str(t["attempts"]),
-            "timeout" if t["timed_out"] else ("" if t["exit_code"] is None else str(t["exit_code"])),
+            "timeout"
+            if t["timed_out"]
+            else ("" if t["exit_code"] is None else str(t["exit_code"])),
             (lines[-1][:80] if lines else ""),
         )
     console.print(table)

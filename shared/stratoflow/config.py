@@ -50,11 +50,22 @@ FARGATE_LAUNCHERS = ("dispatcher", "completion")
 RUN_RETENTION_SETTERS = ("dispatcher", "completion")
 
 HANDLER_ENV_VARS: dict[str, tuple[str, ...]] = {
-    "dispatcher": (ENV_TABLE, ENV_TASK_QUEUE_URL, ENV_BUCKET, ENV_RUN_RETENTION_DAYS,
-                   *FARGATE_ENV_VARS),
+    "dispatcher": (
+        ENV_TABLE,
+        ENV_TASK_QUEUE_URL,
+        ENV_BUCKET,
+        ENV_RUN_RETENTION_DAYS,
+        *FARGATE_ENV_VARS,
+    ),
     "executor": (ENV_TABLE, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET),
-    "completion": (ENV_TABLE, ENV_TASK_QUEUE_URL, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET,
-                   ENV_RUN_RETENTION_DAYS, *FARGATE_ENV_VARS),
+    "completion": (
+        ENV_TABLE,
+        ENV_TASK_QUEUE_URL,
+        ENV_COMPLETION_QUEUE_URL,
+        ENV_BUCKET,
+        ENV_RUN_RETENTION_DAYS,
+        *FARGATE_ENV_VARS,
+    ),
     "loader": (ENV_TABLE, ENV_BUCKET),
 }
 """Which settings each Lambda function needs; infra sets these and a test checks it."""
@@ -183,9 +194,7 @@ class Settings:
             endpoint_url=env.get(ENV_ENDPOINT_URL) or None,
             region=env.get(ENV_REGION) or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             log_dir=env.get(ENV_LOG_DIR) or None,
-            run_retention_days=int(
-                env.get(ENV_RUN_RETENTION_DAYS) or DEFAULT_RUN_RETENTION_DAYS
-            ),
+            run_retention_days=int(env.get(ENV_RUN_RETENTION_DAYS) or DEFAULT_RUN_RETENTION_DAYS),
             ecs={name: env[name] for name in FARGATE_ENV_VARS if env.get(name)},
         )
 

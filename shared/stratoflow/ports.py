@@ -103,7 +103,12 @@ class RunStore(Protocol):
         ...
 
     def claim_attempt(
-        self, run_id: str, task_id: str, attempt: int, started_at: str, lease_until: float,
+        self,
+        run_id: str,
+        task_id: str,
+        attempt: int,
+        started_at: str,
+        lease_until: float,
         now: float,
     ) -> Claim:
         """Move the task to running for `attempt` if it is ready for exactly that attempt."""
@@ -146,8 +151,9 @@ class RunStore(Protocol):
         """running|compensating → status (forward only); True for the one caller that did it."""
         ...
 
-    def claim_compensation(self, run_id: str, index: int, task_id: str, started_at: str) -> bool:
-        ...
+    def claim_compensation(
+        self, run_id: str, index: int, task_id: str, started_at: str
+    ) -> bool: ...
 
     def record_compensation(self, run_id: str, record: CompensationRecord) -> bool: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -349,6 +349,9 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
     else:
         status = TaskStatus.FAILED
     ports.metrics.count("TasksSucceeded" if report.succeeded else "TasksFailed", wf)
+    started, finished = parse_iso(report.started_at), parse_iso(report.finished_at)
+    if started and finished:
+        ports.metrics.timing("TaskDuration", wf, (finished - started).total_seconds() * 1000)
     settlement = Settlement(
         task_id=report.task_id,
         status=status,
@@ -461,9 +464,7 @@ def _finish_run(ports: Ports, plan: Plan, run: RunRecord) -> None:
     _finish_failed(ports, run, tasks, now)
 
 
-def _finish_failed(
-    ports: Ports, run: RunRecord, tasks: dict[str, TaskRecord], now: str
-) -> None:
+def _finish_failed(ports: Ports, run: RunRecord, tasks: dict[str, TaskRecord], now: str) -> None:
     if ports.runs.finish_run(run.run_id, RunStatus.FAILED, now):
         failed = sorted(t for t, r in tasks.items() if r.status is TaskStatus.FAILED)
         ports.metrics.count("RunsFailed", run.workflow_id)
@@ -559,4 +560,3 @@ class RandomIds:
 
     def new_id(self) -> str:
         return f"{self.prefix}{int(time.time() * 1000):013d}-{self._rand(6).hex()}"
-

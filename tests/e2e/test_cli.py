@@ -17,7 +17,12 @@ def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(cwd / ".sf")}
     return subprocess.run(
         [sys.executable, "-m", "stratoflow.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -47,28 +52,54 @@ def test_run_json_prints_one_document_with_the_documented_shape(tmp_path: Path) 
     assert doc["status"] == "succeeded" and doc["workflow_id"] == "hello"
     assert set(doc["tasks"]) == {"a", "b"}
     b = doc["tasks"]["b"]
-    assert set(b) == {"status", "attempts", "exit_code", "timed_out", "started_at",
-                      "finished_at", "output_tail"}
-    assert (b["status"], b["attempts"], b["exit_code"], b["timed_out"]) == ("succeeded", 1, 0,
-                                                                            False)
+    assert set(b) == {
+        "status",
+        "attempts",
+        "exit_code",
+        "timed_out",
+        "started_at",
+        "finished_at",
+        "output_tail",
+    }
+    assert (b["status"], b["attempts"], b["exit_code"], b["timed_out"]) == (
+        "succeeded",
+        1,
+        0,
+        False,
+    )
     # commands ran in the workflow file's folder, with an undeclared --param
     assert b["output_tail"] == "hi ada\n"
     assert (tmp_path / "out.txt").exists()
 
 
 def test_run_exits_1_when_the_run_fails(tmp_path: Path) -> None:
-    wf = write(tmp_path / "f.json", json.dumps(
-        {"id": "f", "tasks": [{"id": "a", "command": "echo boom; exit 3"},
-                              {"id": "b", "command": "true", "depends": ["a"]}]}))
+    wf = write(
+        tmp_path / "f.json",
+        json.dumps(
+            {
+                "id": "f",
+                "tasks": [
+                    {"id": "a", "command": "echo boom; exit 3"},
+                    {"id": "b", "command": "true", "depends": ["a"]},
+                ],
+            }
+        ),
+    )
     result = cli("run", str(wf), "--json", cwd=tmp_path)
     assert result.returncode == 1
     doc = json.loads(result.stdout)
     assert doc["status"] == "failed"
     assert doc["tasks"]["a"]["exit_code"] == 3 and doc["tasks"]["a"]["output_tail"] == "boom\n"
     never = doc["tasks"]["b"]
-    assert never == {"status": "upstream_failed", "attempts": 0, "exit_code": None,
-                     "timed_out": False, "started_at": None, "finished_at": None,
-                     "output_tail": ""}
+    assert never == {
+        "status": "upstream_failed",
+        "attempts": 0,
+        "exit_code": None,
+        "timed_out": False,
+        "started_at": None,
+        "finished_at": None,
+        "output_tail": "",
+    }
 
 
 def test_run_without_json_shows_a_final_table(tmp_path: Path) -> None:
@@ -80,8 +111,10 @@ def test_run_without_json_shows_a_final_table(tmp_path: Path) -> None:
 
 INVALID = {
     "bad_id.yaml": ("id: 'no spaces'\ntasks: [{id: a, command: 'true'}]\n", "id"),
-    "dup_task.yaml": ("id: w\ntasks: [{id: a, command: 'true'}, {id: a, command: 'true'}]\n",
-                      '"a"'),
+    "dup_task.yaml": (
+        "id: w\ntasks: [{id: a, command: 'true'}, {id: a, command: 'true'}]\n",
+        '"a"',
+    ),
     "dup_key.json": ('{"id": "w", "id": "v", "tasks": [{"id": "a", "command": "true"}]}', "id"),
     "unknown_dep.yaml": ("id: w\ntasks: [{id: a, command: 'true', depends: [ghost]}]\n", "ghost"),
     "self_dep.yaml": ("id: w\ntasks: [{id: a, command: 'true', depends: [a]}]\n", "a"),
@@ -90,15 +123,19 @@ INVALID = {
         "  - {id: b, command: 'true', depends: [a]}\n  - {id: c, command: 'true', depends: [b]}\n",
         "a -> b -> c -> a",
     ),
-    "rule.yaml": ("id: w\ntasks: [{id: a, command: 'true', trigger_rule: sometimes}]\n",
-                  "sometimes"),
+    "rule.yaml": (
+        "id: w\ntasks: [{id: a, command: 'true', trigger_rule: sometimes}]\n",
+        "sometimes",
+    ),
     "retries.yaml": ("id: w\ntasks: [{id: a, command: 'true', retries: -1}]\n", "retries"),
     "timeout.yaml": ("id: w\ntasks: [{id: a, command: 'true', timeout: 0}]\n", "timeout"),
     "timeout_text.yaml": ("id: w\ntasks: [{id: a, command: 'true', timeout: soon}]\n", "soon"),
     "executor.yaml": ("id: w\ntasks: [{id: a, command: 'true', executor: k8s}]\n", "k8s"),
     "cron.yaml": ("id: w\nschedule: '61 * * * *'\ntasks: [{id: a, command: 'true'}]\n", "61"),
-    "tz.yaml": ("id: w\ntimezone: Mars/Olympus\ntasks: [{id: a, command: 'true'}]\n",
-                "Mars/Olympus"),
+    "tz.yaml": (
+        "id: w\ntimezone: Mars/Olympus\ntasks: [{id: a, command: 'true'}]\n",
+        "Mars/Olympus",
+    ),
     "broken.json": ('{"id": "w", "tasks": [}', "line 1"),
     "broken.yaml": ("id: w\ntasks:\n  - id: a\n   command: x\n", "line"),
     "unknown_field.yaml": ("id: w\ntasks: [{id: a, command: 'true', comand: x}]\n", "comand"),
@@ -111,8 +148,9 @@ def test_invalid_input_exits_2_with_one_paragraph_and_runs_nothing(
 ) -> None:
     text, expected = INVALID[name]
     # a valid task that would leave a trace if anything ran
-    path = write(tmp_path / name, text.replace("'true'", "'touch ran'").replace(
-        '"true"', '"touch ran"'))
+    path = write(
+        tmp_path / name, text.replace("'true'", "'touch ran'").replace('"true"', '"touch ran"')
+    )
     for command in (["validate", str(path)], ["run", str(path), "--json"]):
         result = cli(*command, cwd=tmp_path)
         assert result.returncode == 2, (name, result.stderr)

@@ -18,7 +18,10 @@ def _times(path: Path) -> list[float]:
 
 def test_every_trigger_rule_decides_as_airflow_does(runtime: LocalRuntime, tmp_path: Path) -> None:
     t = lambda id_, deps, rule: {  # noqa: E731
-        "id": id_, "command": "true", "depends": deps, "trigger_rule": rule
+        "id": id_,
+        "command": "true",
+        "depends": deps,
+        "trigger_rule": rule,
     }
     doc = run_workflow(
         runtime,
@@ -81,8 +84,12 @@ def test_one_success_fires_before_its_slow_parent_finishes(
             "tasks": [
                 {"id": "fast", "command": "true"},
                 {"id": "slow", "command": "sleep 2"},
-                {"id": "eager", "command": "true", "depends": ["fast", "slow"],
-                 "trigger_rule": "one_success"},
+                {
+                    "id": "eager",
+                    "command": "true",
+                    "depends": ["fast", "slow"],
+                    "trigger_rule": "one_success",
+                },
             ]
         },
         tmp_path,
@@ -100,10 +107,18 @@ def test_run_succeeds_when_every_leaf_succeeded_or_skipped(
             "tasks": [
                 {"id": "flaky", "command": "exit 1"},
                 # a failure handled by an on-failure branch does not fail the run
-                {"id": "on_failure", "command": "true", "depends": ["flaky"],
-                 "trigger_rule": "one_failed"},
-                {"id": "report", "command": "true", "depends": ["flaky"],
-                 "trigger_rule": "all_failed"},
+                {
+                    "id": "on_failure",
+                    "command": "true",
+                    "depends": ["flaky"],
+                    "trigger_rule": "one_failed",
+                },
+                {
+                    "id": "report",
+                    "command": "true",
+                    "depends": ["flaky"],
+                    "trigger_rule": "all_failed",
+                },
             ]
         },
         tmp_path,
@@ -155,8 +170,11 @@ def test_a_task_out_of_retries_fails_with_its_last_exit_code(
 ) -> None:
     doc = run_workflow(
         runtime,
-        {"tasks": [{"id": "doomed", "command": "echo try $STRATOFLOW_ATTEMPT; exit 7",
-                    "retries": 1}]},
+        {
+            "tasks": [
+                {"id": "doomed", "command": "echo try $STRATOFLOW_ATTEMPT; exit 7", "retries": 1}
+            ]
+        },
         tmp_path,
     )
     task = doc["tasks"]["doomed"]
@@ -214,7 +232,8 @@ def test_concurrency_cap_limits_running_tasks(runtime: LocalRuntime, tmp_path: P
     )
     assert doc["status"] == "succeeded"
     events = sorted(
-        (int(stamp), kind) for kind, stamp in (line.split() for line in spans.read_text().splitlines())
+        (int(stamp), kind)
+        for kind, stamp in (line.split() for line in spans.read_text().splitlines())
     )
     running = peak = 0
     for _, kind in events:
@@ -244,11 +263,20 @@ def test_failed_run_compensates_succeeded_tasks_in_reverse_completion_order(
         {
             "tasks": [
                 {"id": "reserve", "command": "true", "compensate": comp("reserve")},
-                {"id": "charge", "command": "true", "depends": ["reserve"],
-                 "compensate": f"{comp('charge')}; exit 9"},
+                {
+                    "id": "charge",
+                    "command": "true",
+                    "depends": ["reserve"],
+                    "compensate": f"{comp('charge')}; exit 9",
+                },
                 {"id": "no_undo", "command": "true", "depends": ["charge"]},
-                {"id": "ship", "command": "true", "depends": ["no_undo"],
-                 "compensate": comp("ship"), "env": {"CARRIER": "ups"}},
+                {
+                    "id": "ship",
+                    "command": "true",
+                    "depends": ["no_undo"],
+                    "compensate": comp("ship"),
+                    "env": {"CARRIER": "ups"},
+                },
                 {"id": "notify", "command": "exit 1", "depends": ["ship"]},
             ]
         },
@@ -300,7 +328,12 @@ def test_commands_see_run_context_params_and_env_in_the_workflow_folder(
     wf_id, run_id, task_id, attempt, logical, region, size, extra, color = line.split()
     assert (wf_id, run_id) == (doc["workflow_id"], doc["run_id"])
     assert (task_id, attempt, region, size, extra, color) == (
-        "show", "1", "eu", "large", "x", "blue"
+        "show",
+        "1",
+        "eu",
+        "large",
+        "x",
+        "blue",
     )
     assert logical.endswith("Z") and logical.startswith("20")
     assert Path(cwd) == tmp_path
@@ -311,8 +344,14 @@ def test_output_tail_is_bounded_and_the_full_log_is_kept(
 ) -> None:
     doc = run_workflow(
         runtime,
-        {"tasks": [{"id": "chatty",
-                    "command": "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done"}]},
+        {
+            "tasks": [
+                {
+                    "id": "chatty",
+                    "command": "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
+                }
+            ]
+        },
         tmp_path,
     )
     tail = doc["tasks"]["chatty"]["output_tail"]
@@ -366,8 +405,13 @@ def test_a_fargate_task_runs_through_the_container_entrypoint(
         runtime,
         {
             "tasks": [
-                {"id": "heavy", "command": "tr '\\0' ' ' < /proc/$PPID/cmdline; echo",
-                 "executor": "fargate", "cpu": 1024, "memory": 2048},
+                {
+                    "id": "heavy",
+                    "command": "tr '\\0' ' ' < /proc/$PPID/cmdline; echo",
+                    "executor": "fargate",
+                    "cpu": 1024,
+                    "memory": 2048,
+                },
                 {"id": "after", "command": "true", "depends": ["heavy"]},
             ]
         },

@@ -40,8 +40,11 @@ def _drain(rt: LocalRuntime, url: str, wait: int = 0) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     while True:
         resp = rt.clients.sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
-            AttributeNames=["All"], VisibilityTimeout=0 if wait else 30,
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=wait,
+            AttributeNames=["All"],
+            VisibilityTimeout=0 if wait else 30,
         )
         msgs = resp.get("Messages", [])
         if not msgs:
@@ -49,7 +52,9 @@ def _drain(rt: LocalRuntime, url: str, wait: int = 0) -> list[dict[str, Any]]:
         out += msgs
         rt.clients.sqs.delete_message_batch(
             QueueUrl=url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
+            ],
         )
         wait = 0
 
@@ -133,7 +138,9 @@ def test_duplicate_delivered_while_the_attempt_runs_is_parked_not_run(
     # wait until the first delivery has claimed the attempt
     assert bare.ports is not None
     for _ in range(100):
-        _, tasks = bare.ports.runs.get_run_and_tasks(json.loads(message["Body"])["run_id"], ["slow"])
+        _, tasks = bare.ports.runs.get_run_and_tasks(
+            json.loads(message["Body"])["run_id"], ["slow"]
+        )
         if tasks["slow"].status == "running":
             break
         deadline.wait(0.01)
@@ -226,8 +233,12 @@ def test_poison_message_fails_alone_within_its_batch(bare: LocalRuntime, tmp_pat
 def test_executor_reports_but_never_changes_run_state(bare: LocalRuntime, tmp_path: Path) -> None:
     run_id, _ = _start(
         bare,
-        {"tasks": [{"id": "a", "command": "exit 3"}, {"id": "b", "command": "true",
-                                                     "depends": ["a"]}]},
+        {
+            "tasks": [
+                {"id": "a", "command": "exit 3"},
+                {"id": "b", "command": "true", "depends": ["a"]},
+            ]
+        },
         tmp_path,
     )
     _execute(bare, _tasks(bare))
@@ -273,8 +284,7 @@ def test_work_per_completion_does_not_grow_with_the_run(bare: LocalRuntime, tmp_
         spec = {
             "tasks": [{"id": "root", "command": "true"}]
             + [{"id": f"m{i}", "command": "true", "depends": ["root"]} for i in range(width)]
-            + [{"id": "sink", "command": "true",
-                "depends": [f"m{i}" for i in range(width)]}]
+            + [{"id": "sink", "command": "true", "depends": [f"m{i}" for i in range(width)]}]
         }
         _start(bare, spec, tmp_path)
         _execute(bare, _tasks(bare))
@@ -315,7 +325,9 @@ def test_large_definitions_live_in_s3_with_a_pointer_in_the_item(bare: LocalRunt
 def test_a_second_run_request_with_the_same_id_creates_nothing(
     bare: LocalRuntime, tmp_path: Path
 ) -> None:
-    wf = Workflow.model_validate({"id": unique_id("dup"), "tasks": [{"id": "a", "command": "true"}]})
+    wf = Workflow.model_validate(
+        {"id": unique_id("dup"), "tasks": [{"id": "a", "command": "true"}]}
+    )
     version = bare.register(wf, "test")
     _tasks(bare)
     detail = {"workflow_id": wf.id, "version": version, "run_id": f"{wf.id}-r1"}
@@ -333,8 +345,11 @@ def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
     bucket = bare.settings.bucket
     wf_id = unique_id("uploaded")
     good_key = f"{WORKFLOWS_PREFIX}{wf_id}.yaml"
-    s3.put_object(Bucket=bucket, Key=good_key,
-                  Body=f"id: {wf_id}\ntasks:\n  - id: a\n    command: 'true'\n".encode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=good_key,
+        Body=f"id: {wf_id}\ntasks:\n  - id: a\n    command: 'true'\n".encode(),
+    )
     result = loader.handler(s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None)
     assert result["registered"] == [{"workflow_id": wf_id, "version": 1, "key": good_key}]
     bad_key = f"{WORKFLOWS_PREFIX}{wf_id}-bad.yaml"

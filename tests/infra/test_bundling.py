@@ -23,8 +23,9 @@ from .conftest import REPO_ROOT
 
 def test_dependencies_come_from_pyproject() -> None:
     requirements = project_dependencies()
-    names = {r.split(">")[0].split("=")[0].split("[")[0].split("<")[0].lower()
-             for r in requirements}
+    names = {
+        r.split(">")[0].split("=")[0].split("[")[0].split("<")[0].lower() for r in requirements
+    }
     assert {"pydantic", "pyyaml", "croniter", "aws-lambda-powertools"} <= names
 
 
@@ -127,8 +128,9 @@ def test_asset_hash_changes_with_a_handler(tmp_path: Path) -> None:
 
 def test_asset_hash_tells_a_bundle_without_dependencies_apart(tmp_path: Path) -> None:
     root = _copy_sources(tmp_path)
-    assert (asset_hash(root, install_dependencies=True)
-            != asset_hash(root, install_dependencies=False))
+    assert asset_hash(root, install_dependencies=True) != asset_hash(
+        root, install_dependencies=False
+    )
 
 
 def test_asset_hash_ignores_bytecode(tmp_path: Path) -> None:

@@ -45,13 +45,32 @@ def test_npx_cdk_synth_produces_the_template_offline(tmp_path: Path) -> None:
         if key.startswith("AWS_"):
             del env[key]
     result = subprocess.run(
-        ["npx", "--no-install", "cdk", "synth", "--no-notices", "-q", "-o", str(tmp_path),
-         "-c", "stratoflow:skipBundling=true"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            "npx",
+            "--no-install",
+            "cdk",
+            "synth",
+            "--no-notices",
+            "-q",
+            "-o",
+            str(tmp_path),
+            "-c",
+            "stratoflow:skipBundling=true",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     template = json.loads((tmp_path / "Stratoflow.template.json").read_text())
     types = {resource["Type"] for resource in template["Resources"].values()}
-    assert {"AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket",
-            "AWS::Lambda::Function", "AWS::ECS::TaskDefinition",
-            "AWS::CloudWatch::Dashboard"} <= types
+    assert {
+        "AWS::DynamoDB::Table",
+        "AWS::SQS::Queue",
+        "AWS::S3::Bucket",
+        "AWS::Lambda::Function",
+        "AWS::ECS::TaskDefinition",
+        "AWS::CloudWatch::Dashboard",
+    } <= types

@@ -65,7 +65,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -87,20 +88,26 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _cdklocal(args: list[str], endpoint: str) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    env.update({
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ENDPOINT_URL_S3": endpoint,
-        "AWS_S3_FORCE_PATH_STYLE": "1",
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "CDK_DISABLE_CLI_TELEMETRY": "true",
-        "CDK_DISABLE_VERSION_CHECK": "1",
-        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-    })
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ENDPOINT_URL_S3": endpoint,
+            "AWS_S3_FORCE_PATH_STYLE": "1",
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "CDK_DISABLE_CLI_TELEMETRY": "true",
+            "CDK_DISABLE_VERSION_CHECK": "1",
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        }
+    )
     result = subprocess.run(
         ["npx", "--no-install", "cdklocal", *args, "--no-notices"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
@@ -110,21 +117,41 @@ def deployed(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     """Bootstraps and deploys the stack; returns boto3 clients on the emulator."""
     outdir = tmp_path_factory.mktemp("cdk-rehearsal")
     # An explicit environment: bootstrap then needs no synth of the app.
-    _cdklocal(["bootstrap", f"aws://{ACCOUNT}/{REGION}", "-o", str(outdir / "bootstrap")],
-              endpoint)
+    _cdklocal(["bootstrap", f"aws://{ACCOUNT}/{REGION}", "-o", str(outdir / "bootstrap")], endpoint)
     _cdklocal(
-        ["deploy", STACK, "--require-approval", "never", "-o", str(outdir / "app"),
-         "-c", "stratoflow:skipBundling=true",
-         "-c", "stratoflow:runnerImage=public.ecr.aws/docker/library/python:3.14-slim",
-         "-c", "stratoflow:removalPolicy=destroy"],
+        [
+            "deploy",
+            STACK,
+            "--require-approval",
+            "never",
+            "-o",
+            str(outdir / "app"),
+            "-c",
+            "stratoflow:skipBundling=true",
+            "-c",
+            "stratoflow:runnerImage=public.ecr.aws/docker/library/python:3.14-slim",
+            "-c",
+            "stratoflow:removalPolicy=destroy",
+        ],
         endpoint,
     )
     session = boto3.session.Session(
         aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION
     )
-    return {name: session.client(name, endpoint_url=endpoint)
-            for name in ("cloudformation", "dynamodb", "sqs", "s3", "lambda", "events", "ecs",
-                         "logs", "cloudwatch")}
+    return {
+        name: session.client(name, endpoint_url=endpoint)
+        for name in (
+            "cloudformation",
+            "dynamodb",
+            "sqs",
+            "s3",
+            "lambda",
+            "events",
+            "ecs",
+            "logs",
+            "cloudwatch",
+        )
+    }
 
 
 def test_stack_is_deployed(deployed: dict) -> None:
@@ -147,8 +174,11 @@ def test_queues_exist_with_visibility_redrive_and_encryption(deployed: dict) -> 
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["maxReceiveCount"] == MAX_RECEIVE_COUNT
     assert redrive["deadLetterTargetArn"].endswith(f":{NAMES.task_queue.dlq_name}")
-    for name in (NAMES.task_queue.dlq_name, NAMES.completion_queue.name,
-                 NAMES.completion_queue.dlq_name):
+    for name in (
+        NAMES.task_queue.dlq_name,
+        NAMES.completion_queue.name,
+        NAMES.completion_queue.dlq_name,
+    ):
         sqs.get_queue_url(QueueName=name)
 
 
@@ -173,9 +203,15 @@ def test_functions_exist_with_handler_runtime_and_environment(deployed: dict) ->
 
 def test_queues_are_wired_to_their_consumers(deployed: dict) -> None:
     mappings = deployed["lambda"].list_event_source_mappings()["EventSourceMappings"]
-    wiring = {(m["EventSourceArn"].rsplit(":", 1)[1], m["FunctionArn"].rsplit(":", 1)[1],
-               m["BatchSize"], tuple(m.get("FunctionResponseTypes", ())))
-              for m in mappings}
+    wiring = {
+        (
+            m["EventSourceArn"].rsplit(":", 1)[1],
+            m["FunctionArn"].rsplit(":", 1)[1],
+            m["BatchSize"],
+            tuple(m.get("FunctionResponseTypes", ())),
+        )
+        for m in mappings
+    }
     assert wiring == {
         (NAMES.task_queue.name, "stratoflow-executor", 1, ("ReportBatchItemFailures",)),
         (NAMES.completion_queue.name, "stratoflow-completion", 10, ("ReportBatchItemFailures",)),
@@ -201,8 +237,11 @@ def test_fargate_cluster_and_task_definition_exist(deployed: dict) -> None:
 
 def test_log_groups_have_retention(deployed: dict) -> None:
     groups = deployed["logs"].describe_log_groups()["logGroups"]
-    lambda_groups = {g["logGroupName"]: g.get("retentionInDays") for g in groups
-                     if g["logGroupName"].startswith("/aws/lambda/stratoflow-")}
+    lambda_groups = {
+        g["logGroupName"]: g.get("retentionInDays")
+        for g in groups
+        if g["logGroupName"].startswith("/aws/lambda/stratoflow-")
+    }
     assert len(lambda_groups) == 4
     assert set(lambda_groups.values()) == {30}
 

@@ -23,8 +23,10 @@ from .conftest import Synthesized
 
 
 def alarms(synth: Synthesized) -> dict[str, dict]:
-    return {a["Properties"]["AlarmName"]: a["Properties"]
-            for a in synth.resources("AWS::CloudWatch::Alarm").values()}
+    return {
+        a["Properties"]["AlarmName"]: a["Properties"]
+        for a in synth.resources("AWS::CloudWatch::Alarm").values()
+    }
 
 
 def dashboard_body(synth: Synthesized) -> str:
@@ -47,10 +49,12 @@ def test_dead_letter_queue_alarms_fire_on_the_first_message(synth: Synthesized) 
     for name, queue in (("Tasks", synth.stack.tasks), ("Completions", synth.stack.completions)):
         alarm = alarms(synth)[f"stratoflow-{name}DeadLetterQueueNotEmpty"]
         assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
-        assert alarm["Dimensions"] == [{
-            "Name": "QueueName",
-            "Value": {"Fn::GetAtt": [synth.logical_id(queue.dead_letter_queue), "QueueName"]},
-        }]
+        assert alarm["Dimensions"] == [
+            {
+                "Name": "QueueName",
+                "Value": {"Fn::GetAtt": [synth.logical_id(queue.dead_letter_queue), "QueueName"]},
+            }
+        ]
         assert alarm["Threshold"] == 1
         assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 
@@ -113,17 +117,30 @@ def test_dashboard_shows_run_and_task_metrics_with_a_per_workflow_view(
     synth: Synthesized,
 ) -> None:
     body = dashboard_body(synth)
-    for metric in (METRIC_RUNS_STARTED, METRIC_RUNS_SUCCEEDED, METRIC_RUNS_FAILED,
-                   METRIC_TASKS_SUCCEEDED, METRIC_TASKS_FAILED, METRIC_TASKS_RETRIED,
-                   METRIC_TASKS_TIMED_OUT, METRIC_TASK_DURATION, METRIC_QUEUE_LATENCY):
+    for metric in (
+        METRIC_RUNS_STARTED,
+        METRIC_RUNS_SUCCEEDED,
+        METRIC_RUNS_FAILED,
+        METRIC_TASKS_SUCCEEDED,
+        METRIC_TASKS_FAILED,
+        METRIC_TASKS_RETRIED,
+        METRIC_TASKS_TIMED_OUT,
+        METRIC_TASK_DURATION,
+        METRIC_QUEUE_LATENCY,
+    ):
         assert f'\\"{metric}\\"' in body, metric
     assert "SEARCH(" in body and "workflow" in body
 
 
 def test_dashboard_shows_queues_and_functions(synth: Synthesized) -> None:
     body = dashboard_body(synth)
-    for metric in ("ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage",
-                   "Errors", "Throttles", "Duration"):
+    for metric in (
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "Errors",
+        "Throttles",
+        "Duration",
+    ):
         assert metric in body
     for name in ("dispatcher", "executor", "completion", "loader"):
         assert synth.logical_id(synth.stack.functions[name].function) in body

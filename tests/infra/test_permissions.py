@@ -11,16 +11,26 @@ from stratoflow_infra.stack import EXECUTOR_TABLE_WRITE_ACTIONS
 from .conftest import Synthesized
 
 TABLE_READ = {
-    "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable",
-    "dynamodb:GetItem", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
-    "dynamodb:Query", "dynamodb:Scan",
+    "dynamodb:BatchGetItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:Query",
+    "dynamodb:Scan",
 }
 TABLE_WRITE_BEYOND_EXECUTOR = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 SEND = {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
-CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-           "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+CONSUME = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+}
 
 
 def statements(synth: Synthesized, role: Any) -> list[dict[str, Any]]:
@@ -36,8 +46,13 @@ def statements(synth: Synthesized, role: Any) -> list[dict[str, Any]]:
             resources = statement["Resource"]
             for action in [actions] if isinstance(actions, str) else actions:
                 for resource in resources if isinstance(resources, list) else [resources]:
-                    found.append({"action": action, "resource": resource,
-                                  "condition": statement.get("Condition")})
+                    found.append(
+                        {
+                            "action": action,
+                            "resource": resource,
+                            "condition": statement.get("Condition"),
+                        }
+                    )
     return found
 
 
@@ -54,9 +69,18 @@ def arn_of(synth: Synthesized, construct: Any) -> dict[str, Any]:
 
 
 def s3_objects(prefix: str, bucket_prefix: str = "stratoflow") -> dict[str, Any]:
-    return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
-                              f":s3:::{bucket_prefix}-workflows-", {"Ref": "AWS::AccountId"},
-                              f"/{prefix}*"]]}
+    return {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                f":s3:::{bucket_prefix}-workflows-",
+                {"Ref": "AWS::AccountId"},
+                f"/{prefix}*",
+            ],
+        ]
+    }
 
 
 def role(synth: Synthesized, name: str) -> Any:
@@ -66,6 +90,7 @@ def role(synth: Synthesized, name: str) -> Any:
 
 
 # --- everywhere --------------------------------------------------------------------------
+
 
 def test_no_policy_in_the_stack_has_a_wildcard_action(synth: Synthesized) -> None:
     for policy in synth.resources("AWS::IAM::Policy").values():
@@ -108,6 +133,7 @@ def test_each_function_has_its_own_role_writing_its_own_log_group_and_traces(
 
 # --- executor: reports, never decides (invariant 10) -------------------------------------
 
+
 @pytest.mark.parametrize("name", ["executor", "fargate-task"])
 def test_executor_reads_the_table_and_may_only_claim_items(synth: Synthesized, name: str) -> None:
     table = arn_of(synth, synth.stack.state.table)
@@ -128,10 +154,14 @@ def test_executor_reports_to_the_completion_queue_and_cannot_enqueue_tasks(
 
 @pytest.mark.parametrize("name", ["executor", "fargate-task"])
 def test_executor_reads_definitions_only(synth: Synthesized, name: str) -> None:
-    s3 = {(s["action"], json.dumps(s["resource"])) for s in statements(synth, role(synth, name))
-          if s["action"].startswith("s3:")}
-    assert s3 == {(a, json.dumps(s3_objects("definitions/")))
-                  for a in ("s3:GetObject", "s3:GetObjectVersion")}
+    s3 = {
+        (s["action"], json.dumps(s["resource"]))
+        for s in statements(synth, role(synth, name))
+        if s["action"].startswith("s3:")
+    }
+    assert s3 == {
+        (a, json.dumps(s3_objects("definitions/"))) for a in ("s3:GetObject", "s3:GetObjectVersion")
+    }
 
 
 @pytest.mark.parametrize("name", ["executor", "fargate-task"])
@@ -147,6 +177,7 @@ def test_executor_consumes_the_task_queue(synth: Synthesized) -> None:
 
 # --- the deciders ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["dispatcher", "completion"])
 def test_deciders_write_run_state_and_enqueue_tasks(synth: Synthesized, name: str) -> None:
     grantee = role(synth, name)
@@ -161,9 +192,7 @@ def test_deciders_may_run_the_fargate_task_and_pass_only_its_roles_to_ecs(
 ) -> None:
     task_definition = synth.stack.fargate.task_definition
     grantee = role(synth, name)
-    assert actions_on(synth, grantee, {"Ref": synth.logical_id(task_definition)}) == {
-        "ecs:RunTask"
-    }
+    assert actions_on(synth, grantee, {"Ref": synth.logical_id(task_definition)}) == {"ecs:RunTask"}
     passes = [s for s in statements(synth, grantee) if s["action"] == "iam:PassRole"]
     assert {json.dumps(s["resource"]) for s in passes} == {
         json.dumps(arn_of(synth, task_definition.task_role)),
@@ -187,9 +216,13 @@ def test_completion_consumes_the_completion_queue(synth: Synthesized) -> None:
 
 # --- loader ------------------------------------------------------------------------------
 
+
 def test_loader_reads_uploads_and_writes_definitions_and_reports_only(synth: Synthesized) -> None:
-    s3 = {(s["action"], json.dumps(s["resource"])) for s in statements(synth, role(synth, "loader"))
-          if s["action"].startswith("s3:")}
+    s3 = {
+        (s["action"], json.dumps(s["resource"]))
+        for s in statements(synth, role(synth, "loader"))
+        if s["action"].startswith("s3:")
+    }
     workflows, definitions = s3_objects("workflows/"), s3_objects("definitions/")
     assert s3 == {
         ("s3:GetObject", json.dumps(workflows)),

@@ -33,6 +33,7 @@ FUNCTION_TIMEOUTS = {
 
 # --- state -------------------------------------------------------------------------------
 
+
 def test_table_uses_the_key_schema_of_stratoflow_config(synth: Synthesized) -> None:
     synth.template.has_resource_properties(
         "AWS::DynamoDB::Table",
@@ -88,9 +89,12 @@ def test_prefix_names_every_resource_like_the_local_runtime(synth_custom: Synthe
 
 # --- queues ------------------------------------------------------------------------------
 
+
 def test_each_work_queue_redrives_to_its_dead_letter_queue(synth: Synthesized) -> None:
-    for queue, stack_queue in ((NAMES.task_queue, synth.stack.tasks),
-                               (NAMES.completion_queue, synth.stack.completions)):
+    for queue, stack_queue in (
+        (NAMES.task_queue, synth.stack.tasks),
+        (NAMES.completion_queue, synth.stack.completions),
+    ):
         synth.template.has_resource_properties(
             "AWS::SQS::Queue",
             {
@@ -108,11 +112,14 @@ def test_each_work_queue_redrives_to_its_dead_letter_queue(synth: Synthesized) -
 def test_visibility_timeout_is_at_least_six_times_the_consumers_timeout(
     synth: Synthesized,
 ) -> None:
-    queues = {q["Properties"]["QueueName"]: q["Properties"]
-              for q in synth.resources("AWS::SQS::Queue").values()}
+    queues = {
+        q["Properties"]["QueueName"]: q["Properties"]
+        for q in synth.resources("AWS::SQS::Queue").values()
+    }
     assert queues[NAMES.task_queue.name]["VisibilityTimeout"] >= 6 * EXECUTOR_TIMEOUT_SECONDS
-    assert (queues[NAMES.completion_queue.name]["VisibilityTimeout"]
-            >= 6 * COMPLETION_TIMEOUT_SECONDS)
+    assert (
+        queues[NAMES.completion_queue.name]["VisibilityTimeout"] >= 6 * COMPLETION_TIMEOUT_SECONDS
+    )
 
 
 def test_every_queue_is_encrypted_and_refuses_plain_http(synth: Synthesized) -> None:
@@ -140,6 +147,7 @@ def _denies_insecure_transport(document: dict) -> bool:
 
 # --- bucket ------------------------------------------------------------------------------
 
+
 def test_workflows_bucket_is_private_encrypted_versioned_and_logged(synth: Synthesized) -> None:
     synth.template.has_resource_properties(
         "AWS::S3::Bucket",
@@ -147,8 +155,10 @@ def test_workflows_bucket_is_private_encrypted_versioned_and_logged(synth: Synth
             "BucketName": {"Fn::Join": ["", ["stratoflow-workflows-", {"Ref": "AWS::AccountId"}]]},
             "VersioningConfiguration": {"Status": "Enabled"},
             "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True, "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
             },
             "BucketEncryption": {
                 "ServerSideEncryptionConfiguration": [
@@ -184,8 +194,7 @@ def test_workflow_files_created_or_removed_under_the_prefix_notify_the_loader(
     seen = set()
     for configuration in configurations:
         assert configuration["Function"] == loader_arn
-        rules = {rule["Name"]: rule["Value"]
-                 for rule in configuration["Filter"]["S3Key"]["Rules"]}
+        rules = {rule["Name"]: rule["Value"] for rule in configuration["Filter"]["S3Key"]["Rules"]}
         assert rules["prefix"] == WORKFLOWS_PREFIX
         seen.add((configuration["Event"], rules["suffix"]))
     assert seen == {
@@ -201,12 +210,16 @@ def test_workflow_files_created_or_removed_under_the_prefix_notify_the_loader(
 
 
 def test_no_lambda_backed_custom_resource_is_needed(synth: Synthesized) -> None:
-    custom = [t for t in (r["Type"] for r in synth.json["Resources"].values())
-              if t.startswith("Custom::") or t == "AWS::CloudFormation::CustomResource"]
+    custom = [
+        t
+        for t in (r["Type"] for r in synth.json["Resources"].values())
+        if t.startswith("Custom::") or t == "AWS::CloudFormation::CustomResource"
+    ]
     assert custom == []
 
 
 # --- functions ---------------------------------------------------------------------------
+
 
 def test_four_functions_on_a_current_python_runtime_for_arm64(synth: Synthesized) -> None:
     functions = synth.resources("AWS::Lambda::Function")
@@ -226,8 +239,10 @@ def test_four_functions_on_a_current_python_runtime_for_arm64(synth: Synthesized
 
 
 def test_functions_share_one_code_asset(synth: Synthesized) -> None:
-    keys = {json.dumps(f["Properties"]["Code"]["S3Key"])
-            for f in synth.resources("AWS::Lambda::Function").values()}
+    keys = {
+        json.dumps(f["Properties"]["Code"]["S3Key"])
+        for f in synth.resources("AWS::Lambda::Function").values()
+    }
     assert len(keys) == 1
 
 
@@ -253,16 +268,21 @@ def test_executor_concurrency_and_memory_are_context_settings(
     assert "ReservedConcurrentExecutions" not in executor["Properties"]
     synth_custom.template.has_resource_properties(
         "AWS::Lambda::Function",
-        {"FunctionName": "acme-flow-executor", "ReservedConcurrentExecutions": 20,
-         "MemorySize": 2048},
+        {
+            "FunctionName": "acme-flow-executor",
+            "ReservedConcurrentExecutions": 20,
+            "MemorySize": 2048,
+        },
     )
 
 
 def test_queues_feed_executor_one_task_at_a_time_and_completion_in_batches(
     synth: Synthesized,
 ) -> None:
-    for function, queue, batch in (("executor", synth.stack.tasks.queue, 1),
-                                   ("completion", synth.stack.completions.queue, 10)):
+    for function, queue, batch in (
+        ("executor", synth.stack.tasks.queue, 1),
+        ("completion", synth.stack.completions.queue, 10),
+    ):
         synth.template.has_resource_properties(
             "AWS::Lambda::EventSourceMapping",
             {
@@ -277,6 +297,7 @@ def test_queues_feed_executor_one_task_at_a_time_and_completion_in_batches(
 
 # --- schedule ----------------------------------------------------------------------------
 
+
 def test_an_eventbridge_rule_ticks_the_dispatcher_every_minute(synth: Synthesized) -> None:
     dispatcher = synth.logical_id(synth.stack.functions["dispatcher"].function)
     synth.template.has_resource_properties(
@@ -289,12 +310,12 @@ def test_an_eventbridge_rule_ticks_the_dispatcher_every_minute(synth: Synthesize
     )
     synth.template.has_resource_properties(
         "AWS::Lambda::Permission",
-        {"Principal": "events.amazonaws.com",
-         "FunctionName": {"Fn::GetAtt": [dispatcher, "Arn"]}},
+        {"Principal": "events.amazonaws.com", "FunctionName": {"Fn::GetAtt": [dispatcher, "Arn"]}},
     )
 
 
 # --- fargate -----------------------------------------------------------------------------
+
 
 def test_fargate_task_definition_runs_the_runner_on_arm64(synth: Synthesized) -> None:
     synth.template.has_resource_properties(
@@ -304,12 +325,14 @@ def test_fargate_task_definition_runs_the_runner_on_arm64(synth: Synthesized) ->
             "NetworkMode": "awsvpc",
             "RuntimePlatform": {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"},
             "ContainerDefinitions": [
-                Match.object_like({
-                    "Name": "runner",
-                    # moto's RunTask needs it; RunTask overrides resize it per task.
-                    "Memory": Match.any_value(),
-                    "LogConfiguration": Match.object_like({"LogDriver": "awslogs"}),
-                })
+                Match.object_like(
+                    {
+                        "Name": "runner",
+                        # moto's RunTask needs it; RunTask overrides resize it per task.
+                        "Memory": Match.any_value(),
+                        "LogConfiguration": Match.object_like({"LogDriver": "awslogs"}),
+                    }
+                )
             ],
         },
     )
@@ -324,8 +347,7 @@ def test_runner_image_is_built_from_the_repository_dockerfile(synth: Synthesized
 def test_runner_image_may_be_given_instead(synth_custom: Synthesized) -> None:
     synth_custom.template.has_resource_properties(
         "AWS::ECS::TaskDefinition",
-        {"ContainerDefinitions": [
-            Match.object_like({"Image": "public.ecr.aws/example/runner:1"})]},
+        {"ContainerDefinitions": [Match.object_like({"Image": "public.ecr.aws/example/runner:1"})]},
     )
 
 
@@ -365,5 +387,11 @@ def test_with_nat_gateways_tasks_run_in_private_subnets(synth_custom: Synthesize
 
 def test_outputs_name_what_an_operator_needs(synth: Synthesized) -> None:
     outputs = set(synth.json["Outputs"])
-    assert {"TableName", "TaskQueueUrl", "CompletionQueueUrl", "WorkflowsBucketName",
-            "UploadWorkflowCommand", "DashboardUrl"} <= outputs
+    assert {
+        "TableName",
+        "TaskQueueUrl",
+        "CompletionQueueUrl",
+        "WorkflowsBucketName",
+        "UploadWorkflowCommand",
+        "DashboardUrl",
+    } <= outputs

@@ -76,9 +76,20 @@ def test_cfn_lint_passes_on_the_synthesized_template(
     synth: Synthesized = request.getfixturevalue(fixture)
     template = synth.outdir / f"{synth.stack.stack_name}.template.json"
     result = subprocess.run(
-        [sys.executable, "-c", "from cfnlint.runner import main; main()",
-         "--regions", "us-east-1", "eu-west-1",
-         "--ignore-checks", *CFN_LINT_IGNORED, "--", str(template)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "from cfnlint.runner import main; main()",
+            "--regions",
+            "us-east-1",
+            "eu-west-1",
+            "--ignore-checks",
+            *CFN_LINT_IGNORED,
+            "--",
+            str(template),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from stratoflow.runner import CommandResult, run_command
 from stratoflow.runner.process import DRAIN_WINDOW_SECONDS, decode_tail
 

@@ -288,7 +288,9 @@ class DynamoRunStore:
         )
         return resp.get("Item")
 
-    def retry_attempt(self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any]) -> bool:
+    def retry_attempt(
+        self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any]
+    ) -> bool:
         sets, names, values = _set_fields(fields)
         values.update(
             {
@@ -301,7 +303,8 @@ class DynamoRunStore:
             self._db.update_item(
                 TableName=self.table,
                 Key=_key(_run_pk(run_id), f"T#{task_id}"),
-                UpdateExpression="SET #st = :retry" + "".join(f", {s}" for s in sets)
+                UpdateExpression="SET #st = :retry"
+                + "".join(f", {s}" for s in sets)
                 + " REMOVE lease_until",
                 ConditionExpression="#st = :running AND attempt = :a",
                 ExpressionAttributeNames={"#st": "status", **names},
@@ -331,7 +334,9 @@ class DynamoRunStore:
         sets, names, values = _set_fields(s.fields)
         values.update({":final": {"S": s.status.value}, ":true": {"BOOL": True}})
         if s.attempt is not None:
-            values.update({":running": {"S": TaskStatus.RUNNING.value}, ":a": {"N": str(s.attempt)}})
+            values.update(
+                {":running": {"S": TaskStatus.RUNNING.value}, ":a": {"N": str(s.attempt)}}
+            )
             condition = "#st = :running AND attempt = :a"
             update = "SET #st = :final, propagated = :true" + "".join(f", {x}" for x in sets)
             update += " REMOVE lease_until"
@@ -369,7 +374,9 @@ class DynamoRunStore:
         outcome = FinalizeOutcome.APPLIED
         reason = self._transact(first + self._child_updates(pk, chunks[0], counter))
         if reason is not None:
-            old = _task_from(s.task_id, reason.get("Item") or self._get_task_item(run_id, s.task_id))
+            old = _task_from(
+                s.task_id, reason.get("Item") or self._get_task_item(run_id, s.task_id)
+            )
             done_before = old.status is s.status and (
                 (s.attempt is not None and old.attempt == s.attempt) or s.attempt is None
             )
@@ -387,7 +394,9 @@ class DynamoRunStore:
             self._transact([marker, *self._child_updates(pk, chunk, counter)])
         return outcome
 
-    def _child_updates(self, pk: str, children: Sequence[str], counter: str) -> list[dict[str, Any]]:
+    def _child_updates(
+        self, pk: str, children: Sequence[str], counter: str
+    ) -> list[dict[str, Any]]:
         return [
             {
                 "Update": {
@@ -537,8 +546,12 @@ class DynamoRunStore:
                 Item={
                     **_key(_run_pk(run_id), f"C#{index:05d}"),
                     **_item(
-                        {"index": index, "task_id": task_id, "status": "running",
-                         "started_at": started_at}
+                        {
+                            "index": index,
+                            "task_id": task_id,
+                            "status": "running",
+                            "started_at": started_at,
+                        }
                     ),
                 },
                 ConditionExpression="attribute_not_exists(pk)",
@@ -645,13 +658,18 @@ class DynamoDefinitionStore:
             if meta and meta.get("latest_hash", {}).get("S") == digest:
                 return latest
             version = latest + 1
-            item = {**_key(pk, f"V#{version:08d}"), **_item({
-                "workflow_id": workflow.id,
-                "version": version,
-                "hash": digest,
-                "source": source,
-                "created_at": iso(now),
-            })}
+            item = {
+                **_key(pk, f"V#{version:08d}"),
+                **_item(
+                    {
+                        "workflow_id": workflow.id,
+                        "version": version,
+                        "hash": digest,
+                        "source": source,
+                        "created_at": iso(now),
+                    }
+                ),
+            }
             if len(body) > INLINE_DEFINITION_LIMIT:
                 if not self.bucket:
                     raise ValueError(
@@ -663,9 +681,7 @@ class DynamoDefinitionStore:
                 item["body_s3_key"] = {"S": key}
             else:
                 item["body"] = {"S": body}
-            meta_condition = (
-                "latest_version = :prev" if meta else "attribute_not_exists(pk)"
-            )
+            meta_condition = "latest_version = :prev" if meta else "attribute_not_exists(pk)"
             meta_values: dict[str, Any] = {":v": {"N": str(version)}, ":h": {"S": digest}}
             if meta:
                 meta_values[":prev"] = {"N": str(latest)}

@@ -38,7 +38,9 @@ class SqsSender:
                 for i, body in enumerate(batch)
             ]
             for _ in range(5):
-                resp = self._clients.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                resp = self._clients.sqs.send_message_batch(
+                    QueueUrl=self.queue_url, Entries=entries
+                )
                 failed = {f["Id"] for f in resp.get("Failed", []) if not f.get("SenderFault")}
                 sender_faults = [f for f in resp.get("Failed", []) if f.get("SenderFault")]
                 if sender_faults:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
 from stratoflow import bootstrap, services
 
 logger = Logger(service="stratoflow")
+tracer = Tracer(service="stratoflow")
 
 RUN_REQUESTED = "Run Requested"
 
 
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ev = EventBridgeEvent(event)
     if ev.detail_type != RUN_REQUESTED:
@@ -34,5 +36,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         trigger=detail.get("trigger", "manual"),
         workdir=detail.get("workdir"),
     )
+    tracer.put_annotation(key="run_id", value=run.run_id)
+    tracer.put_annotation(key="workflow_id", value=run.workflow_id)
     logger.info("run requested", extra={"run_id": run.run_id, "new_run": created})
     return {"run_id": run.run_id, "created": created, "status": run.status.public}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
 from stratoflow import bootstrap
@@ -17,9 +17,11 @@ from stratoflow.config import WORKFLOWS_PREFIX
 from stratoflow.core.loader import WorkflowFileError, load_workflow_text
 
 logger = Logger(service="stratoflow")
+tracer = Tracer(service="stratoflow")
 ERROR_SUFFIX = ".error.txt"
 
 
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ports = bootstrap.default_ports()
     s3 = bootstrap.default_clients().s3

@@ -10,9 +10,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stratoflow.aws.clients import AwsClients
@@ -184,8 +184,10 @@ class EmbeddedEmulator:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "PYTHONPATH": package_root() + os.pathsep
-                 + os.environ.get("PYTHONPATH", "")},
+            env={
+                **os.environ,
+                "PYTHONPATH": package_root() + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            },
         )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
@@ -249,7 +251,7 @@ def provision(
     s3 = clients.s3
     try:
         s3.head_bucket(Bucket=resources.bucket)
-    except Exception:  # noqa: BLE001 - any error means "create it"
+    except Exception:
         s3.create_bucket(Bucket=resources.bucket)
     base = settings_base or Settings(table=resources.table)
     return Settings(
@@ -267,9 +269,9 @@ def provision(
 def _queue_with_dlq(clients: AwsClients, spec: QueueSpec) -> tuple[str, str]:
     sqs = clients.sqs
     dlq_url = sqs.create_queue(QueueName=spec.dlq_name)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     attributes = {
         **spec.attributes(),
         "RedrivePolicy": json.dumps(

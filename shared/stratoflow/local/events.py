@@ -65,8 +65,13 @@ def eventbridge_event(
 
 
 def s3_event(
-    event_name: str, bucket: str, key: str, region: str, size: int = 0,
-    version_id: str | None = None, etag: str = "",
+    event_name: str,
+    bucket: str,
+    key: str,
+    region: str,
+    size: int = 0,
+    version_id: str | None = None,
+    etag: str = "",
 ) -> dict[str, Any]:
     """An S3 notification, e.g. event_name "ObjectCreated:Put" or "ObjectRemoved:Delete"."""
     obj: dict[str, Any] = {"key": key, "size": size, "eTag": etag, "sequencer": uuid.uuid4().hex}

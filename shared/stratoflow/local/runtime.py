@@ -259,7 +259,7 @@ class LocalRuntime:
                 taken += 1
             try:
                 messages = self._receive(url, taken)
-            except Exception:  # noqa: BLE001 - the emulator is stopping
+            except Exception:
                 messages = []
                 if self._stop.is_set():
                     break
@@ -298,7 +298,10 @@ class LocalRuntime:
         }
         proc = subprocess.run(
             [sys.executable, "-m", "stratoflow.runner.fargate"],
-            env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
         )
         if proc.returncode == 0:
             return {"batchItemFailures": []}
@@ -310,7 +313,7 @@ class LocalRuntime:
         while not self._stop.is_set():
             try:
                 messages = self._receive(url, 10)
-            except Exception:  # noqa: BLE001 - the emulator is stopping
+            except Exception:
                 if self._stop.is_set():
                     break
                 raise
@@ -352,7 +355,5 @@ def _invoke(
     """Call a batch handler; an exception fails the whole batch, as in Lambda."""
     try:
         return handler(event, LambdaContext(name))
-    except Exception:  # noqa: BLE001 - Lambda would retry every record of the batch
-        return {
-            "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
-        }
+    except Exception:
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}

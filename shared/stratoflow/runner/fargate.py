@@ -27,8 +27,9 @@ def main() -> int:
         time.sleep(max(0.0, msg.not_before - time.time()))
         msg = TaskMessage(**{**msg.__dict__, "not_before": None})
     result = services.execute_task(bootstrap.default_ports(), msg, bootstrap.default_runner())
-    sys.stderr.write(f"stratoflow fargate runner: {msg.task_id} attempt {msg.attempt}: "
-                     f"{result.outcome.value}\n")
+    sys.stderr.write(
+        f"stratoflow fargate runner: {msg.task_id} attempt {msg.attempt}: {result.outcome.value}\n"
+    )
     return 0
 
 

@@ -243,7 +243,7 @@ class _Output:
             # Flushed per chunk so a log being followed (`tail -f`, the local CLI) is live.
             self._log.flush()
         if len(chunk) >= self._keep:
-            self._tail[:] = chunk[len(chunk) - self._keep:]
+            self._tail[:] = chunk[len(chunk) - self._keep :]
             return
         self._tail += chunk
         excess = len(self._tail) - self._keep
@@ -289,9 +289,7 @@ class _Watch:
         """Whether the shell has exited, without reaping it (see the module docstring)."""
         if not self._exited:
             try:
-                state = os.waitid(
-                    os.P_PID, self._process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT
-                )
+                state = os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 # Someone else's waitpid(-1) reaped it; it has exited all the same.
                 state = True

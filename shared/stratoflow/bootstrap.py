@@ -132,7 +132,7 @@ def command_runner(
                 log_path=str(log_path),
                 cancel=cancel,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             # The command could not start (its folder is gone, say): a failed attempt with
             # the reason, like a shell's 127, rather than an exception that loops on redelivery.
             stamp = iso(datetime.now(UTC)) or ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stratoflow.core.loader import WorkflowFileError, load_workflow, workflow_json_schema
-from stratoflow.core.model import Workflow
+from stratoflow.core.model import PARAM_NAME_PATTERN, Workflow, check_param_names_distinct
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 INTERRUPTED = 130
@@ -89,7 +90,13 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             _invalid(f"--param {item!r}: expected NAME=VALUE, e.g. --param region=eu-west-1")
-        params[name.strip()] = value
+        name = name.strip()
+        if not re.fullmatch(PARAM_NAME_PATTERN, name):
+            _invalid(
+                f"--param {item!r}: the name must match {PARAM_NAME_PATTERN} (it becomes "
+                f"the environment variable STRATOFLOW_PARAM_{name.upper()})"
+            )
+        params[name] = value
     return params
 
 
@@ -135,6 +142,10 @@ def run(
     """Run a workflow file now, locally, and wait for it to finish."""
     wf = _load(file)
     param_values = _parse_params(params)
+    try:
+        check_param_names_distinct({**wf.params, **param_values})
+    except ValueError as err:
+        _invalid(f"--param: {err}")
     if workers < 1:
         _invalid(f"--workers must be at least 1, got {workers}")
     effective = min(workers, wf.concurrency) if wf.concurrency else workers
@@ -176,9 +187,14 @@ def _run_locally(
             else:
                 runtime.wait(run_id)
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: stopping running tasks")
-            runtime.stop()
-            return INTERRUPTED
+            err_console.print("[yellow]interrupted[/]: cancelling the run, stopping its tasks")
+            assert runtime.ports is not None
+            services.cancel_run(runtime.ports, run_id)
+            runtime.cancel.set()
+            runtime.quiesce()
+            code = INTERRUPTED
+        else:
+            code = None
         assert runtime.ports is not None
         doc = services.run_status(runtime.ports, run_id)
         assert doc is not None
@@ -188,6 +204,8 @@ def _run_locally(
         sys.stdout.write(json.dumps(doc) + "\n")
     else:
         _print_table(doc)
+    if code is not None:
+        return code
     return EXIT_OK if doc["status"] == "succeeded" else EXIT_FAILED
 
 

@@ -339,7 +339,12 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
                 _task_message(plan, run, report.task_id, report.attempt + 1, iso(now) or ""),
                 not_before=(now + timedelta(seconds=delay)).timestamp() if delay else None,
             )
-            ports.tasks.send_tasks([msg], delay_seconds=int(min(delay, SQS_MAX_DELAY_SECONDS)))
+            # The queue's delay covers whole seconds; the executor waits out the last one
+            # (SQS delays are coarse, and a receiver need not notice a delayed message at once).
+            queue_delay = max(0.0, delay - SHORT_WAIT_SECONDS)
+            ports.tasks.send_tasks(
+                [msg], delay_seconds=int(min(queue_delay, SQS_MAX_DELAY_SECONDS))
+            )
             ports.metrics.count("TasksRetried", wf)
         return
     if report.succeeded:
@@ -390,6 +395,8 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
             continue
         redelivered = outcome is FinalizeOutcome.ALREADY
         run, children = ports.runs.get_run_and_tasks(run_id, settlement.children)
+        if run.status is not RunStatus.RUNNING:
+            continue  # cancelled: its remaining tasks stay as they are, nothing new starts
         now = iso(ports.clock.now()) or ""
         for child_id in settlement.children:
             child = children[child_id]
@@ -425,6 +432,8 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
                 )
     if run is None:
         return
+    if run.status is not RunStatus.RUNNING:
+        return  # cancelled (or finished): nothing new starts
     if ready:
         _make_ready(ports, plan, run, ready)
     elif run.concurrency is not None and first.releases_slot:
@@ -525,6 +534,19 @@ def _record_compensation(ports: Ports, plan: Plan, report: AttemptReport) -> Non
         ports.tasks.send_tasks([nxt])
         return
     _finish_failed(ports, run, ports.runs.list_tasks(run.run_id), now)
+
+
+def cancel_run(ports: Ports, run_id: str) -> bool:
+    """Mark a running run cancelled: nothing new starts; attempts already running are
+    stopped by their executors and recorded as cancelled when they report."""
+    run = ports.runs.get_run(run_id)
+    if run is None:
+        return False
+    now = iso(ports.clock.now()) or ""
+    if not ports.runs.finish_run(run_id, RunStatus.CANCELLED, now):
+        return False
+    ports.events.run_finished(run.with_status(RunStatus.CANCELLED, now), [])
+    return True
 
 
 # --------------------------------------------------------------------------- queries

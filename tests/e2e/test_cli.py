@@ -139,6 +139,12 @@ INVALID = {
     "broken.json": ('{"id": "w", "tasks": [}', "line 1"),
     "broken.yaml": ("id: w\ntasks:\n  - id: a\n   command: x\n", "line"),
     "unknown_field.yaml": ("id: w\ntasks: [{id: a, command: 'true', comand: x}]\n", "comand"),
+    "env_name.yaml": ("id: w\ntasks: [{id: a, command: 'true', env: {'A=B': x}}]\n", "A=B"),
+    "lambda_timeout.yaml": ("id: w\ntasks: [{id: a, command: 'true', timeout: 1h}]\n", "fargate"),
+    "param_case.yaml": (
+        "id: w\nparams: {region: a, REGION: b}\ntasks: [{id: a, command: 'true'}]\n",
+        "REGION",
+    ),
 }
 
 
@@ -165,7 +171,14 @@ def test_invalid_input_exits_2_with_one_paragraph_and_runs_nothing(
 
 @pytest.mark.parametrize(
     "args",
-    [["--param", "novalue"], ["--param", "=x"], ["--workers", "0"]],
+    [
+        ["--param", "novalue"],
+        ["--param", "=x"],
+        ["--param", "has space=1"],
+        ["--param", "dash-name=1"],
+        ["--param", "GREETING=clash"],
+        ["--workers", "0"],
+    ],
 )
 def test_bad_options_exit_2_before_anything_runs(tmp_path: Path, args: list[str]) -> None:
     wf = write(tmp_path / "hello.yaml", GOOD)
@@ -193,3 +206,52 @@ def test_schema_is_json_schema_for_workflow_files(tmp_path: Path) -> None:
     result = cli("schema", cwd=tmp_path)
     schema = json.loads(result.stdout)
     assert "$schema" in schema and "tasks" in schema["properties"]
+
+
+def test_ctrl_c_cancels_the_run_kills_its_tasks_and_records_them(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    pid_file = tmp_path / "pid"
+    wf = write(
+        tmp_path / "long.yaml",
+        f"""\
+id: long
+tasks:
+  - id: a
+    command: sleep 60 & echo $! > {pid_file}; wait
+  - id: b
+    command: touch {tmp_path / "b-ran"}
+    depends: [a]
+""",
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "shared"),
+        "STRATOFLOW_HOME": str(tmp_path / ".sf"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stratoflow.cli", "run", str(wf), "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - interrupted < 15
+    doc = json.loads(out)
+    assert doc["status"] == "cancelled"
+    assert doc["tasks"]["a"]["status"] == "cancelled" and doc["tasks"]["a"]["attempts"] == 1
+    assert doc["tasks"]["b"]["status"] == "cancelled" and doc["tasks"]["b"]["attempts"] == 0
+    assert not (tmp_path / "b-ran").exists()
+    stat = Path(f"/proc/{grandchild}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"

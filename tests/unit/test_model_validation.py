@@ -131,9 +131,41 @@ def test_yaml_merge_key_may_be_overridden_by_the_mappings_own_keys() -> None:
     [(30, 30.0), (1.5, 1.5), ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("250ms", 0.25)],
 )
 def test_timeout_accepts_seconds_or_a_unit(written: object, seconds: float) -> None:
-    workflow = load_workflow_text(two_tasks(timeout=written), "w.json")
+    workflow = load_workflow_text(two_tasks(timeout=written, executor="fargate"), "w.json")
 
     assert workflow.tasks[1].timeout == seconds
+
+
+def test_a_lambda_task_may_not_outlast_the_lambda_limit() -> None:
+    with pytest.raises(WorkflowFileError, match=r'tasks\[1\] \(id "load"\)\.timeout.*fargate'):
+        load_workflow_text(two_tasks(timeout="15m"), "w.json")
+    assert load_workflow_text(two_tasks(timeout="14m"), "w.json").tasks[1].timeout == 840
+
+
+def test_environment_names_and_commands_must_be_usable_by_a_shell() -> None:
+    with pytest.raises(WorkflowFileError, match="A=B"):
+        load_workflow_text(two_tasks(env={"A=B": "x"}), "w.json")
+    with pytest.raises(WorkflowFileError, match="NUL"):
+        load_workflow_text(two_tasks(command="echo a\u0000b"), "w.json")
+
+
+def test_params_differing_only_in_case_are_rejected() -> None:
+    text = json.dumps(
+        {
+            "id": "w",
+            "params": {"region": "a", "REGION": "b"},
+            "tasks": [{"id": "a", "command": "x"}],
+        }
+    )
+    with pytest.raises(WorkflowFileError, match="differ only in case"):
+        load_workflow_text(text, "w.json")
+
+
+def test_a_schema_hint_for_editors_is_allowed() -> None:
+    text = (
+        '{"$schema": "./workflow.schema.json", "id": "w", "tasks": [{"id": "a", "command": "x"}]}'
+    )
+    assert load_workflow_text(text, "w.json").id == "w"
 
 
 @pytest.mark.parametrize("shortcut", ["@hourly", "@daily", "@weekly", "@monthly", "@yearly"])

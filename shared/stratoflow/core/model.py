@@ -24,6 +24,13 @@ from pydantic import (
 )
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,255}"
+MAX_TASKS = 20_000
+"""Tasks in one workflow: bounds the run's counters and the definition's size."""
+DEFAULT_TIMEOUT_SECONDS = 600.0
+LAMBDA_MAX_TIMEOUT_SECONDS = 880.0
+"""Lambda stops a function at 900 s; the executor needs the rest to kill the command's
+process tree and send its report, so a longer task must use `executor: fargate`."""
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_RETRY_DELAY_SECONDS = 3600.0
 MAX_PRIORITY = 1_000_000
@@ -100,6 +107,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def check_param_names_distinct(names: Any) -> None:
+    """Param names that differ only in case would become one STRATOFLOW_PARAM_ variable."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.upper(), name)
+        if other != name:
+            raise ValueError(
+                f"params {other!r} and {name!r} differ only in case: both would be "
+                f"STRATOFLOW_PARAM_{name.upper()}"
+            )
+
+
+def _checked_env(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not re.fullmatch(ENV_NAME_PATTERN, name):
+            raise ValueError(
+                f"environment variable name {name!r} must be letters, digits and _, "
+                "not starting with a digit"
+            )
+        if "\0" in text:
+            raise ValueError(f"the value of {name!r} contains a NUL character")
+    return value
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\0" in value:
+        raise ValueError("contains a NUL character, which no shell command can hold")
+    return value
+
+
 def _text_values(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _scalar_text(v) for k, v in value.items()}
@@ -128,7 +165,9 @@ class TaskDefaults(_Strict):
     max_retry_delay: PositiveDuration = Field(
         default=MAX_RETRY_DELAY_SECONDS, description="upper bound of the retry delay"
     )
-    timeout: PositiveDuration = Field(default=3600.0, description="limit of one attempt")
+    timeout: PositiveDuration = Field(
+        default=DEFAULT_TIMEOUT_SECONDS, description="limit of one attempt"
+    )
     executor: Executor = Field(default=Executor.LAMBDA, description="lambda or fargate")
     cpu: int = Field(default=256, gt=0, description="Fargate CPU units")
     memory: int = Field(default=512, gt=0, description="memory in MiB")
@@ -141,6 +180,11 @@ class TaskDefaults(_Strict):
     @classmethod
     def _env_values_as_text(cls, value: Any) -> Any:
         return _text_values(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_env(value)
 
 
 class Task(_Strict):
@@ -174,6 +218,11 @@ class Task(_Strict):
         default=None, min_length=1, description="undo command run if the workflow fails (saga)"
     )
 
+    @field_validator("command", "compensate")
+    @classmethod
+    def _command_text(cls, value: str | None) -> str | None:
+        return _no_nul(value)
+
     @field_validator("depends", mode="before")
     @classmethod
     def _single_dependency_as_list(cls, value: Any) -> Any:
@@ -183,6 +232,11 @@ class Task(_Strict):
     @classmethod
     def _env_values_as_text(cls, value: Any) -> Any:
         return _text_values(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_env(value)
 
 
 class ResolvedTask(_Strict):
@@ -228,8 +282,11 @@ class Workflow(_Strict):
         default_factory=dict, description="exposed to tasks as STRATOFLOW_PARAM_<NAME>"
     )
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
-    tasks: list[Task] = Field(min_length=1)
+    tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS)
     format_version: Literal[1] = 1
+    schema_ref: str | None = Field(
+        default=None, alias="$schema", description="editor hint; ignored by the engine"
+    )
 
     @field_validator("params", mode="before")
     @classmethod
@@ -246,6 +303,7 @@ class Workflow(_Strict):
                     f"param name {_quoted(name)} must match {PARAM_NAME_PATTERN} "
                     "(it becomes the environment variable STRATOFLOW_PARAM_<NAME>)"
                 )
+        check_param_names_distinct(value)
         return value
 
     @field_validator("schedule")
@@ -269,6 +327,13 @@ class Workflow(_Strict):
         from stratoflow.core.dag import check_graph
 
         check_graph(self.tasks)
+        for index, task in enumerate(self.resolved_tasks()):
+            if task.executor is Executor.LAMBDA and task.timeout > LAMBDA_MAX_TIMEOUT_SECONDS:
+                raise ValueError(
+                    f'tasks[{index}] (id "{task.id}").timeout: {task.timeout:g} s is more than '
+                    f"a Lambda executor allows ({LAMBDA_MAX_TIMEOUT_SECONDS:g} s); set "
+                    "`executor: fargate` for long tasks"
+                )
         return self
 
     def resolved_tasks(self) -> list[ResolvedTask]:

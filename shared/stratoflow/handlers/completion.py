@@ -21,7 +21,9 @@ tracer = Tracer(service="stratoflow")
 
 def record_handler(record: SQSRecord) -> None:
     report = AttemptReport.from_json(record.body)
-    logger.append_keys(run_id=report.run_id, task_id=report.task_id, workflow_id=report.workflow_id)
+    logger.thread_safe_append_keys(
+        run_id=report.run_id, task_id=report.task_id, workflow_id=report.workflow_id
+    )
     _annotate(report.run_id, report.task_id, report.workflow_id)
     services.record_completion(bootstrap.default_ports(), report)
 

@@ -25,7 +25,9 @@ tracer = Tracer(service="stratoflow")
 
 def record_handler(record: SQSRecord) -> None:
     msg = TaskMessage.from_json(record.body)
-    logger.append_keys(run_id=msg.run_id, task_id=msg.task_id, workflow_id=msg.workflow_id)
+    logger.thread_safe_append_keys(
+        run_id=msg.run_id, task_id=msg.task_id, workflow_id=msg.workflow_id
+    )
     _annotate(msg.run_id, msg.task_id, msg.workflow_id)
     result = services.execute_task(bootstrap.default_ports(), msg, bootstrap.default_runner())
     logger.info(

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,17 @@ def _speed_up_moto_sqs() -> None:
     Queue._stratoflow_lazy = True  # type: ignore[attr-defined]
 
 
+_WRITE_LOCK = threading.RLock()
+
+
+def _serialised(method: Any) -> Any:
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _WRITE_LOCK:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 def _speed_up_moto_transactions() -> None:
     """Roll moto's transactions back item by item instead of copying whole tables.
 
@@ -112,6 +124,10 @@ def _speed_up_moto_transactions() -> None:
             return getattr(copy, name)
 
     def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+        with _WRITE_LOCK:
+            return _transact(self, transact_items)
+
+    def _transact(self: Any, transact_items: list[dict[str, Any]]) -> Any:
         snapshots = []
         for entry in transact_items:
             _, op = next(iter(entry.items()))
@@ -143,6 +159,11 @@ def _speed_up_moto_transactions() -> None:
     # there passes through unchanged.
     models.copy = _NoTableCopy()
     backend_cls.transact_write_items = transact_write_items
+    # moto's writes are not atomic under its threaded server: two concurrent transactions
+    # adding to one counter lost an increment (198 of 200). DynamoDB serialises writes to
+    # an item, so the emulator serialises its writes too.
+    for name in ("update_item", "put_item", "delete_item", "batch_write_item"):
+        setattr(backend_cls, name, _serialised(getattr(backend_cls, name)))
     backend_cls._stratoflow_fast_tx = True
 
 
@@ -163,7 +184,7 @@ def _speed_up_moto_routing() -> None:
 
 
 def speed_up_moto() -> None:
-    """Apply the emulator's speed fixes (idempotent); behaviour is unchanged."""
+    """Apply the emulator's fixes (idempotent): faster, and writes made atomic."""
     _speed_up_moto_sqs()
     _speed_up_moto_transactions()
     _speed_up_moto_routing()
@@ -266,9 +287,21 @@ def provision(
     )
 
 
+def _existing_queue(clients: AwsClients, name: str) -> str | None:
+    try:
+        return str(clients.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    except Exception:
+        return None
+
+
 def _queue_with_dlq(clients: AwsClients, spec: QueueSpec) -> tuple[str, str]:
+    """Find the queue and its DLQ, or create them. Existing queues (a stack deployed with
+    cdklocal, say) are used as they are: CreateQueue would refuse other attributes."""
     sqs = clients.sqs
-    dlq_url = sqs.create_queue(QueueName=spec.dlq_name)["QueueUrl"]
+    found, found_dlq = _existing_queue(clients, spec.name), _existing_queue(clients, spec.dlq_name)
+    if found and found_dlq:
+        return found, found_dlq
+    dlq_url = found_dlq or sqs.create_queue(QueueName=spec.dlq_name)["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]

@@ -9,9 +9,11 @@ nothing here sleeps to wait for work.
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from stratoflow.ports import Metrics
 from stratoflow.services import CommandRunner, Ports
 
 LONG_POLL_SECONDS = 1
+PREFETCH = 10
 COMPLETION_PUMPS = 3
 
 
@@ -83,7 +86,10 @@ class LocalRuntime:
         """Set to kill every running command (Ctrl-C): their attempts end as cancelled."""
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
-        self._slots = threading.Semaphore(workers)
+        # Messages held at once: the ones running plus a prefetch, so that one receive
+        # serves up to ten tasks, as Lambda's event-source mapping polls in batches.
+        self._slots = threading.Semaphore(workers + PREFETCH)
+        self._deletes: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._finished: dict[str, threading.Event] = {}
         self._finished_lock = threading.Lock()
         self._progress_lock = threading.Lock()
@@ -119,6 +125,7 @@ class LocalRuntime:
         self.runner = runner
         self.install()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stratoflow-executor")
+        self._spawn(self._delete_processed, "stratoflow-deleter")
         if self._pump:
             self._spawn(self._pump_tasks, "stratoflow-task-pump")
             # Several completion handlers at once, as Lambda scales the completion function
@@ -145,9 +152,14 @@ class LocalRuntime:
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=LONG_POLL_SECONDS + 5)
+            if t.name != "stratoflow-deleter":
+                t.join(timeout=LONG_POLL_SECONDS + 5)
         if self._pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self._deletes.put(None)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
         bootstrap.install_defaults(None)
         if self._emulator:
             self._emulator.stop()
@@ -208,6 +220,24 @@ class LocalRuntime:
         assert run is not None
         return run
 
+    def quiesce(self, timeout: float = 10.0) -> bool:
+        """Wait until no command runs and every report has been recorded (shutdown only)."""
+        assert self.clients is not None and self.settings is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            attrs = self.clients.sqs.get_queue_attributes(
+                QueueUrl=self.settings.completion_queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            pending = sum(int(v) for v in attrs.values())
+            if self.progress.running == 0 and pending == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
     def _event_for(self, run_id: str) -> threading.Event:
         with self._finished_lock:
             return self._finished.setdefault(run_id, threading.Event())
@@ -233,14 +263,9 @@ class LocalRuntime:
         """Delete what the handler processed; make its failures visible again soon."""
         assert self.clients is not None
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
-            self.clients.sqs.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
-                ],
-            )
+        for m in messages:
+            if m["MessageId"] not in failed:
+                self._deletes.put((queue_url, m["ReceiptHandle"]))
         for m in messages:
             if m["MessageId"] in failed:
                 count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
@@ -249,13 +274,38 @@ class LocalRuntime:
                     QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=delay
                 )
 
+    def _delete_processed(self) -> None:
+        """Delete processed messages in batches of up to ten (one request per batch)."""
+        assert self.clients is not None
+        stopping = False
+        while not stopping:
+            first = self._deletes.get()
+            pending = [first]
+            while len(pending) < 64:
+                try:
+                    pending.append(self._deletes.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = None in pending
+            by_queue: dict[str, list[str]] = {}
+            for item in pending:
+                if item is not None:
+                    by_queue.setdefault(item[0], []).append(item[1])
+            for url, handles in by_queue.items():
+                for start in range(0, len(handles), 10):
+                    chunk = handles[start : start + 10]
+                    self.clients.sqs.delete_message_batch(
+                        QueueUrl=url,
+                        Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)],
+                    )
+
     def _pump_tasks(self) -> None:
         assert self.settings is not None and self._pool is not None
         url = self.settings.task_queue_url
         while not self._stop.is_set():
             self._slots.acquire()
             taken = 1
-            while taken < min(self.workers, 10) and self._slots.acquire(blocking=False):
+            while taken < 10 and self._slots.acquire(blocking=False):
                 taken += 1
             try:
                 messages = self._receive(url, taken)

@@ -255,3 +255,35 @@ tasks:
     assert not (tmp_path / "b-ran").exists()
     stat = Path(f"/proc/{grandchild}/stat")
     assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"
+
+
+def test_run_against_an_endpoint_url_uses_that_endpoint(tmp_path: Path) -> None:
+    """As with LocalStack: the CLI provisions what is missing at the endpoint and runs there."""
+    from stratoflow.aws.clients import AwsClients
+    from stratoflow.local.emulator import LOCAL_CREDENTIALS, EmbeddedEmulator
+
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    wf = write(tmp_path / "hello.yaml", GOOD)
+    with EmbeddedEmulator() as emulator:
+        result = cli(
+            "run", str(wf), "--json", "--endpoint-url", emulator.endpoint_url, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        run_id = json.loads(result.stdout)["run_id"]
+        # the run's state lives at that endpoint, not in a private emulator
+        db = AwsClients("us-east-1", emulator.endpoint_url).dynamodb
+        item = db.get_item(
+            TableName="stratoflow", Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "#RUN"}}
+        )["Item"]
+        assert item["status"]["S"] == "succeeded"
+        # a second run reuses the resources it finds there
+        again = cli("run", str(wf), "--json", "--endpoint-url", emulator.endpoint_url, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+
+
+def test_unreachable_endpoint_is_bad_input(tmp_path: Path) -> None:
+    wf = write(tmp_path / "hello.yaml", GOOD)
+    result = cli("run", str(wf), "--endpoint-url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from stratoflow.core.cron import next_fire_times, validate_schedule, validate_timezone
+from stratoflow.core.cron import (
+    fire_times_between,
+    next_fire_times,
+    validate_schedule,
+    validate_timezone,
+)
 
 # ---- validate_schedule -------------------------------------------------------------------------
 
@@ -127,17 +133,73 @@ def test_naive_after_is_rejected() -> None:
         next_fire_times("@daily", "UTC", datetime(2024, 1, 1), 1)
 
 
-def test_wall_time_skipped_by_spring_forward_does_not_crash() -> None:
-    # Berlin skips 02:00-03:00 on 2024-03-31; the slot still comes once, in order.
-    fires = next_fire_times("30 2 * * *", "Europe/Berlin", utc(2024, 3, 29), 4)
-
-    assert fires == sorted(set(fires))
-    assert len(fires) == 4
-    assert utc(2024, 3, 30, 0) < fires[1] < utc(2024, 3, 31, 2)
+# ---- daylight saving time: EventBridge Scheduler's rules ---------------------------------
+# A wall time that does not exist (spring forward) is skipped; one that happens twice (fall
+# back) fires once, at its first occurrence.
 
 
-def test_hourly_across_fall_back_fires_every_real_hour() -> None:
-    # Berlin repeats 02:00-03:00 on 2024-10-27; an hourly schedule fires on each UTC hour.
-    fires = next_fire_times("0 * * * *", "Europe/Berlin", utc(2024, 10, 26, 23, 30), 4)
+def _local_day(zone: str, year: int, month: int, day: int) -> tuple[datetime, datetime]:
+    tz = ZoneInfo(zone)
+    start = datetime(year, month, day, tzinfo=tz).astimezone(UTC)
+    end = datetime(year, month, day, 23, 59, 59, tzinfo=tz).astimezone(UTC)
+    return start - timedelta(microseconds=1), end
 
-    assert fires == [utc(2024, 10, 27, h) for h in (0, 1, 2, 3)]
+
+@pytest.mark.parametrize(
+    ("zone", "day", "hourly_fires"),
+    [
+        ("America/New_York", (2026, 3, 8), 23),  # 02:00 does not exist
+        ("America/New_York", (2026, 11, 1), 24),  # 01:00 happens twice, fires once
+        ("Europe/Berlin", (2026, 3, 29), 23),
+        ("Europe/Berlin", (2026, 10, 25), 24),
+    ],
+)
+def test_hourly_schedule_on_dst_days(
+    zone: str, day: tuple[int, int, int], hourly_fires: int
+) -> None:
+    after, until = _local_day(zone, *day)
+    fires = fire_times_between("0 * * * *", zone, after, until, 100)
+
+    assert len(fires) == hourly_fires
+    assert len(set(fires)) == len(fires) and fires == sorted(fires)
+    local_hours = [f.astimezone(ZoneInfo(zone)).hour for f in fires]
+    assert len(set(local_hours)) == hourly_fires  # each wall hour at most once
+
+
+@pytest.mark.parametrize(
+    ("zone", "gap_day", "fold_day", "fold_fire_utc"),
+    [
+        ("America/New_York", (2026, 3, 8), (2026, 11, 1), None),
+        ("Europe/Berlin", (2026, 3, 29), (2026, 10, 25), datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+    ],
+)
+def test_daily_0230_is_skipped_in_the_gap_and_fires_once_in_the_fold(
+    zone: str,
+    gap_day: tuple[int, int, int],
+    fold_day: tuple[int, int, int],
+    fold_fire_utc: datetime | None,
+) -> None:
+    after, until = _local_day(zone, *gap_day)
+    assert fire_times_between("30 2 * * *", zone, after, until, 10) == []
+    after, until = _local_day(zone, *fold_day)
+    fires = fire_times_between("30 2 * * *", zone, after, until, 10)
+    assert len(fires) == 1
+    local = fires[0].astimezone(ZoneInfo(zone))
+    assert (local.hour, local.minute) == (2, 30)
+    if fold_fire_utc is not None:
+        # 02:30 happens at 00:30 and 01:30 UTC in Berlin that day: the first one fires
+        assert fires[0] == fold_fire_utc
+
+
+def test_the_day_after_a_gap_fires_normally() -> None:
+    fires = next_fire_times("30 2 * * *", "America/New_York", utc(2026, 3, 7, 12), 2)
+
+    # 2026-03-08 02:30 does not exist in New York; the next days fire at 02:30 EDT
+    assert fires == [utc(2026, 3, 9, 6, 30), utc(2026, 3, 10, 6, 30)]
+
+
+def test_a_cursor_inside_the_repeated_hour_does_not_fire_it_again() -> None:
+    # 01:30 EDT (05:30 UTC) fired; 01:30 EST (06:30 UTC) is the same wall time: not again
+    fires = next_fire_times("30 1 * * *", "America/New_York", utc(2026, 11, 1, 5, 30), 1)
+
+    assert fires == [utc(2026, 11, 2, 6, 30)]

@@ -7,7 +7,9 @@ which is what storage and run ids use.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
@@ -67,14 +69,45 @@ def validate_timezone(name: str) -> str:
 def next_fire_times(schedule: str, timezone: str, after: datetime, count: int) -> list[datetime]:
     """The first `count` fire times strictly after `after`, as aware UTC datetimes.
 
-    The schedule is evaluated in `timezone`, so "0 2 * * *" in Europe/Berlin fires at 01:00
-    UTC in winter and 00:00 UTC in summer. A wall time skipped by a DST change fires at the
-    end of the gap (croniter's behaviour); exact DST rules are refined separately.
+    The schedule is read in `timezone`'s wall clock, with EventBridge Scheduler's rules for
+    daylight saving time: a wall time that does not exist (clocks spring forward over it)
+    is skipped, and a wall time that happens twice (clocks fall back) fires once, at its
+    first occurrence. So "30 2 * * *" in Europe/Berlin does not fire on the last Sunday of
+    March and fires once on the last Sunday of October, and "0 * * * *" fires 23 times on
+    the spring day and 24 times on the autumn day.
     """
     if after.utcoffset() is None:
         raise ValueError(f"after must be a timezone-aware datetime, got {after!r}")
     if count < 0:
         raise ValueError(f"count must be zero or more, got {count}")
+    return list(islice(iter_fire_times(schedule, timezone, after), count))
+
+
+def fire_times_between(
+    schedule: str, timezone: str, after: datetime, until: datetime, limit: int
+) -> list[datetime]:
+    """Fire times in (after, until], oldest first, at most `limit` of them."""
+    out: list[datetime] = []
+    for fire in iter_fire_times(schedule, timezone, after):
+        if fire > until or len(out) >= limit:
+            break
+        out.append(fire)
+    return out
+
+
+def iter_fire_times(schedule: str, timezone: str, after: datetime) -> Iterator[datetime]:
+    """Every fire time strictly after `after` (aware), as aware UTC datetimes, in order."""
     zone = ZoneInfo(validate_timezone(timezone))
-    fire_times = croniter(validate_schedule(schedule), after.astimezone(zone))
-    return [fire_times.get_next(datetime).astimezone(UTC) for _ in range(count)]
+    after_utc = after.astimezone(UTC)
+    # Walk the wall clock (naive local times), starting a little before `after`'s wall
+    # time: when `after` lies in a repeated hour, its wall time is ambiguous.
+    start = after_utc.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)
+    wall = croniter(validate_schedule(schedule), start)
+    while True:
+        local: datetime = wall.get_next(datetime)
+        first = local.replace(tzinfo=zone, fold=0)
+        if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != local:
+            continue  # in the spring-forward gap: this wall time never happens
+        fire = first.astimezone(UTC)
+        if fire > after_utc:
+            yield fire

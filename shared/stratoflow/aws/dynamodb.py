@@ -80,6 +80,17 @@ def _undecimal(value: Any) -> Any:
     return value
 
 
+def _applied(write: Any, **request: Any) -> bool:
+    """Make a conditional write; False (not an exception) when its condition failed."""
+    try:
+        write(**request)
+    except ClientError as err:
+        if _code(err) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
 def _code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
@@ -167,15 +178,12 @@ class DynamoRunStore:
             }
         )
         item.update(_key(_run_pk(run.run_id), "#RUN"))
-        try:
-            self._db.put_item(
-                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _applied(
+            self._db.put_item,
+            TableName=self.table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         resp = self._db.get_item(
@@ -438,20 +446,15 @@ class DynamoRunStore:
         }
         if status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED):
             extra = ", settled_at = :now"
-        try:
-            self._db.update_item(
-                TableName=self.table,
-                Key=_key(_run_pk(run_id), f"T#{task_id}"),
-                UpdateExpression="SET #st = :s, decided_at = :now" + extra,
-                ConditionExpression="attribute_not_exists(#st) OR #st = :pending",
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues=values,
-            )
-            return True
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                return False
-            raise
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), f"T#{task_id}"),
+            UpdateExpression="SET #st = :s, decided_at = :now" + extra,
+            ConditionExpression="attribute_not_exists(#st) OR #st = :pending",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=values,
+        )
 
     # -- concurrency cap
 
@@ -469,32 +472,22 @@ class DynamoRunStore:
         return out
 
     def take_waiting(self, run_id: str, key: str) -> bool:
-        try:
-            self._db.delete_item(
-                TableName=self.table,
-                Key=_key(_run_pk(run_id), key),
-                ConditionExpression="attribute_exists(pk)",
-            )
-            return True
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                return False
-            raise
+        return _applied(
+            self._db.delete_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), key),
+            ConditionExpression="attribute_exists(pk)",
+        )
 
     def acquire_slot(self, run_id: str, cap: int) -> bool:
-        try:
-            self._db.update_item(
-                TableName=self.table,
-                Key=_key(_run_pk(run_id), "#RUN"),
-                UpdateExpression="ADD active :one",
-                ConditionExpression="attribute_not_exists(active) OR active < :cap",
-                ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": str(cap)}},
-            )
-            return True
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                return False
-            raise
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), "#RUN"),
+            UpdateExpression="ADD active :one",
+            ConditionExpression="attribute_not_exists(active) OR active < :cap",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": str(cap)}},
+        )
 
     def release_slot(self, run_id: str) -> None:
         self._db.update_item(
@@ -524,43 +517,33 @@ class DynamoRunStore:
         if status in (RunStatus.FAILED, RunStatus.CANCELLED):
             condition = "#st IN (:running, :comp)"
             values[":comp"] = {"S": RunStatus.COMPENSATING.value}
-        try:
-            self._db.update_item(
-                TableName=self.table,
-                Key=_key(_run_pk(run_id), "#RUN"),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues=values,
-            )
-            return True
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                return False
-            raise
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), "#RUN"),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=values,
+        )
 
     def claim_compensation(self, run_id: str, index: int, task_id: str, started_at: str) -> bool:
-        try:
-            self._db.put_item(
-                TableName=self.table,
-                Item={
-                    **_key(_run_pk(run_id), f"C#{index:05d}"),
-                    **_item(
-                        {
-                            "index": index,
-                            "task_id": task_id,
-                            "status": "running",
-                            "started_at": started_at,
-                        }
-                    ),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-            return True
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                return False
-            raise
+        return _applied(
+            self._db.put_item,
+            TableName=self.table,
+            Item={
+                **_key(_run_pk(run_id), f"C#{index:05d}"),
+                **_item(
+                    {
+                        "index": index,
+                        "task_id": task_id,
+                        "status": "running",
+                        "started_at": started_at,
+                    }
+                ),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def record_compensation(self, run_id: str, record: CompensationRecord) -> bool:
         sets, names, values = _set_fields(
@@ -574,20 +557,15 @@ class DynamoRunStore:
             }
         )
         values[":running"] = {"S": "running"}
-        try:
-            self._db.update_item(
-                TableName=self.table,
-                Key=_key(_run_pk(run_id), f"C#{record.index:05d}"),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="#f_status = :running",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-            return True
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                return False
-            raise
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), f"C#{record.index:05d}"),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="#f_status = :running",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def list_compensations(self, run_id: str) -> list[CompensationRecord]:
         out = []

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
 from stratoflow import bootstrap, services
-
-logger = Logger(service="stratoflow")
-tracer = Tracer(service="stratoflow")
+from stratoflow.handlers.observability import logger, tracer
 
 RUN_REQUESTED = "Run Requested"
 

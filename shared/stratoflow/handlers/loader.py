@@ -9,15 +9,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
 from stratoflow import bootstrap
 from stratoflow.config import WORKFLOWS_PREFIX
 from stratoflow.core.loader import WorkflowFileError, load_workflow_text
+from stratoflow.handlers.observability import logger, tracer
 
-logger = Logger(service="stratoflow")
-tracer = Tracer(service="stratoflow")
 ERROR_SUFFIX = ".error.txt"
 
 

@@ -21,7 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from stratoflow.core.loader import WorkflowFileError, load_workflow, workflow_json_schema
-from stratoflow.core.model import PARAM_NAME_PATTERN, Workflow, check_param_names_distinct
+from stratoflow.core.model import (
+    PARAM_NAME_PATTERN,
+    Workflow,
+    check_param_names_distinct,
+    check_params_size,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 INTERRUPTED = 130
@@ -144,6 +149,7 @@ def run(
     param_values = _parse_params(params)
     try:
         check_param_names_distinct({**wf.params, **param_values})
+        check_params_size({**wf.params, **param_values})
     except ValueError as err:
         _invalid(f"--param: {err}")
     if workers < 1:

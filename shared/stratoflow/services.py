@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from stratoflow.core.model import check_params_size
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import (
     OUTPUT_TAIL_BYTES,
@@ -87,6 +88,8 @@ def start_run(
     Idempotent on `run_id`: a second call with the same id returns the existing run.
     """
     now = ports.clock.now()
+    all_params = {**plan.workflow.params, **(params or {})}
+    check_params_size(all_params)
     run = RunRecord(
         run_id=run_id or ports.ids.new_id(),
         workflow_id=plan.workflow_id,
@@ -96,7 +99,7 @@ def start_run(
         created_at=iso(now) or "",
         started_at=iso(now),
         n_tasks=len(plan),
-        params={**plan.workflow.params, **(params or {})},
+        params=all_params,
         concurrency=plan.workflow.concurrency,
         workdir=workdir,
         trigger=trigger,

@@ -177,6 +177,7 @@ def test_invalid_input_exits_2_with_one_paragraph_and_runs_nothing(
         ["--param", "has space=1"],
         ["--param", "dash-name=1"],
         ["--param", "GREETING=clash"],
+        ["--param", "big=" + "x" * 40_000],
         ["--workers", "0"],
     ],
 )

@@ -27,6 +27,8 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,255}"
 MAX_TASKS = 20_000
 """Tasks in one workflow: bounds the run's counters and the definition's size."""
+MAX_PARAMS_BYTES = 32 * 1024
+"""Params travel in every task message and the run item: SQS takes 256 KiB a message."""
 DEFAULT_TIMEOUT_SECONDS = 600.0
 LAMBDA_MAX_TIMEOUT_SECONDS = 880.0
 """Lambda stops a function at 900 s; the executor needs the rest to kill the command's
@@ -105,6 +107,16 @@ class Executor(StrEnum):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def check_params_size(params: dict[str, str]) -> None:
+    """Params ride in every task message (invariant 7): keep them small."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in params.items())
+    if size > MAX_PARAMS_BYTES:
+        raise ValueError(
+            f"params take {size} bytes, more than {MAX_PARAMS_BYTES}; pass large inputs "
+            "as a file or an S3 key instead"
+        )
 
 
 def check_param_names_distinct(names: Any) -> None:
@@ -304,6 +316,7 @@ class Workflow(_Strict):
                     "(it becomes the environment variable STRATOFLOW_PARAM_<NAME>)"
                 )
         check_param_names_distinct(value)
+        check_params_size(value)
         return value
 
     @field_validator("schedule")

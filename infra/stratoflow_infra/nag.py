@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aws_cdk import Acknowledgment, Validations
+from aws_cdk import Acknowledgment, CfnElement, Validations
 from constructs import IConstruct
 
 from stratoflow.config import DEFINITIONS_PREFIX, WORKFLOWS_PREFIX, Resources
@@ -41,6 +41,17 @@ def acknowledge_findings(stack: StratoflowStack, prefix: str) -> None:
     definitions = _objects_finding(prefix, DEFINITIONS_PREFIX)
     workflows = _objects_finding(prefix, WORKFLOWS_PREFIX)
 
+    table = stack.state.table.node.default_child
+    assert isinstance(table, CfnElement)
+    indexes = f"AwsSolutions-IAM5[Resource::<{stack.get_logical_id(table)}.Arn>/index/*]"
+    indexes_reason = (
+        "Table grants cover the table's indexes (`<table>/index/*`); the only index is the "
+        "sparse schedule index `due`, in the same table the role already uses."
+    )
+    for role in [f.role for f in stack.functions.values()] + [
+        stack.fargate.task_definition.task_role
+    ]:
+        acknowledge(role, indexes, indexes_reason)
     for function in stack.functions.values():
         acknowledge(function.role, "AwsSolutions-IAM5[Resource::*]", XRAY_REASON)
         acknowledge(

@@ -6,7 +6,12 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
-from stratoflow.config import TABLE_ATTRIBUTES, TABLE_KEY_SCHEMA, TABLE_TTL_ATTRIBUTE
+from stratoflow.config import (
+    TABLE_ATTRIBUTES,
+    TABLE_INDEXES,
+    TABLE_KEY_SCHEMA,
+    TABLE_TTL_ATTRIBUTE,
+)
 
 _ATTRIBUTE_TYPES = {
     "S": dynamodb.AttributeType.STRING,
@@ -15,9 +20,11 @@ _ATTRIBUTE_TYPES = {
 }
 
 
-def _key_attribute(key_type: str) -> dynamodb.Attribute:
-    """The table key of `key_type` (HASH or RANGE), as stratoflow.config defines it."""
-    name = next(key["AttributeName"] for key in TABLE_KEY_SCHEMA if key["KeyType"] == key_type)
+def _key_attribute(key_type: str, schema: list[dict[str, str]] | None = None) -> dynamodb.Attribute:
+    """The key of `key_type` (HASH or RANGE) in `schema` (the table's by default), as
+    stratoflow.config defines it."""
+    keys = TABLE_KEY_SCHEMA if schema is None else schema
+    name = next(key["AttributeName"] for key in keys if key["KeyType"] == key_type)
     kind = next(a["AttributeType"] for a in TABLE_ATTRIBUTES if a["AttributeName"] == name)
     return dynamodb.Attribute(name=name, type=_ATTRIBUTE_TYPES[kind])
 
@@ -49,3 +56,12 @@ class StateTable(Construct):
             deletion_protection=removal_policy == RemovalPolicy.RETAIN,
             removal_policy=removal_policy,
         )
+        for index in TABLE_INDEXES:
+            schema = index["KeySchema"]
+            assert isinstance(schema, list)
+            self.table.add_global_secondary_index(
+                index_name=str(index["IndexName"]),
+                partition_key=_key_attribute("HASH", schema),
+                sort_key=_key_attribute("RANGE", schema),
+                projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+            )

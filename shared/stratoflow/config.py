@@ -103,9 +103,26 @@ TABLE_KEY_SCHEMA: list[dict[str, str]] = [
     {"AttributeName": "pk", "KeyType": "HASH"},
     {"AttributeName": "sk", "KeyType": "RANGE"},
 ]
+DUE_INDEX = "due"
+"""Sparse index of the workflows whose schedule is active, by their next slot: the
+dispatcher's tick queries it instead of scanning every workflow."""
+DUE_INDEX_PARTITION = "due_pk"
+DUE_INDEX_SORT = "due_at"
 TABLE_ATTRIBUTES: list[dict[str, str]] = [
     {"AttributeName": "pk", "AttributeType": "S"},
     {"AttributeName": "sk", "AttributeType": "S"},
+    {"AttributeName": DUE_INDEX_PARTITION, "AttributeType": "S"},
+    {"AttributeName": DUE_INDEX_SORT, "AttributeType": "S"},
+]
+TABLE_INDEXES: list[dict[str, object]] = [
+    {
+        "IndexName": DUE_INDEX,
+        "KeySchema": [
+            {"AttributeName": DUE_INDEX_PARTITION, "KeyType": "HASH"},
+            {"AttributeName": DUE_INDEX_SORT, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY"},
+    }
 ]
 TABLE_TTL_ATTRIBUTE = "expires_at"
 

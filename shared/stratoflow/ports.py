@@ -20,6 +20,7 @@ from stratoflow.core.records import (
     RunRecord,
     TaskMessage,
     TaskRecord,
+    WorkflowMeta,
 )
 from stratoflow.core.states import GOOD_LEAF_STATUSES, RunStatus, TaskStatus
 
@@ -84,6 +85,25 @@ class DefinitionStore(Protocol):
         """The compiled definition of one version; raises `DefinitionNotFound`."""
         ...
 
+    def get_meta(self, workflow_id: str) -> WorkflowMeta | None: ...
+
+    def activate(self, meta: WorkflowMeta) -> None:
+        """Make `meta.active_version` the version new runs use, with its schedule state."""
+        ...
+
+    def set_paused(self, workflow_id: str, paused: bool) -> bool: ...
+
+    def due_workflows(self, now: str, limit: int) -> list[str]:
+        """Workflows whose next slot is at or before `now` (active, scheduled, unpaused)."""
+        ...
+
+    def advance_slot(
+        self, workflow_id: str, expected: str, new: str | None, max_active: int
+    ) -> bool:
+        """next_slot expected → new and one more active run, if still expected and fewer
+        than `max_active` scheduled runs are active; True for the one caller that did it."""
+        ...
+
 
 class RunStore(Protocol):
     def create_run(self, run: RunRecord) -> bool:
@@ -146,9 +166,15 @@ class RunStore(Protocol):
     def release_slot(self, run_id: str) -> None: ...
 
     def finish_run(
-        self, run_id: str, status: RunStatus, now: str, compensations: Sequence[str] = ()
+        self,
+        run_id: str,
+        status: RunStatus,
+        now: str,
+        compensations: Sequence[str] = (),
+        release_workflow: str | None = None,
     ) -> bool:
-        """running|compensating → status (forward only); True for the one caller that did it."""
+        """running|compensating → status (forward only); True for the one caller that did it.
+        With `release_workflow`, atomically count one scheduled run of it as no longer active."""
         ...
 
     def claim_compensation(

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from stratoflow.core.model import check_params_size
+from stratoflow.core.cron import next_fire_times, recent_fire_times
+from stratoflow.core.model import Workflow, check_params_size
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import (
     OUTPUT_TAIL_BYTES,
@@ -26,6 +27,7 @@ from stratoflow.core.records import (
     RunRecord,
     TaskMessage,
     TaskRecord,
+    WorkflowMeta,
     iso,
     parse_iso,
 )
@@ -461,9 +463,12 @@ def _finish_run(ports: Ports, plan: Plan, run: RunRecord) -> None:
     """Every task is final: the run succeeds if no leaf ended badly; a failure compensates."""
     now = iso(ports.clock.now()) or ""
     if run.leaf_bad == 0:
-        if ports.runs.finish_run(run.run_id, RunStatus.SUCCEEDED, now):
+        if ports.runs.finish_run(
+            run.run_id, RunStatus.SUCCEEDED, now, release_workflow=_scheduled(run)
+        ):
             ports.metrics.count("RunsSucceeded", run.workflow_id)
             ports.events.run_finished(run.with_status(RunStatus.SUCCEEDED, now), [])
+            _after_scheduled_run(ports, run)
         return
     tasks = ports.runs.list_tasks(run.run_id)
     to_compensate = _compensation_order(plan, tasks)
@@ -477,10 +482,11 @@ def _finish_run(ports: Ports, plan: Plan, run: RunRecord) -> None:
 
 
 def _finish_failed(ports: Ports, run: RunRecord, tasks: dict[str, TaskRecord], now: str) -> None:
-    if ports.runs.finish_run(run.run_id, RunStatus.FAILED, now):
+    if ports.runs.finish_run(run.run_id, RunStatus.FAILED, now, release_workflow=_scheduled(run)):
         failed = sorted(t for t, r in tasks.items() if r.status is TaskStatus.FAILED)
         ports.metrics.count("RunsFailed", run.workflow_id)
         ports.events.run_finished(run.with_status(RunStatus.FAILED, now), failed)
+        _after_scheduled_run(ports, run)
 
 
 def _compensation_order(plan: Plan, tasks: dict[str, TaskRecord]) -> list[str]:
@@ -546,10 +552,139 @@ def cancel_run(ports: Ports, run_id: str) -> bool:
     if run is None:
         return False
     now = iso(ports.clock.now()) or ""
-    if not ports.runs.finish_run(run_id, RunStatus.CANCELLED, now):
+    if not ports.runs.finish_run(
+        run_id, RunStatus.CANCELLED, now, release_workflow=_scheduled(run)
+    ):
         return False
     ports.events.run_finished(run.with_status(RunStatus.CANCELLED, now), [])
     return True
+
+
+# --------------------------------------------------------------------------- schedules
+
+SCHEDULE_TRIGGER = "schedule"
+CATCHUP_LIMIT = 100
+"""With catchup, at most this many missed slots are kept (the newest): a workflow paused
+for a year must not start 8,760 hourly runs."""
+DUE_BATCH = 100
+
+
+def register_workflow(ports: Ports, workflow: Workflow, source: str) -> WorkflowMeta:
+    """Store `workflow` as a version (or find its identical one) and make it active.
+
+    A schedule that did not change keeps its place (no slot is skipped or repeated by a
+    re-upload); a new or changed schedule starts at its first slot after now.
+    """
+    now = ports.clock.now()
+    version = ports.definitions.save_version(workflow, source, now)
+    old = ports.definitions.get_meta(workflow.id)
+    next_slot: str | None = None
+    if workflow.schedule:
+        same = (
+            old is not None
+            and old.schedule == workflow.schedule
+            and old.timezone == workflow.timezone
+            and old.next_slot is not None
+        )
+        if same:
+            assert old is not None
+            next_slot = old.next_slot
+        else:
+            first = next_fire_times(workflow.schedule, workflow.timezone, now, 1)
+            next_slot = iso(first[0]) if first else None
+    meta = WorkflowMeta(
+        workflow_id=workflow.id,
+        latest_version=version,
+        active_version=version,
+        paused=old.paused if old else False,
+        schedule=workflow.schedule,
+        timezone=workflow.timezone,
+        catchup=workflow.catchup,
+        max_active_runs=workflow.max_active_runs,
+        next_slot=next_slot,
+        active_runs=old.active_runs if old else 0,
+    )
+    ports.definitions.activate(meta)
+    return meta
+
+
+def scheduled_run_id(workflow_id: str, slot: datetime) -> str:
+    """The run of one (workflow, slot): its id is its idempotency key (invariant 5)."""
+    return f"{workflow_id}@{slot.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def dispatch_due(ports: Ports) -> list[str]:
+    """The dispatcher's tick: start the due slots of every scheduled workflow.
+
+    Safe under duplicated ticks, concurrent dispatchers and skewed clocks: a slot's run id
+    is derived from the slot and created conditionally, and a workflow's next slot moves
+    forward only by a compare-and-set, so no slot runs twice and none is skipped.
+    """
+    now = iso(ports.clock.now()) or ""
+    started: list[str] = []
+    for workflow_id in ports.definitions.due_workflows(now, DUE_BATCH):
+        started += dispatch_workflow(ports, workflow_id)
+    return started
+
+
+def dispatch_workflow(ports: Ports, workflow_id: str) -> list[str]:
+    """Start this workflow's due slots, oldest first, while max_active_runs allows."""
+    started: list[str] = []
+    while True:
+        now = ports.clock.now()
+        meta = ports.definitions.get_meta(workflow_id)
+        if (
+            meta is None
+            or meta.paused
+            or not meta.schedule
+            or not meta.active_version
+            or not meta.next_slot
+        ):
+            return started
+        cursor = parse_iso(meta.next_slot)
+        assert cursor is not None
+        if cursor > now:
+            return started
+        if meta.active_runs >= meta.max_active_runs:
+            return started  # the slot waits; a finishing run dispatches again
+        slot = _slot_to_start(meta, cursor, now)
+        plan = ports.definitions.get_plan(workflow_id, meta.active_version)
+        # Start first, then advance: a crash in between is repaired by the next tick, which
+        # finds the same run id already created and only advances.
+        start_run(
+            ports,
+            plan,
+            run_id=scheduled_run_id(workflow_id, slot),
+            logical_date=iso(slot),
+            trigger=SCHEDULE_TRIGGER,
+        )
+        following = next_fire_times(meta.schedule, meta.timezone, slot, 1)
+        new = iso(following[0]) if following else None
+        if ports.definitions.advance_slot(workflow_id, meta.next_slot, new, meta.max_active_runs):
+            started.append(scheduled_run_id(workflow_id, slot))
+
+
+def _slot_to_start(meta: WorkflowMeta, cursor: datetime, now: datetime) -> datetime:
+    """The slot to start now: the oldest one missed with catchup (at most CATCHUP_LIMIT
+    back), else the latest one due. `cursor` is the oldest slot not started."""
+    assert meta.schedule
+    limit = CATCHUP_LIMIT if meta.catchup else 1
+    recent = recent_fire_times(meta.schedule, meta.timezone, now, limit)
+    if not recent:
+        return cursor
+    if meta.catchup:
+        return max(cursor, recent[-1])
+    return max(cursor, recent[0])
+
+
+def _scheduled(run: RunRecord) -> str | None:
+    return run.workflow_id if run.trigger == SCHEDULE_TRIGGER else None
+
+
+def _after_scheduled_run(ports: Ports, run: RunRecord) -> None:
+    # A slot held back by max_active_runs starts as soon as a run makes room, in order.
+    if run.trigger == SCHEDULE_TRIGGER:
+        dispatch_workflow(ports, run.workflow_id)
 
 
 # --------------------------------------------------------------------------- queries

@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -28,10 +29,16 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from stratoflow.aws.clients import AwsClients
-from stratoflow.config import DEFINITIONS_PREFIX
+from stratoflow.config import DEFINITIONS_PREFIX, DUE_INDEX, DUE_INDEX_PARTITION, DUE_INDEX_SORT
 from stratoflow.core.model import MAX_PRIORITY, Workflow
 from stratoflow.core.plan import Plan
-from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord, iso
+from stratoflow.core.records import (
+    CompensationRecord,
+    RunRecord,
+    TaskRecord,
+    WorkflowMeta,
+    iso,
+)
 from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
 from stratoflow.ports import Claim, ClaimOutcome, DefinitionNotFound, FinalizeOutcome, Settlement
 
@@ -500,7 +507,12 @@ class DynamoRunStore:
     # -- run end and compensations
 
     def finish_run(
-        self, run_id: str, status: RunStatus, now: str, compensations: Sequence[str] = ()
+        self,
+        run_id: str,
+        status: RunStatus,
+        now: str,
+        compensations: Sequence[str] = (),
+        release_workflow: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {
             ":s": {"S": status.value},
@@ -517,15 +529,27 @@ class DynamoRunStore:
         if status in (RunStatus.FAILED, RunStatus.CANCELLED):
             condition = "#st IN (:running, :comp)"
             values[":comp"] = {"S": RunStatus.COMPENSATING.value}
-        return _applied(
-            self._db.update_item,
-            TableName=self.table,
-            Key=_key(_run_pk(run_id), "#RUN"),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues=values,
-        )
+        run_update = {
+            "TableName": self.table,
+            "Key": _key(_run_pk(run_id), "#RUN"),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": values,
+        }
+        if release_workflow is None or status is RunStatus.COMPENSATING:
+            return _applied(self._db.update_item, **run_update)
+        # The run's end and its workflow's active-run count move together, or a crash in
+        # between would leave the schedule blocked by max_active_runs for ever.
+        release = {
+            "Update": {
+                "TableName": self.table,
+                "Key": _key(f"WF#{release_workflow}", "META"),
+                "UpdateExpression": "ADD active_runs :minus",
+                "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+            }
+        }
+        return self._transact([{"Update": run_update}, release]) is None
 
     def claim_compensation(self, run_id: str, index: int, task_id: str, started_at: str) -> bool:
         return _applied(
@@ -689,6 +713,108 @@ class DynamoDefinitionStore:
                 if _code(err) != "TransactionCanceledException":
                     raise
                 # Another upload registered a version first: read again and renumber.
+
+    def get_meta(self, workflow_id: str) -> WorkflowMeta | None:
+        item = self._db.get_item(
+            TableName=self.table, Key=_key(f"WF#{workflow_id}", "META"), ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None
+        d = _plain(item)
+        return WorkflowMeta(
+            workflow_id=workflow_id,
+            latest_version=int(d.get("latest_version", 0)),
+            active_version=d.get("active_version"),
+            paused=bool(d.get("paused", False)),
+            schedule=d.get("schedule"),
+            timezone=d.get("timezone", "UTC"),
+            catchup=bool(d.get("catchup", False)),
+            max_active_runs=int(d.get("max_active_runs", 1)),
+            next_slot=d.get("next_slot"),
+            active_runs=int(d.get("active_runs", 0)),
+        )
+
+    def activate(self, meta: WorkflowMeta) -> None:
+        fields: dict[str, Any] = {
+            "active_version": meta.active_version,
+            "timezone": meta.timezone,
+            "catchup": meta.catchup,
+            "max_active_runs": meta.max_active_runs,
+        }
+        sets, names, values = _set_fields(fields)
+        removes = []
+        for name, value in (("schedule", meta.schedule), ("next_slot", meta.next_slot)):
+            if value is None:
+                removes.append(name)
+            else:
+                sets.append(f"#f_{name} = :f_{name}")
+                names[f"#f_{name}"] = name
+                values[f":f_{name}"] = {"S": value}
+        removes += self._due_index_changes(meta, sets, values)
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        self._db.update_item(
+            TableName=self.table,
+            Key=_key(f"WF#{meta.workflow_id}", "META"),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    @staticmethod
+    def _due_index_changes(
+        meta: WorkflowMeta, sets: list[str], values: dict[str, Any]
+    ) -> list[str]:
+        """Put the workflow in the sparse `due` index, or take it out; returns REMOVEs."""
+        if meta.schedule and meta.next_slot and not meta.paused and meta.active_version:
+            sets += [f"{DUE_INDEX_PARTITION} = :due_pk", f"{DUE_INDEX_SORT} = :due_at"]
+            values[":due_pk"] = {"S": "DUE"}
+            values[":due_at"] = {"S": meta.next_slot}
+            return []
+        return [DUE_INDEX_PARTITION, DUE_INDEX_SORT]
+
+    def set_paused(self, workflow_id: str, paused: bool) -> bool:
+        meta = self.get_meta(workflow_id)
+        if meta is None:
+            return False
+        self.activate(replace(meta, paused=paused))
+        return True
+
+    def due_workflows(self, now: str, limit: int) -> list[str]:
+        resp = self._db.query(
+            TableName=self.table,
+            IndexName=DUE_INDEX,
+            KeyConditionExpression=f"{DUE_INDEX_PARTITION} = :due AND {DUE_INDEX_SORT} <= :now",
+            ExpressionAttributeValues={":due": {"S": "DUE"}, ":now": {"S": now}},
+            Limit=limit,
+        )
+        return [item["pk"]["S"][3:] for item in resp.get("Items", [])]
+
+    def advance_slot(
+        self, workflow_id: str, expected: str, new: str | None, max_active: int
+    ) -> bool:
+        values: dict[str, Any] = {
+            ":expected": {"S": expected},
+            ":one": {"N": "1"},
+            ":max": {"N": str(max_active)},
+        }
+        if new is None:
+            update = "REMOVE next_slot, due_pk, due_at ADD active_runs :one"
+        else:
+            update = "SET next_slot = :new, due_at = :new ADD active_runs :one"
+            values[":new"] = {"S": new}
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(f"WF#{workflow_id}", "META"),
+            UpdateExpression=update,
+            ConditionExpression=(
+                "next_slot = :expected AND (attribute_not_exists(active_runs) "
+                "OR active_runs < :max)"
+            ),
+            ExpressionAttributeValues=values,
+        )
 
     def get_plan(self, workflow_id: str, version: int) -> Plan:
         key = (workflow_id, version)

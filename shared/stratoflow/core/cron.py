@@ -111,3 +111,26 @@ def iter_fire_times(schedule: str, timezone: str, after: datetime) -> Iterator[d
         fire = first.astimezone(UTC)
         if fire > after_utc:
             yield fire
+
+
+def recent_fire_times(schedule: str, timezone: str, until: datetime, count: int) -> list[datetime]:
+    """The `count` latest fire times at or before `until`, newest first (same DST rules)."""
+    zone = ZoneInfo(validate_timezone(timezone))
+    until_utc = until.astimezone(UTC)
+    start = until_utc.astimezone(zone).replace(tzinfo=None) + timedelta(hours=3)
+    wall = croniter(validate_schedule(schedule), start)
+    out: list[datetime] = []
+    seen: set[datetime] = set()
+    while len(out) < count:
+        try:
+            local: datetime = wall.get_prev(datetime)
+        except CroniterBadDateError:
+            break
+        first = local.replace(tzinfo=zone, fold=0)
+        if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != local:
+            continue  # in the spring-forward gap
+        fire = first.astimezone(UTC)
+        if fire <= until_utc and fire not in seen:
+            seen.add(fire)
+            out.append(fire)
+    return out

@@ -136,6 +136,22 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class WorkflowMeta:
+    """A registered workflow: its active version and the state of its schedule."""
+
+    workflow_id: str
+    latest_version: int
+    active_version: int | None = None
+    paused: bool = False
+    schedule: str | None = None
+    timezone: str = "UTC"
+    catchup: bool = False
+    max_active_runs: int = 1
+    next_slot: str | None = None  # the oldest slot not started yet (UTC ISO)
+    active_runs: int = 0  # scheduled runs started and not finished
+
+
+@dataclass(frozen=True)
 class CompensationRecord:
     """The outcome of one compensation command of a failed run."""
 

@@ -1,7 +1,8 @@
 """Dispatcher Lambda: creates runs and enqueues their ready tasks.
 
-Events (EventBridge shape): `Run Requested` (from the CLI, the API or the local runtime)
-starts one run of a registered workflow version.
+Events (EventBridge shape): `Scheduled Event` (the every-minute rule) starts the due slots
+of scheduled workflows; `Run Requested` (from the CLI, the API or the local runtime) starts
+one run of a registered workflow version.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ from stratoflow import bootstrap, services
 from stratoflow.handlers.observability import logger, tracer
 
 RUN_REQUESTED = "Run Requested"
+SCHEDULED_EVENT = "Scheduled Event"
+"""What the every-minute EventBridge rule sends: a tick of the scheduler."""
 
 
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ev = EventBridgeEvent(event)
+    ports = bootstrap.default_ports()
+    if ev.detail_type == SCHEDULED_EVENT:
+        started = services.dispatch_due(ports)
+        logger.info("tick", extra={"runs_started": len(started)})
+        return {"started": started}
     if ev.detail_type != RUN_REQUESTED:
         raise ValueError(f"dispatcher: unsupported event detail-type {ev.detail_type!r}")
     detail = ev.detail
-    ports = bootstrap.default_ports()
     plan = ports.definitions.get_plan(detail["workflow_id"], int(detail["version"]))
     run, created = services.start_run(
         ports,

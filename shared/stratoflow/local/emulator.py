@@ -19,6 +19,7 @@ from typing import Any
 from stratoflow.aws.clients import AwsClients
 from stratoflow.config import (
     TABLE_ATTRIBUTES,
+    TABLE_INDEXES,
     TABLE_KEY_SCHEMA,
     QueueSpec,
     Resources,
@@ -265,8 +266,19 @@ def provision(
             TableName=resources.table,
             KeySchema=TABLE_KEY_SCHEMA,
             AttributeDefinitions=TABLE_ATTRIBUTES,
+            GlobalSecondaryIndexes=TABLE_INDEXES,
             BillingMode="PAY_PER_REQUEST",
         )
+    else:
+        table = db.describe_table(TableName=resources.table)["Table"]
+        present = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
+        for index in TABLE_INDEXES:
+            if index["IndexName"] not in present:
+                db.update_table(
+                    TableName=resources.table,
+                    AttributeDefinitions=TABLE_ATTRIBUTES,
+                    GlobalSecondaryIndexUpdates=[{"Create": index}],
+                )
     task_url, _ = _queue_with_dlq(clients, resources.task_queue)
     completion_url, _ = _queue_with_dlq(clients, resources.completion_queue)
     s3 = clients.s3

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stratoflow import bootstrap
+from stratoflow import bootstrap, services
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.observability import CallbackPublisher, NoMetrics
 from stratoflow.config import ENV_TASK_MESSAGE, Resources, Settings
@@ -178,9 +178,22 @@ class LocalRuntime:
     # -- what the CLI and tests use
 
     def register(self, workflow: Workflow, source: str) -> int:
-        """Store the workflow as a (possibly new) version; returns the version."""
+        """Register the workflow as its active (possibly new) version; returns the version."""
         assert self.ports is not None
-        return self.ports.definitions.save_version(workflow, source, self.ports.clock.now())
+        meta = services.register_workflow(self.ports, workflow, source)
+        assert meta.active_version is not None
+        return meta.active_version
+
+    def tick(self) -> list[str]:
+        """One scheduler tick, as the every-minute EventBridge rule delivers it."""
+        assert self.settings is not None
+        event = eventbridge_event(
+            dispatcher.SCHEDULED_EVENT, {}, self.settings.region, source="aws.events"
+        )
+        started = dispatcher.handler(event, LambdaContext("stratoflow-dispatcher"))["started"]
+        for run_id in started:
+            self._event_for(run_id)
+        return list(started)
 
     def request_run(
         self,

@@ -557,6 +557,7 @@ def cancel_run(ports: Ports, run_id: str) -> bool:
     ):
         return False
     ports.events.run_finished(run.with_status(RunStatus.CANCELLED, now), [])
+    _after_scheduled_run(ports, run)
     return True
 
 

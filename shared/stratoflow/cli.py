@@ -89,6 +89,69 @@ def graph(file: str, fmt: str) -> None:
     click.echo(render_mermaid(wf) if fmt == "mermaid" else render_dot(wf))
 
 
+@main.command(name="next")
+@click.argument("target")
+@click.option("-n", "count", type=click.IntRange(1, 1000), default=5, show_default=True)
+@click.option("--after", default=None, metavar="ISO", help="Start after this time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of UTC times.")
+@click.option(
+    "--endpoint-url",
+    default=None,
+    metavar="URL",
+    help="Read a registered WORKFLOW's schedule from this endpoint.",
+)
+def next_times(
+    target: str, count: int, after: str | None, as_json: bool, endpoint_url: str | None
+) -> None:
+    """The next fire times of a workflow FILE (or a registered WORKFLOW id)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from stratoflow.core.cron import next_fire_times
+
+    schedule, timezone = _schedule_of(target, endpoint_url)
+    if after is None:
+        start = datetime.now(UTC)
+    else:
+        try:
+            start = datetime.fromisoformat(after.replace("Z", "+00:00"))
+        except ValueError:
+            _invalid(f"--after {after!r}: expected an ISO 8601 time, e.g. 2026-03-08T00:00:00Z")
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+    fires = next_fire_times(schedule, timezone, start, count)
+    if as_json:
+        click.echo(json.dumps([f.isoformat().replace("+00:00", "Z") for f in fires]))
+        return
+    zone = ZoneInfo(timezone)
+    for fire in fires:
+        local = fire.astimezone(zone)
+        click.echo(f"{local:%Y-%m-%d %H:%M %Z} ({timezone})  {fire:%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _schedule_of(target: str, endpoint_url: str | None) -> tuple[str, str]:
+    if Path(target).exists() or Path(target).suffix.lower() in (".json", ".yaml", ".yml"):
+        wf = _load(target)
+        if not wf.schedule:
+            _invalid(f"workflow file {target!r} has no schedule")
+        return wf.schedule, wf.timezone
+    if endpoint_url is None:
+        _invalid(
+            f"{target!r} is not a workflow file; for a registered workflow pass "
+            "--endpoint-url of the engine that has it"
+        )
+    from stratoflow.aws.clients import AwsClients
+    from stratoflow.aws.dynamodb import DynamoDefinitionStore
+    from stratoflow.config import Settings
+
+    settings = Settings.from_env()
+    store = DynamoDefinitionStore(AwsClients(settings.region, endpoint_url), settings.table)
+    meta = store.get_meta(target)
+    if meta is None or not meta.schedule:
+        _invalid(f"workflow {target!r} is not registered with a schedule at {endpoint_url}")
+    return meta.schedule, meta.timezone
+
+
 def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
     params: dict[str, str] = {}
     for item in values:

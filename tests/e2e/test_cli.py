@@ -288,3 +288,33 @@ def test_unreachable_endpoint_is_bad_input(tmp_path: Path) -> None:
     result = cli("run", str(wf), "--endpoint-url", "http://127.0.0.1:9", cwd=tmp_path)
     assert result.returncode == 2
     assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_next_lists_fire_times_in_the_zone_and_in_utc(tmp_path: Path) -> None:
+    wf = write(
+        tmp_path / "nightly.yaml",
+        """\
+id: nightly
+schedule: "30 2 * * *"
+timezone: America/New_York
+tasks: [{id: a, command: "true"}]
+""",
+    )
+    result = cli(
+        "next", str(wf), "-n", "3", "--after", "2026-03-06T12:00:00Z", "--json", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    # 02:30 does not exist on 2026-03-08 in New York: skipped
+    assert json.loads(result.stdout) == [
+        "2026-03-07T07:30:00Z",
+        "2026-03-09T06:30:00Z",
+        "2026-03-10T06:30:00Z",
+    ]
+    table = cli("next", str(wf), "-n", "1", "--after", "2026-03-06T12:00:00Z", cwd=tmp_path)
+    assert "02:30 EST" in table.stdout and "07:30:00Z" in table.stdout
+
+
+def test_next_without_a_schedule_is_bad_input(tmp_path: Path) -> None:
+    wf = write(tmp_path / "hello.yaml", GOOD)
+    result = cli("next", str(wf), cwd=tmp_path)
+    assert result.returncode == 2 and "no schedule" in result.stderr

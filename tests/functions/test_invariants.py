@@ -352,6 +352,12 @@ def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
     )
     result = loader.handler(s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None)
     assert result["registered"] == [{"workflow_id": wf_id, "version": 1, "key": good_key}]
+    # a broken re-upload of the same file keeps the version that works active
+    s3.put_object(Bucket=bucket, Key=good_key, Body=b"id: [unclosed\n")
+    result = loader.handler(s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None)
+    assert result["registered"] == [] and good_key in result["errors"][0]
+    meta = bare.ports.definitions.get_meta(wf_id)  # type: ignore[union-attr]
+    assert meta is not None and meta.active_version == 1
     bad_key = f"{WORKFLOWS_PREFIX}{wf_id}-bad.yaml"
     s3.put_object(Bucket=bucket, Key=bad_key, Body=b"id: x\ntasks:\n  - id: a\n    timeout: 0\n")
     result = loader.handler(s3_event("ObjectCreated:Put", bucket, bad_key, "us-east-1"), None)

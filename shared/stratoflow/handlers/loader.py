@@ -1,7 +1,8 @@
 """Loader Lambda: registers workflow files uploaded under the bucket's workflows/ prefix.
 
-A valid file becomes a new immutable version; an invalid one is reported in an object
-beside the upload (`<key>.error.txt`) and in the log, and registers nothing.
+A valid file becomes a new immutable version and the active one (its schedule too); an
+invalid one is reported in an object beside the upload (`<key>.error.txt`), in the log and
+as a metric, and the previous version stays active.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
-from stratoflow import bootstrap
+from stratoflow import bootstrap, services
 from stratoflow.config import WORKFLOWS_PREFIX
 from stratoflow.core.loader import WorkflowFileError, load_workflow_text
 from stratoflow.handlers.observability import logger, tracer
@@ -41,10 +42,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             s3.put_object(Bucket=bucket, Key=key + ERROR_SUFFIX, Body=err.message.encode())
             errors.append(err.message)
             continue
-        version = ports.definitions.save_version(
-            workflow, f"s3://{bucket}/{key}", ports.clock.now()
-        )
+        meta = services.register_workflow(ports, workflow, f"s3://{bucket}/{key}")
         s3.delete_object(Bucket=bucket, Key=key + ERROR_SUFFIX)
-        registered.append({"workflow_id": workflow.id, "version": version, "key": key})
+        registered.append({"workflow_id": workflow.id, "version": meta.active_version, "key": key})
         logger.info("workflow registered", extra=registered[-1])
     return {"registered": registered, "errors": errors}

@@ -340,10 +340,13 @@ class Workflow(_Strict):
         from stratoflow.core.dag import check_graph
 
         check_graph(self.tasks)
-        for index, task in enumerate(self.resolved_tasks()):
-            if task.executor is Executor.LAMBDA and task.timeout > LAMBDA_MAX_TIMEOUT_SECONDS:
+        d = self.defaults
+        for index, task in enumerate(self.tasks):
+            executor = task.executor or d.executor
+            timeout = d.timeout if task.timeout is None else task.timeout
+            if executor is Executor.LAMBDA and timeout > LAMBDA_MAX_TIMEOUT_SECONDS:
                 raise ValueError(
-                    f'tasks[{index}] (id "{task.id}").timeout: {task.timeout:g} s is more than '
+                    f'tasks[{index}] (id "{task.id}").timeout: {timeout:g} s is more than '
                     f"a Lambda executor allows ({LAMBDA_MAX_TIMEOUT_SECONDS:g} s); set "
                     "`executor: fargate` for long tasks"
                 )

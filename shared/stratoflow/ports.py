@@ -93,6 +93,19 @@ class DefinitionStore(Protocol):
 
     def set_paused(self, workflow_id: str, paused: bool) -> bool: ...
 
+    def claim_source_event(self, source: str, event_id: str) -> bool:
+        """Remember one S3 event of `source`; False if it was seen before (a replay)."""
+        ...
+
+    def link_source(self, source: str, workflow_id: str) -> None:
+        """Record which workflow the file at `source` registered."""
+        ...
+
+    def deactivate_source(self, source: str) -> str | None:
+        """The file at `source` is gone: deactivate the workflow it registered, if that file
+        is still its active source; returns the workflow id deactivated."""
+        ...
+
     def due_workflows(self, now: str, limit: int) -> list[str]:
         """Workflows whose next slot is at or before `now` (active, scheduled, unpaused)."""
         ...

@@ -368,3 +368,30 @@ def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
 
 def test_handlers_use_the_installed_ports(bare: LocalRuntime) -> None:
     assert bootstrap.default_ports() is bare.ports
+
+
+def test_a_replayed_upload_event_is_processed_once_and_deleting_deactivates(
+    bare: LocalRuntime,
+) -> None:
+    assert bare.clients is not None and bare.settings is not None and bare.ports is not None
+    s3, bucket = bare.clients.s3, bare.settings.bucket
+    wf_id = unique_id("deleted")
+    key = f"{WORKFLOWS_PREFIX}{wf_id}.yaml"
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=f"id: {wf_id}\nschedule: '@hourly'\ntasks: [{{id: a, command: 'true'}}]\n".encode(),
+    )
+    created = s3_event("ObjectCreated:Put", bucket, key, "us-east-1", version_id="v1")
+    assert len(loader.handler(created, None)["registered"]) == 1
+    assert loader.handler(created, None)["registered"] == []  # the same event again
+    meta = bare.ports.definitions.get_meta(wf_id)
+    assert meta is not None and meta.active_version == 1 and meta.next_slot
+
+    s3.delete_object(Bucket=bucket, Key=key)
+    removed = s3_event("ObjectRemoved:Delete", bucket, key, "us-east-1", version_id="v1-del")
+    assert loader.handler(removed, None)["deactivated"] == [wf_id]
+    meta = bare.ports.definitions.get_meta(wf_id)
+    assert meta is not None and meta.active_version is None and meta.next_slot is None
+    far_future = "9999-01-01T00:00:00Z"
+    assert wf_id not in bare.ports.definitions.due_workflows(far_future, 1000)

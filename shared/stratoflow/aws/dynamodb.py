@@ -781,6 +781,47 @@ class DynamoDefinitionStore:
         self.activate(replace(meta, paused=paused))
         return True
 
+    def claim_source_event(self, source: str, event_id: str) -> bool:
+        return _applied(
+            self._db.put_item,
+            TableName=self.table,
+            Item={**_key(f"SRC#{source}", f"EV#{event_id}")},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def link_source(self, source: str, workflow_id: str) -> None:
+        self._db.put_item(
+            TableName=self.table,
+            Item={**_key(f"SRC#{source}", "LINK"), "workflow_id": {"S": workflow_id}},
+        )
+        self._db.update_item(
+            TableName=self.table,
+            Key=_key(f"WF#{workflow_id}", "META"),
+            UpdateExpression="SET active_source = :s",
+            ExpressionAttributeValues={":s": {"S": source}},
+        )
+
+    def deactivate_source(self, source: str) -> str | None:
+        link = self._db.get_item(
+            TableName=self.table, Key=_key(f"SRC#{source}", "LINK"), ConsistentRead=True
+        ).get("Item")
+        if not link:
+            return None
+        workflow_id = link["workflow_id"]["S"]
+        deactivated = _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(f"WF#{workflow_id}", "META"),
+            UpdateExpression=(
+                f"REMOVE active_version, next_slot, {DUE_INDEX_PARTITION}, {DUE_INDEX_SORT}"
+            ),
+            # only if that file still defines the workflow: an upload of the same workflow
+            # under another name has taken over since
+            ConditionExpression="active_source = :s",
+            ExpressionAttributeValues={":s": {"S": source}},
+        )
+        return workflow_id if deactivated else None
+
     def due_workflows(self, now: str, limit: int) -> list[str]:
         resp = self._db.query(
             TableName=self.table,

@@ -2,7 +2,8 @@
 
 A valid file becomes a new immutable version and the active one (its schedule too); an
 invalid one is reported in an object beside the upload (`<key>.error.txt`), in the log and
-as a metric, and the previous version stays active.
+as a metric, and the previous version stays active. Deleting the file deactivates the
+workflow it defined; a replayed S3 event (same object version) is processed once.
 """
 
 from __future__ import annotations
@@ -26,10 +27,24 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     s3 = bootstrap.default_clients().s3
     registered: list[dict[str, Any]] = []
     errors: list[str] = []
+    deactivated: list[str] = []
     for record in S3Event(event).records:
         bucket = record.s3.bucket.name
         key = unquote_plus(record.s3.get_object.key)
         if not key.startswith(WORKFLOWS_PREFIX) or key.endswith(ERROR_SUFFIX):
+            continue
+        source = f"s3://{bucket}/{key}"
+        obj = record.s3.get_object
+        # S3 delivers at least once: an event is its object version (or sequencer) at most once
+        event_id = f"{record.event_name}:{obj.version_id or obj.sequencer or obj.etag}"
+        if not ports.definitions.claim_source_event(source, event_id):
+            logger.info("duplicate S3 event ignored", extra={"key": key, "event": event_id})
+            continue
+        if record.event_name.startswith("ObjectRemoved"):
+            gone = ports.definitions.deactivate_source(source)
+            if gone:
+                deactivated.append(gone)
+                logger.info("workflow deactivated", extra={"workflow_id": gone, "key": key})
             continue
         if not record.event_name.startswith("ObjectCreated"):
             continue
@@ -42,8 +57,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             s3.put_object(Bucket=bucket, Key=key + ERROR_SUFFIX, Body=err.message.encode())
             errors.append(err.message)
             continue
-        meta = services.register_workflow(ports, workflow, f"s3://{bucket}/{key}")
+        meta = services.register_workflow(ports, workflow, source)
+        ports.definitions.link_source(source, workflow.id)
         s3.delete_object(Bucket=bucket, Key=key + ERROR_SUFFIX)
         registered.append({"workflow_id": workflow.id, "version": meta.active_version, "key": key})
         logger.info("workflow registered", extra=registered[-1])
-    return {"registered": registered, "errors": errors}
+    return {"registered": registered, "errors": errors, "deactivated": deactivated}

@@ -105,6 +105,7 @@ def command_runner(
     log_dir: str | None = None,
     echo_logs: bool | None = None,
     cancel: threading.Event | None = None,
+    default_cwd: str | None = None,
 ) -> CommandRunner:
     """The runner the executor uses: full output to a log file per attempt.
 
@@ -121,6 +122,7 @@ def command_runner(
     ) -> CommandOutcome:
         log_path = base / log_name
         scratch = None
+        cwd = cwd or default_cwd
         if cwd is None:
             scratch = tempfile.mkdtemp(prefix="stratoflow-")
         try:

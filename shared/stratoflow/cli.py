@@ -152,6 +152,248 @@ def _schedule_of(target: str, endpoint_url: str | None) -> tuple[str, str]:
     return meta.schedule, meta.timezone
 
 
+_ENDPOINT = click.option(
+    "--endpoint-url",
+    default=None,
+    metavar="URL",
+    help="The engine's AWS endpoint (default: the running `stratoflow local up`).",
+)
+
+
+def _engine(endpoint_url: str | None) -> Any:
+    from stratoflow.local.target import NoEngine, connect
+
+    try:
+        return connect(endpoint_url)
+    except NoEngine as err:
+        _invalid(str(err))
+    except Exception as exc:  # an unreachable endpoint, missing resources: bad input
+        _invalid(f"cannot reach the engine at {endpoint_url or '(local server)'}: {exc}")
+
+
+@main.command()
+@_ENDPOINT
+@click.option("--json", "as_json", is_flag=True)
+def workflows(endpoint_url: str | None, as_json: bool) -> None:
+    """Registered workflows: version, schedule, paused, next and last run."""
+    ports = _engine(endpoint_url)
+    rows = []
+    for meta in sorted(ports.definitions.list_workflows(), key=lambda m: m.workflow_id):
+        last = ports.runs.list_runs(meta.workflow_id, 1)
+        rows.append(
+            {
+                "workflow_id": meta.workflow_id,
+                "version": meta.active_version,
+                "latest_version": meta.latest_version,
+                "schedule": meta.schedule,
+                "timezone": meta.timezone,
+                "paused": meta.paused,
+                "active": meta.active_version is not None,
+                "next_run": meta.next_slot if not meta.paused else None,
+                "last_run": last[0].run_id if last else None,
+                "last_status": last[0].status.public if last else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title="workflows")
+    for col in ("workflow", "version", "schedule", "paused", "next run", "last run", "status"):
+        table.add_column(col)
+    for r in rows:
+        sched = f"{r['schedule']} ({r['timezone']})" if r["schedule"] else ""
+        table.add_row(
+            r["workflow_id"],
+            str(r["version"] or "inactive"),
+            sched,
+            "yes" if r["paused"] else "",
+            r["next_run"] or "",
+            r["last_run"] or "",
+            r["last_status"] or "",
+        )
+    Console().print(table)
+
+
+@main.command()
+@click.argument("workflow", required=False)
+@_ENDPOINT
+@click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(workflow: str | None, endpoint_url: str | None, limit: int, as_json: bool) -> None:
+    """Run history, newest first (of one workflow, or of all)."""
+    ports = _engine(endpoint_url)
+    ids = [workflow] if workflow else [m.workflow_id for m in ports.definitions.list_workflows()]
+    found = [r for wid in ids for r in ports.runs.list_runs(wid, limit)]
+    found.sort(key=lambda r: r.created_at, reverse=True)
+    rows = [
+        {
+            "run_id": r.run_id,
+            "workflow_id": r.workflow_id,
+            "version": r.version,
+            "status": r.status.public,
+            "trigger": r.trigger,
+            "logical_date": r.logical_date,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+        }
+        for r in found[:limit]
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title="runs")
+    for col in ("run", "workflow", "v", "status", "trigger", "logical date", "finished"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["workflow_id"],
+            str(r["version"]),
+            r["status"],
+            r["trigger"],
+            r["logical_date"],
+            r["finished_at"] or "",
+        )
+    Console().print(table)
+
+
+@main.command()
+@click.argument("run_id")
+@_ENDPOINT
+@click.option("--json", "as_json", is_flag=True)
+def status(run_id: str, endpoint_url: str | None, as_json: bool) -> None:
+    """One run's task table (with --json, the same document as `run --json`)."""
+    from stratoflow import services
+
+    ports = _engine(endpoint_url)
+    doc = services.run_status(ports, run_id)
+    if doc is None:
+        _invalid(f"no run {run_id!r}")
+    if as_json:
+        click.echo(json.dumps(doc))
+    else:
+        _print_table(doc)
+
+
+@main.command()
+@click.argument("workflow")
+@_ENDPOINT
+def pause(workflow: str, endpoint_url: str | None) -> None:
+    """Stop starting scheduled runs of WORKFLOW (running ones go on)."""
+    _set_paused(workflow, endpoint_url, True)
+
+
+@main.command()
+@click.argument("workflow")
+@_ENDPOINT
+def unpause(workflow: str, endpoint_url: str | None) -> None:
+    """Resume WORKFLOW's schedule (missed slots follow its `catchup`)."""
+    _set_paused(workflow, endpoint_url, False)
+
+
+def _set_paused(workflow: str, endpoint_url: str | None, paused: bool) -> None:
+    ports = _engine(endpoint_url)
+    if not ports.definitions.set_paused(workflow, paused):
+        _invalid(f"no registered workflow {workflow!r}")
+    err_console.print(f"{workflow}: {'paused' if paused else 'unpaused'}")
+
+
+@main.command()
+@click.argument("workflow")
+@click.option("--start", required=True, metavar="ISO")
+@click.option("--end", required=True, metavar="ISO")
+@_ENDPOINT
+@click.option("--json", "as_json", is_flag=True)
+def backfill(workflow: str, start: str, end: str, endpoint_url: str | None, as_json: bool) -> None:
+    """One run per schedule slot in [START, END]; running it twice creates nothing more."""
+    from stratoflow import services
+
+    begin, finish = _iso_arg("--start", start), _iso_arg("--end", end)
+    if finish < begin:
+        _invalid(f"--end {end!r} is before --start {start!r}")
+    ports = _engine(endpoint_url)
+    try:
+        created = services.backfill(ports, workflow, begin, finish)
+    except LookupError as err:
+        _invalid(str(err))
+    if as_json:
+        click.echo(json.dumps(created))
+    else:
+        err_console.print(f"{len(created)} run(s) created")
+        for run_id in created:
+            click.echo(run_id)
+
+
+def _iso_arg(option: str, value: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _invalid(f"{option} {value!r}: expected an ISO 8601 time, e.g. 2026-03-08T00:00:00Z")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.group()
+def local() -> None:
+    """A long-lived local engine on the embedded emulator."""
+
+
+@local.command()
+@click.option(
+    "--dir",
+    "folder",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Folder of workflow files.",
+)
+@click.option("--workers", type=click.IntRange(1, 256), default=4, show_default=True)
+@click.option(
+    "--emulator-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Port of the embedded AWS emulator (default: a free one).",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds running tasks get at shutdown before they are stopped.",
+)
+@click.option(
+    "--clock-speed",
+    type=click.FloatRange(min=1.0),
+    default=1.0,
+    hidden=True,
+    help="Run the engine's clock this many times faster (demos, tests).",
+)
+def up(folder: str, workers: int, emulator_port: int, grace: float, clock_speed: float) -> None:
+    """Serve FOLDER: register its workflow files (hot reload) and run their schedules."""
+    from stratoflow.local.runtime import LocalRuntime
+    from stratoflow.local.server import FolderServer
+    from stratoflow.local.target import home
+
+    root = Path(folder).resolve()
+    runtime = LocalRuntime(
+        workers=workers, state_dir=home(), emulator_port=emulator_port, default_workdir=str(root)
+    )
+    server = FolderServer(
+        root,
+        runtime,
+        speed=clock_speed,
+        say=lambda text: err_console.print(text, soft_wrap=True, markup=False),
+    )
+    server.start()
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        err_console.print(f"shutting down: running tasks get {grace:g} s")
+    finally:
+        server.shutdown(grace)
+
+
 def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
     params: dict[str, str] = {}
     for item in values:

@@ -87,6 +87,8 @@ class DefinitionStore(Protocol):
 
     def get_meta(self, workflow_id: str) -> WorkflowMeta | None: ...
 
+    def list_workflows(self) -> list[WorkflowMeta]: ...
+
     def activate(self, meta: WorkflowMeta) -> None:
         """Make `meta.active_version` the version new runs use, with its schedule state."""
         ...
@@ -124,6 +126,10 @@ class RunStore(Protocol):
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
+        """The workflow's runs, newest first."""
+        ...
 
     def get_run_and_tasks(
         self, run_id: str, task_ids: Sequence[str]

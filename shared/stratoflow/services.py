@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from stratoflow.core.cron import next_fire_times, recent_fire_times
+from stratoflow.core.cron import fire_times_between, next_fire_times, recent_fire_times
 from stratoflow.core.model import Workflow, check_params_size
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import (
@@ -663,6 +663,33 @@ def dispatch_workflow(ports: Ports, workflow_id: str) -> list[str]:
         new = iso(following[0]) if following else None
         if ports.definitions.advance_slot(workflow_id, meta.next_slot, new, meta.max_active_runs):
             started.append(scheduled_run_id(workflow_id, slot))
+
+
+def backfill(ports: Ports, workflow_id: str, start: datetime, end: datetime) -> list[str]:
+    """One run per slot in [start, end], with the active version. Idempotent: a slot's run
+    id is the scheduler's own, so a second backfill (or the schedule) adds nothing."""
+    meta = ports.definitions.get_meta(workflow_id)
+    if meta is None or not meta.active_version or not meta.schedule:
+        raise LookupError(f"workflow {workflow_id!r} is not registered with a schedule")
+    plan = ports.definitions.get_plan(workflow_id, meta.active_version)
+    slots = fire_times_between(
+        meta.schedule, meta.timezone, start - timedelta(microseconds=1), end, BACKFILL_LIMIT
+    )
+    created = []
+    for slot in slots:
+        run, new = start_run(
+            ports,
+            plan,
+            run_id=scheduled_run_id(workflow_id, slot),
+            logical_date=iso(slot),
+            trigger="backfill",
+        )
+        if new:
+            created.append(run.run_id)
+    return created
+
+
+BACKFILL_LIMIT = 10_000
 
 
 def _slot_to_start(meta: WorkflowMeta, cursor: datetime, now: datetime) -> datetime:

@@ -185,12 +185,36 @@ class DynamoRunStore:
             }
         )
         item.update(_key(_run_pk(run.run_id), "#RUN"))
-        return _applied(
-            self._db.put_item,
-            TableName=self.table,
-            Item=item,
-            ConditionExpression="attribute_not_exists(pk)",
+        # The run and its entry in the workflow's run history, newest first by sort key.
+        history = {
+            **_key(f"WF#{run.workflow_id}", f"RUN#{run.created_at}#{run.run_id}"),
+            "run_id": {"S": run.run_id},
+        }
+        reason = self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": item,
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {"Put": {"TableName": self.table, "Item": history}},
+            ]
         )
+        return reason is None
+
+    def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
+        """The workflow's runs, newest first."""
+        resp = self._db.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": {"S": f"WF#{workflow_id}"}, ":p": {"S": "RUN#"}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        runs = [self.get_run(item["run_id"]["S"]) for item in resp.get("Items", [])]
+        return [r for r in runs if r is not None]
 
     def get_run(self, run_id: str) -> RunRecord | None:
         resp = self._db.get_item(
@@ -740,6 +764,7 @@ class DynamoDefinitionStore:
             "timezone": meta.timezone,
             "catchup": meta.catchup,
             "max_active_runs": meta.max_active_runs,
+            "paused": meta.paused,
         }
         sets, names, values = _set_fields(fields)
         removes = []
@@ -761,6 +786,25 @@ class DynamoDefinitionStore:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
+        self._db.put_item(TableName=self.table, Item=_key("WFS", meta.workflow_id))
+
+    def list_workflows(self) -> list[WorkflowMeta]:
+        """Every registered workflow (the registry partition, not a table scan)."""
+        out = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": "WFS"}},
+        }
+        while True:
+            resp = self._db.query(**kwargs)
+            for item in resp.get("Items", []):
+                meta = self.get_meta(item["sk"]["S"])
+                if meta is not None:
+                    out.append(meta)
+            if not resp.get("LastEvaluatedKey"):
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     @staticmethod
     def _due_index_changes(

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class Progress:
     failed: int = 0
     retried: int = 0
     running_tasks: set[str] = field(default_factory=set)
+    running_runs: Counter[str] = field(default_factory=Counter)
+    """Commands running now, per run."""
 
 
 class LocalRuntime:
@@ -68,6 +71,8 @@ class LocalRuntime:
         metrics: Metrics | None = None,
         on_report: Callable[[AttemptReport], None] | None = None,
         pump: bool = True,
+        emulator_port: int = 0,
+        default_workdir: str | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -80,6 +85,8 @@ class LocalRuntime:
         self._metrics = metrics or NoMetrics()
         self._on_report = on_report
         self._pump = pump
+        self._emulator_port = emulator_port
+        self._default_workdir = default_workdir
         self._emulator: EmbeddedEmulator | None = None
         self._stop = threading.Event()
         self.cancel = threading.Event()
@@ -104,7 +111,7 @@ class LocalRuntime:
         for name, value in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(name, value)
         if self.endpoint_url is None:
-            self._emulator = EmbeddedEmulator().start()
+            self._emulator = EmbeddedEmulator(self._emulator_port).start()
             self.endpoint_url = self._emulator.endpoint_url
         self.clients = AwsClients(LOCAL_REGION, self.endpoint_url)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +128,12 @@ class LocalRuntime:
             events=CallbackPublisher(self._run_finished),
             metrics=self._metrics,
         )
-        runner = bootstrap.command_runner(log_dir=log_dir, echo_logs=False, cancel=self.cancel)
+        runner = bootstrap.command_runner(
+            log_dir=log_dir,
+            echo_logs=False,
+            cancel=self.cancel,
+            default_cwd=self._default_workdir,
+        )
         self.runner = runner
         self.install()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stratoflow-executor")
@@ -333,8 +345,11 @@ class LocalRuntime:
 
     def _execute_one(self, url: str, message: dict[str, Any]) -> None:
         assert self.settings is not None
+        run_id = _run_of(message["Body"])
         with self._progress_lock:
             self.progress.running += 1
+            if run_id:
+                self.progress.running_runs[run_id] += 1
         try:
             if _wants_fargate(message["Body"]):
                 response = self._run_fargate_entrypoint(message)
@@ -345,6 +360,10 @@ class LocalRuntime:
         finally:
             with self._progress_lock:
                 self.progress.running -= 1
+                if run_id:
+                    self.progress.running_runs[run_id] -= 1
+                    if self.progress.running_runs[run_id] <= 0:
+                        del self.progress.running_runs[run_id]
             self._slots.release()
 
     def _run_fargate_entrypoint(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -403,6 +422,13 @@ class LocalRuntime:
                     self.progress.failed += 1
             if self._on_report:
                 self._on_report(report)
+
+
+def _run_of(body: str) -> str | None:
+    try:
+        return TaskMessage.from_json(body).run_id
+    except (ValueError, TypeError):
+        return None
 
 
 def _wants_fargate(body: str) -> bool:

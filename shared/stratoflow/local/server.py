@@ -1,0 +1,149 @@
+"""`stratoflow local up`: a long-lived local engine that serves a folder of workflows.
+
+It registers every workflow file in the folder through the real loader handler (an S3
+upload and its notification), re-registers a file when it changes and deactivates it when
+it is deleted, ticks the dispatcher every minute, and leaves its endpoint in
+STRATOFLOW_HOME so that other commands (`workflows`, `runs`, `status`, `backfill`, …) in
+another terminal reach it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from stratoflow import services
+from stratoflow.config import WORKFLOW_FILE_SUFFIXES, WORKFLOWS_PREFIX
+from stratoflow.handlers import loader
+from stratoflow.local.events import LambdaContext, s3_event
+from stratoflow.local.runtime import LocalRuntime
+from stratoflow.local.target import clear_state, home, write_state
+
+SCAN_SECONDS = 0.5
+"""How often the folder is looked at (a file watcher without an inotify dependency)."""
+
+
+@dataclass
+class AcceleratedClock:
+    """Time that runs `speed` times faster than the wall clock (demos and tests)."""
+
+    speed: float
+    origin_real: float
+    origin_virtual: datetime
+
+    def now(self) -> datetime:
+        elapsed = time.time() - self.origin_real
+        return self.origin_virtual + timedelta(seconds=elapsed * self.speed)
+
+
+class FolderServer:
+    """The folder watcher and scheduler ticker around a LocalRuntime."""
+
+    def __init__(
+        self,
+        folder: Path,
+        runtime: LocalRuntime,
+        *,
+        speed: float = 1.0,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.folder = folder
+        self.runtime = runtime
+        self.speed = speed
+        self.say = say
+        self._seen: dict[Path, float] = {}
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        rt = self.runtime.start()
+        assert rt.ports is not None and rt.endpoint_url
+        if self.speed != 1.0:
+            rt.ports.clock = AcceleratedClock(self.speed, time.time(), datetime.now(UTC))
+        write_state(rt.endpoint_url, rt.prefix)
+        self.say(f"stratoflow local engine at {rt.endpoint_url}, serving {self.folder}")
+
+    def serve(self) -> None:
+        """Watch and tick until `stop()` (or Ctrl-C in the caller)."""
+        assert self.runtime.ports is not None
+        clock = self.runtime.ports.clock
+        next_tick = _next_minute(clock.now())
+        while not self._stop.is_set():
+            self.scan()
+            if clock.now() >= next_tick:
+                for run_id in self.runtime.tick():
+                    self.say(f"started {run_id}")
+                next_tick = _next_minute(clock.now())
+            self._stop.wait(min(SCAN_SECONDS, 60 / self.speed / 4))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def scan(self) -> None:
+        """Register new and changed workflow files; deactivate removed ones."""
+        current = {
+            p: p.stat().st_mtime
+            for p in self.folder.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in WORKFLOW_FILE_SUFFIXES
+            and ".stratoflow" not in p.parts
+        }
+        for path, mtime in current.items():
+            if self._seen.get(path) != mtime:
+                self._upload(path)
+        for path in set(self._seen) - set(current):
+            self._remove(path)
+        self._seen = current
+
+    def _key(self, path: Path) -> str:
+        return WORKFLOWS_PREFIX + path.relative_to(self.folder).as_posix()
+
+    def _upload(self, path: Path) -> None:
+        rt = self.runtime
+        assert rt.clients is not None and rt.settings is not None
+        key = self._key(path)
+        rt.clients.s3.put_object(Bucket=rt.settings.bucket, Key=key, Body=path.read_bytes())
+        result = loader.handler(
+            s3_event("ObjectCreated:Put", rt.settings.bucket, key, rt.settings.region),
+            LambdaContext("stratoflow-loader"),
+        )
+        for reg in result["registered"]:
+            self.say(f"registered {reg['workflow_id']} v{reg['version']} from {path.name}")
+        for error in result["errors"]:
+            self.say(f"error: {error}")
+
+    def _remove(self, path: Path) -> None:
+        rt = self.runtime
+        assert rt.clients is not None and rt.settings is not None
+        key = self._key(path)
+        rt.clients.s3.delete_object(Bucket=rt.settings.bucket, Key=key)
+        result = loader.handler(
+            s3_event("ObjectRemoved:Delete", rt.settings.bucket, key, rt.settings.region),
+            LambdaContext("stratoflow-loader"),
+        )
+        for workflow_id in result["deactivated"]:
+            self.say(f"deactivated {workflow_id} ({path.name} removed)")
+
+    def shutdown(self, grace: float) -> None:
+        """Give running tasks `grace` seconds, then stop them and record them cancelled."""
+        rt = self.runtime
+        deadline = time.monotonic() + grace
+        while rt.progress.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if rt.progress.running and rt.ports is not None:
+            for run_id in list(rt.progress.running_runs):
+                services.cancel_run(rt.ports, run_id)
+            rt.cancel.set()
+            rt.quiesce()
+        clear_state()
+        rt.stop()
+
+
+def _next_minute(now: datetime) -> datetime:
+    return now.replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=1)
+
+
+__all__ = ["AcceleratedClock", "FolderServer", "home"]

@@ -1,0 +1,73 @@
+"""Connecting the CLI to a running engine: an endpoint (a `stratoflow local up` server,
+LocalStack) or the state file that `local up` leaves in STRATOFLOW_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from stratoflow import bootstrap
+from stratoflow.aws.clients import AwsClients
+from stratoflow.config import Resources, Settings
+from stratoflow.local.emulator import LOCAL_CREDENTIALS, LOCAL_REGION
+from stratoflow.services import Ports
+
+STATE_FILE = "local.json"
+
+
+class NoEngine(LookupError):
+    """No endpoint was given and no local server is running."""
+
+
+def home() -> Path:
+    return Path(os.environ.get("STRATOFLOW_HOME", ".stratoflow"))
+
+
+def write_state(endpoint_url: str, prefix: str) -> Path:
+    path = home() / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"endpoint_url": endpoint_url, "prefix": prefix, "pid": os.getpid()})
+    )
+    return path
+
+
+def clear_state() -> None:
+    (home() / STATE_FILE).unlink(missing_ok=True)
+
+
+def resolve_endpoint(endpoint_url: str | None) -> tuple[str, str]:
+    """(endpoint, prefix): the one given, else the running local server's."""
+    if endpoint_url:
+        return endpoint_url, "stratoflow"
+    path = home() / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError) as exc:
+        raise NoEngine(
+            "no engine to talk to: start one with `stratoflow local up`, or pass "
+            "--endpoint-url (e.g. http://localhost:4566 for LocalStack)"
+        ) from exc
+    return str(state["endpoint_url"]), str(state.get("prefix", "stratoflow"))
+
+
+def connect(endpoint_url: str | None) -> Ports:
+    """Ports on the engine's resources at that endpoint (found, not created)."""
+    endpoint, prefix = resolve_endpoint(endpoint_url)
+    for name, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(name, value)
+    clients = AwsClients(os.environ.get("AWS_REGION", LOCAL_REGION), endpoint)
+    resources = Resources.named(prefix)
+    sqs = clients.sqs
+    settings = Settings(
+        table=resources.table,
+        task_queue_url=sqs.get_queue_url(QueueName=resources.task_queue.name)["QueueUrl"],
+        completion_queue_url=sqs.get_queue_url(QueueName=resources.completion_queue.name)[
+            "QueueUrl"
+        ],
+        bucket=resources.bucket,
+        endpoint_url=endpoint,
+        region=clients.region,
+    )
+    return bootstrap.build_ports(settings, clients=clients)

@@ -1,0 +1,139 @@
+"""`stratoflow local up` end to end: a folder served, a schedule firing, commands from
+another terminal, hot reload, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(home)}
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stratoflow.cli", *args],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+EVERY_MINUTE = """\
+id: every-minute
+schedule: "* * * * *"
+max_active_runs: 3
+tasks:
+  - id: tick
+    command: echo "$STRATOFLOW_LOGICAL_DATE" >> ticks.txt
+"""
+
+
+def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path) -> None:
+    folder, home = tmp_path / "flows", tmp_path / "home"
+    folder.mkdir()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stratoflow.cli",
+            "local",
+            "up",
+            "--dir",
+            str(folder),
+            "--clock-speed",
+            "60",
+            "--grace",
+            "1",
+        ],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _until(lambda: (home / "local.json").exists(), 60, "the server's state file")
+        (folder / "every.yaml").write_text(EVERY_MINUTE)
+        # 60x clock: a minute passes every second; the first slot runs within a few seconds
+        ticks = folder / "ticks.txt"
+        _until(lambda: ticks.exists() and ticks.read_text().strip(), 30, "a scheduled run")
+
+        def succeeded_runs() -> list[dict[str, Any]]:
+            result = _cli(home, "runs", "every-minute", "--json")
+            assert result.returncode == 0, result.stderr
+            return [r for r in json.loads(result.stdout) if r["status"] == "succeeded"]
+
+        [first, *_] = _until(succeeded_runs, 30, "a succeeded scheduled run")
+        assert first["trigger"] == "schedule" and first["run_id"].startswith("every-minute@")
+        status = _cli(home, "status", first["run_id"], "--json")
+        assert json.loads(status.stdout)["tasks"]["tick"]["status"] == "succeeded"
+
+        listed = json.loads(_cli(home, "workflows", "--json").stdout)
+        assert [(w["workflow_id"], w["version"]) for w in listed] == [("every-minute", 1)]
+
+        # hot reload: a changed file becomes version 2
+        (folder / "every.yaml").write_text(
+            EVERY_MINUTE.replace("max_active_runs: 3", "max_active_runs: 2")
+        )
+        _until(
+            lambda: json.loads(_cli(home, "workflows", "--json").stdout)[0]["version"] == 2,
+            30,
+            "version 2",
+        )
+
+        assert _cli(home, "pause", "every-minute").returncode == 0
+        assert json.loads(_cli(home, "workflows", "--json").stdout)[0]["paused"] is True
+
+        backfill = [
+            "backfill",
+            "every-minute",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2026-01-01T00:04:00Z",
+            "--json",
+        ]
+        assert len(json.loads(_cli(home, *backfill).stdout)) == 5
+        assert json.loads(_cli(home, *backfill).stdout) == []  # idempotent
+
+        # deleting the file deactivates the workflow
+        (folder / "every.yaml").unlink()
+        _until(
+            lambda: json.loads(_cli(home, "workflows", "--json").stdout)[0]["active"] is False,
+            30,
+            "deactivation",
+        )
+    finally:
+        server.send_signal(signal.SIGINT)
+        _out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err
+    assert "registered every-minute v1" in err
+    assert not (home / "local.json").exists()
+
+
+def test_commands_without_a_running_engine_explain_what_to_do(tmp_path: Path) -> None:
+    result = _cli(tmp_path / "nothing-here", "workflows")
+    assert result.returncode == 2
+    assert "stratoflow local up" in result.stderr and "Traceback" not in result.stderr

@@ -194,9 +194,15 @@ def workflows(endpoint_url: str | None, as_json: bool) -> None:
                 "last_status": last[0].status.public if last else None,
             }
         )
+    errors = ports.definitions.source_errors()
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps({"workflows": rows, "load_errors": errors}))
         return
+    for error in errors:
+        err_console.print(
+            f"[bold red]rejected upload[/] {error['source']} ({error['at']}): {error['message']}",
+            soft_wrap=True,
+        )
     table = Table(title="workflows")
     for col in ("workflow", "version", "schedule", "paused", "next run", "last run", "status"):
         table.add_column(col)

@@ -99,6 +99,14 @@ class DefinitionStore(Protocol):
         """Remember one S3 event of `source`; False if it was seen before (a replay)."""
         ...
 
+    def record_source_error(self, source: str, message: str | None, now: str) -> None:
+        """Keep (or, with None, clear) the error of the last upload of `source`."""
+        ...
+
+    def source_errors(self) -> list[dict[str, str]]:
+        """Uploads whose last version was rejected: source, message, at."""
+        ...
+
     def link_source(self, source: str, workflow_id: str) -> None:
         """Record which workflow the file at `source` registered."""
         ...

@@ -41,6 +41,10 @@ def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _workflows(home: Path) -> list[dict[str, Any]]:
+    return json.loads(_cli(home, "workflows", "--json").stdout)["workflows"]
+
+
 EVERY_MINUTE = """\
 id: every-minute
 schedule: "* * * * *"
@@ -90,7 +94,7 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
         status = _cli(home, "status", first["run_id"], "--json")
         assert json.loads(status.stdout)["tasks"]["tick"]["status"] == "succeeded"
 
-        listed = json.loads(_cli(home, "workflows", "--json").stdout)
+        listed = _workflows(home)
         assert [(w["workflow_id"], w["version"]) for w in listed] == [("every-minute", 1)]
 
         # hot reload: a changed file becomes version 2
@@ -98,13 +102,13 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
             EVERY_MINUTE.replace("max_active_runs: 3", "max_active_runs: 2")
         )
         _until(
-            lambda: json.loads(_cli(home, "workflows", "--json").stdout)[0]["version"] == 2,
+            lambda: _workflows(home)[0]["version"] == 2,
             30,
             "version 2",
         )
 
         assert _cli(home, "pause", "every-minute").returncode == 0
-        assert json.loads(_cli(home, "workflows", "--json").stdout)[0]["paused"] is True
+        assert _workflows(home)[0]["paused"] is True
 
         backfill = [
             "backfill",
@@ -118,10 +122,23 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
         assert len(json.loads(_cli(home, *backfill).stdout)) == 5
         assert json.loads(_cli(home, *backfill).stdout) == []  # idempotent
 
+        # a broken edit is reported where the user looks, and version 2 stays active
+        (folder / "every.yaml").write_text("id: every-minute\ntasks: [\n")
+        listing = _until(
+            lambda: (lambda d: d["load_errors"] and d)(
+                json.loads(_cli(home, "workflows", "--json").stdout)
+            ),
+            30,
+            "the load error",
+        )
+        assert "every.yaml" in listing["load_errors"][0]["source"]
+        assert listing["workflows"][0]["version"] == 2
+        (folder / "every.yaml").write_text(EVERY_MINUTE)
+
         # deleting the file deactivates the workflow
         (folder / "every.yaml").unlink()
         _until(
-            lambda: json.loads(_cli(home, "workflows", "--json").stdout)[0]["active"] is False,
+            lambda: _workflows(home)[0]["active"] is False,
             30,
             "deactivation",
         )

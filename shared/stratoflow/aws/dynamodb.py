@@ -833,6 +833,27 @@ class DynamoDefinitionStore:
             ConditionExpression="attribute_not_exists(pk)",
         )
 
+    def record_source_error(self, source: str, message: str | None, now: str) -> None:
+        key = _key("SRCERR", source)
+        if message is None:
+            self._db.delete_item(TableName=self.table, Key=key)
+            return
+        self._db.put_item(
+            TableName=self.table,
+            Item={**key, "message": {"S": message}, "at": {"S": now}},
+        )
+
+    def source_errors(self) -> list[dict[str, str]]:
+        resp = self._db.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "SRCERR"}},
+        )
+        return [
+            {"source": i["sk"]["S"], "message": i["message"]["S"], "at": i["at"]["S"]}
+            for i in resp.get("Items", [])
+        ]
+
     def link_source(self, source: str, workflow_id: str) -> None:
         self._db.put_item(
             TableName=self.table,

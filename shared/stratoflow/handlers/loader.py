@@ -55,11 +55,17 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             logger.warning("invalid workflow upload", extra={"key": key, "error": err.message})
             ports.metrics.count("WorkflowLoadFailed", key)
             s3.put_object(Bucket=bucket, Key=key + ERROR_SUFFIX, Body=err.message.encode())
+            ports.definitions.record_source_error(source, err.message, _now(ports))
             errors.append(err.message)
             continue
         meta = services.register_workflow(ports, workflow, source)
         ports.definitions.link_source(source, workflow.id)
+        ports.definitions.record_source_error(source, None, _now(ports))
         s3.delete_object(Bucket=bucket, Key=key + ERROR_SUFFIX)
         registered.append({"workflow_id": workflow.id, "version": meta.active_version, "key": key})
         logger.info("workflow registered", extra=registered[-1])
     return {"registered": registered, "errors": errors, "deactivated": deactivated}
+
+
+def _now(ports: services.Ports) -> str:
+    return ports.clock.now().isoformat()

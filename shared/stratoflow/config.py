@@ -108,11 +108,18 @@ DUE_INDEX = "due"
 dispatcher's tick queries it instead of scanning every workflow."""
 DUE_INDEX_PARTITION = "due_pk"
 DUE_INDEX_SORT = "due_at"
+LEASE_INDEX = "leases"
+"""Sparse index of the running attempts by the end of their lease: the dispatcher's tick
+finds attempts whose executor died (a Fargate task has no queue message to redeliver)."""
+LEASE_INDEX_PARTITION = "lease_pk"
+LEASE_INDEX_SORT = "lease_at"
 TABLE_ATTRIBUTES: list[dict[str, str]] = [
     {"AttributeName": "pk", "AttributeType": "S"},
     {"AttributeName": "sk", "AttributeType": "S"},
     {"AttributeName": DUE_INDEX_PARTITION, "AttributeType": "S"},
     {"AttributeName": DUE_INDEX_SORT, "AttributeType": "S"},
+    {"AttributeName": LEASE_INDEX_PARTITION, "AttributeType": "S"},
+    {"AttributeName": LEASE_INDEX_SORT, "AttributeType": "S"},
 ]
 TABLE_INDEXES: list[dict[str, object]] = [
     {
@@ -122,7 +129,15 @@ TABLE_INDEXES: list[dict[str, object]] = [
             {"AttributeName": DUE_INDEX_SORT, "KeyType": "RANGE"},
         ],
         "Projection": {"ProjectionType": "KEYS_ONLY"},
-    }
+    },
+    {
+        "IndexName": LEASE_INDEX,
+        "KeySchema": [
+            {"AttributeName": LEASE_INDEX_PARTITION, "KeyType": "HASH"},
+            {"AttributeName": LEASE_INDEX_SORT, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY"},
+    },
 ]
 TABLE_TTL_ATTRIBUTE = "expires_at"
 

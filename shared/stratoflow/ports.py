@@ -161,6 +161,12 @@ class RunStore(Protocol):
         """Move the task to running for `attempt` if it is ready for exactly that attempt."""
         ...
 
+    def expired_attempts(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(run id, task id) of running attempts whose lease ended before `now`."""
+        ...
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord: ...
+
     def retry_attempt(
         self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any]
     ) -> bool:

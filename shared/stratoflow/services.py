@@ -628,6 +628,39 @@ def dispatch_due(ports: Ports) -> list[str]:
     return started
 
 
+def reap_expired_attempts(ports: Ports, limit: int = 100) -> list[str]:
+    """Report as lost the running attempts whose lease has passed (invariant 2).
+
+    A Lambda attempt whose invocation died is found again when SQS redelivers its message;
+    a Fargate task that died has no message, so the dispatcher's tick looks for both here.
+    A duplicate report is harmless: the completion handler's conditions take one.
+    """
+    now = ports.clock.now().timestamp()
+    reported: list[str] = []
+    for run_id, task_id in ports.runs.expired_attempts(now, limit):
+        task = ports.runs.get_task(run_id, task_id)
+        if task.status is not TaskStatus.RUNNING or (task.lease_until or now) > now:
+            continue
+        run = ports.runs.get_run(run_id)
+        if run is None:
+            continue
+        ports.completions.send_reports(
+            [
+                AttemptReport(
+                    run_id=run_id,
+                    workflow_id=run.workflow_id,
+                    version=run.version,
+                    task_id=task_id,
+                    attempt=task.attempt,
+                    lost=True,
+                    error="executor lost: the attempt's lease expired",
+                )
+            ]
+        )
+        reported.append(f"{run_id}/{task_id}")
+    return reported
+
+
 def dispatch_workflow(ports: Ports, workflow_id: str) -> list[str]:
     """Start this workflow's due slots, oldest first, while max_active_runs allows."""
     started: list[str] = []

@@ -395,3 +395,25 @@ def test_a_replayed_upload_event_is_processed_once_and_deleting_deactivates(
     assert meta is not None and meta.active_version is None and meta.next_slot is None
     far_future = "9999-01-01T00:00:00Z"
     assert wf_id not in bare.ports.definitions.due_workflows(far_future, 1000)
+
+
+def test_the_tick_reports_an_attempt_whose_executor_died_without_a_redelivery(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    """A Fargate task that dies leaves no queue message behind: the tick finds its lease."""
+    run_id, _ = _start(
+        bare, {"tasks": [{"id": "heavy", "command": "true", "executor": "fargate"}]}, tmp_path
+    )
+    _tasks(bare)  # the message is consumed: the container started, then died
+    ports = bare.ports
+    assert ports is not None
+    now = ports.clock.now().timestamp()
+    ports.runs.claim_attempt(run_id, "heavy", 1, "2026-01-01T00:00:00Z", now - 5, now - 100)
+    tick = eventbridge_event("Scheduled Event", {}, "us-east-1", source="aws.events")
+    assert dispatcher.handler(tick, None)["lost"] == [f"{run_id}/heavy"]
+    [report] = _reports(bare)
+    _complete(bare, [report])
+    run, tasks = ports.runs.get_run_and_tasks(run_id, ["heavy"])
+    assert tasks["heavy"].status == "failed" and run.status == "failed"
+    # recorded: the next tick finds nothing more to report
+    assert dispatcher.handler(tick, None)["lost"] == []

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,15 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from stratoflow.aws.clients import AwsClients
-from stratoflow.config import DEFINITIONS_PREFIX, DUE_INDEX, DUE_INDEX_PARTITION, DUE_INDEX_SORT
+from stratoflow.config import (
+    DEFINITIONS_PREFIX,
+    DUE_INDEX,
+    DUE_INDEX_PARTITION,
+    DUE_INDEX_SORT,
+    LEASE_INDEX,
+    LEASE_INDEX_PARTITION,
+    LEASE_INDEX_SORT,
+)
 from stratoflow.core.model import MAX_PRIORITY, Workflow
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import (
@@ -144,6 +152,11 @@ def _task_from(task_id: str, item: dict[str, Any] | None) -> TaskRecord:
         error=d.get("error"),
         counters={c: int(d.get(c, 0)) for c in _COUNTERS if c in d},
     )
+
+
+def _lease_at(epoch: float) -> str:
+    # Sortable text of a lease's end, for the `leases` index.
+    return iso(datetime.fromtimestamp(epoch, UTC)) or ""
 
 
 def _waiting_key(priority: int, now: str, task_id: str) -> str:
@@ -288,7 +301,8 @@ class DynamoRunStore:
                 Key=_key(_run_pk(run_id), f"T#{task_id}"),
                 UpdateExpression=(
                     "SET #st = :running, attempt = :a, started_at = :s, lease_until = :l, "
-                    "timed_out = :false REMOVE finished_at, exit_code"
+                    f"timed_out = :false, {LEASE_INDEX_PARTITION} = :lease_pk, "
+                    f"{LEASE_INDEX_SORT} = :lease_at REMOVE finished_at, exit_code"
                 ),
                 ConditionExpression=(
                     "(attribute_not_exists(#st) OR #st IN (:q, :w, :p, :r)) AND "
@@ -301,6 +315,8 @@ class DynamoRunStore:
                     ":prev": {"N": str(attempt - 1)},
                     ":s": {"S": started_at},
                     ":l": _ser(lease_until),
+                    ":lease_pk": {"S": "LEASE"},
+                    ":lease_at": {"S": _lease_at(lease_until)},
                     ":false": {"BOOL": False},
                     ":q": {"S": TaskStatus.QUEUED.value},
                     ":w": {"S": TaskStatus.WAITING.value},
@@ -344,7 +360,7 @@ class DynamoRunStore:
                 Key=_key(_run_pk(run_id), f"T#{task_id}"),
                 UpdateExpression="SET #st = :retry"
                 + "".join(f", {s}" for s in sets)
-                + " REMOVE lease_until",
+                + f" REMOVE lease_until, {LEASE_INDEX_PARTITION}, {LEASE_INDEX_SORT}",
                 ConditionExpression="#st = :running AND attempt = :a",
                 ExpressionAttributeNames={"#st": "status", **names},
                 ExpressionAttributeValues=values,
@@ -378,7 +394,7 @@ class DynamoRunStore:
             )
             condition = "#st = :running AND attempt = :a"
             update = "SET #st = :final, propagated = :true" + "".join(f", {x}" for x in sets)
-            update += " REMOVE lease_until"
+            update += f" REMOVE lease_until, {LEASE_INDEX_PARTITION}, {LEASE_INDEX_SORT}"
         else:
             condition = "#st = :final AND attribute_not_exists(propagated)"
             update = "SET propagated = :true" + "".join(f", {x}" for x in sets)
@@ -574,6 +590,20 @@ class DynamoRunStore:
             }
         }
         return self._transact([{"Update": run_update}, release]) is None
+
+    def expired_attempts(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """(run id, task id) of running attempts whose lease ended before `now`."""
+        resp = self._db.query(
+            TableName=self.table,
+            IndexName=LEASE_INDEX,
+            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} < :now",
+            ExpressionAttributeValues={":p": {"S": "LEASE"}, ":now": {"S": _lease_at(now)}},
+            Limit=limit,
+        )
+        return [(i["pk"]["S"][4:], i["sk"]["S"][2:]) for i in resp.get("Items", [])]
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord:
+        return _task_from(task_id, self._get_task_item(run_id, task_id))
 
     def claim_compensation(self, run_id: str, index: int, task_id: str, started_at: str) -> bool:
         return _applied(

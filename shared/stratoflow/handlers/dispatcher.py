@@ -25,8 +25,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ports = bootstrap.default_ports()
     if ev.detail_type == SCHEDULED_EVENT:
         started = services.dispatch_due(ports)
-        logger.info("tick", extra={"runs_started": len(started)})
-        return {"started": started}
+        lost = services.reap_expired_attempts(ports)
+        logger.info("tick", extra={"runs_started": len(started), "attempts_lost": len(lost)})
+        return {"started": started, "lost": lost}
     if ev.detail_type != RUN_REQUESTED:
         raise ValueError(f"dispatcher: unsupported event detail-type {ev.detail_type!r}")
     detail = ev.detail

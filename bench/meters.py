@@ -33,13 +33,13 @@ here): billed SQS requests, but not made by stratoflow's code."""
 
 
 def item_kind(key: dict[str, Any] | None) -> str:
-    """run | task | marker | waiting | compensation | definition | other, from an item key."""
+    """run | task | marker | waiting | compensation | workflow | other, from an item key."""
     if not key:
         return "other"
     pk = key.get("pk", {}).get("S", "")
     sk = key.get("sk", {}).get("S", "")
     if pk.startswith("WF#"):
-        return "definition"
+        return "workflow"  # its versions, META, run index
     if sk == "#RUN":
         return "run"
     for prefix, kind in (

@@ -56,6 +56,7 @@ from cost import (  # noqa: E402
     write_units,
 )
 from workloads import (  # noqa: E402
+    W4_DEFAULT_WIDTH,
     W4_FULL_WIDTH,
     W4_QUICK_WIDTH,
     Dag,
@@ -560,7 +561,7 @@ def evaluate_targets(results: dict[str, dict[str, Any]], w4_full: bool) -> list[
         x = c["cheaper_than_step_functions"]
         target(
             f"{w} vs Step Functions (${sfn:.2f}/M)",
-            f"{x:.1f}× cheaper",
+            f"Step Functions ÷ ours = {x:.1f}×",
             "≥ 5×",
             x >= 5,
             f"{x / 5:.2f} of the goal" if x < 5 else f"{x - 5:.1f}× to spare",
@@ -572,8 +573,8 @@ def evaluate_targets(results: dict[str, dict[str, Any]], w4_full: bool) -> list[
         met: bool | None = total < 1024 and w4_full and r["status"] == "succeeded"
         note = f"engine {rss['engine']:.0f} + emulator {rss['emulator'] or 0:.0f} MiB"
         if not w4_full:
-            note += f"; measured at {r['tasks']:,} tasks, not 10,000"
-            met = False
+            note += f"; this run's W4 has {r['tasks']:,} tasks, not 10,000"
+            met = None
         target(
             "W4 (10,000) completes, peak RSS < 1 GiB", f"{total:.0f} MiB", "< 1024 MiB", met, note
         )
@@ -915,9 +916,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=None, help="per run, seconds")
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="re-render the tables (and the docs block) from a results file, running nothing",
+    )
     args = p.parse_args(argv)
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        w4_full = doc["w4_width"] >= W4_FULL_WIDTH
+        doc["targets"] = evaluate_targets(doc["workloads"], w4_full)
+        print_tables(doc["workloads"], doc["targets"])
+        full = set(doc["workloads"]) == {"W1", "W2", "W3", "W4"} and not doc.get("quick")
+        if full and not args.no_docs and update_docs(doc):
+            print(f"docs: {DOCS} (measured block updated)")
+        return 0
     if args.w4_width is None:
-        args.w4_width = W4_QUICK_WIDTH if args.quick else W4_FULL_WIDTH
+        args.w4_width = W4_QUICK_WIDTH if args.quick else W4_DEFAULT_WIDTH
 
     if args.workload:
         result = measure(args.workload, args.w4_width, args.workers, args.timeout)

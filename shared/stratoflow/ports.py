@@ -182,6 +182,12 @@ class RunStore(Protocol):
         """pending → status; True only for the one caller that made the decision."""
         ...
 
+    def decide_tasks(
+        self, run_id: str, task_ids: Sequence[str], status: TaskStatus, now: str
+    ) -> list[str]:
+        """`decide_task` for several tasks at once; returns the ones this call decided."""
+        ...
+
     def put_waiting(self, run_id: str, task_id: str, priority: int, now: str) -> None: ...
 
     def peek_waiting(self, run_id: str, limit: int) -> list[tuple[str, str]]:

@@ -56,6 +56,8 @@ LEASE_MARGIN_SECONDS = 60.0
 """Extra time past a task's timeout (and kill grace) before its claim counts as abandoned."""
 KILL_GRACE_SECONDS = 2.0
 SHORT_WAIT_SECONDS = 1.0
+DECIDE_BATCH = 100
+"""Dependents decided per request: DynamoDB's limit of items in one transaction."""
 
 
 @dataclass
@@ -392,6 +394,7 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
     """Finalize a task, decide its dependents, cascade skips, and finish the run if done."""
     worklist = [first]
     ready: list[str] = []
+    made_ready = False
     run: RunRecord | None = None
     while worklist:
         settlement = worklist.pop()
@@ -403,6 +406,7 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
         if run.status is not RunStatus.RUNNING:
             continue  # cancelled: its remaining tasks stay as they are, nothing new starts
         now = iso(ports.clock.now()) or ""
+        to_run: list[str] = []
         for child_id in settlement.children:
             child = children[child_id]
             if child.status is not TaskStatus.PENDING:
@@ -416,9 +420,7 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
             if decision is Decision.WAIT:
                 continue
             if decision is Decision.RUN:
-                status = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
-                if ports.runs.decide_task(run_id, child_id, status, now):
-                    ready.append(child_id)
+                to_run.append(child_id)
                 continue
             settled = (
                 TaskStatus.SKIPPED if decision is Decision.SKIP else TaskStatus.UPSTREAM_FAILED
@@ -435,13 +437,21 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
                         fields={"settled_at": now},
                     )
                 )
+        # Decide in batches and enqueue each batch at once: a 10,000-wide fan-out must not
+        # hold every dependent back until the last one is decided.
+        status = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
+        for start in range(0, len(to_run), DECIDE_BATCH):
+            won = ports.runs.decide_tasks(run_id, to_run[start : start + DECIDE_BATCH], status, now)
+            if won:
+                _make_ready(ports, plan, run, won)
+                made_ready = True
     if run is None:
         return
     if run.status is not RunStatus.RUNNING:
         return  # cancelled (or finished): nothing new starts
     if ready:
         _make_ready(ports, plan, run, ready)
-    elif run.concurrency is not None and first.releases_slot:
+    elif run.concurrency is not None and first.releases_slot and not made_ready:
         _pump_waiting(ports, plan, run)
     if run.final_count >= run.n_tasks and run.status is RunStatus.RUNNING:
         _finish_run(ports, plan, run)

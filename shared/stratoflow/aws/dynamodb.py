@@ -503,6 +503,52 @@ class DynamoRunStore:
             ExpressionAttributeValues=values,
         )
 
+    def decide_tasks(
+        self, run_id: str, task_ids: Sequence[str], status: TaskStatus, now: str
+    ) -> list[str]:
+        if len(task_ids) <= 1:
+            return [t for t in task_ids if self.decide_task(run_id, t, status, now)]
+        updates = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _key(_run_pk(run_id), f"T#{task_id}"),
+                    "UpdateExpression": "SET #st = :s, decided_at = :now",
+                    "ConditionExpression": "attribute_not_exists(#st) OR #st = :pending",
+                    "ExpressionAttributeNames": {"#st": "status"},
+                    "ExpressionAttributeValues": {
+                        ":s": {"S": status.value},
+                        ":pending": {"S": TaskStatus.PENDING.value},
+                        ":now": {"S": now},
+                    },
+                }
+            }
+            for task_id in task_ids
+        ]
+        # All-or-nothing in one request; when another parent decided one of them first
+        # (a race), fall back to deciding each alone so that each has one winner.
+        if self._transact_all(updates):
+            return list(task_ids)
+        return [t for t in task_ids if self.decide_task(run_id, t, status, now)]
+
+    def _transact_all(self, items: list[dict[str, Any]]) -> bool:
+        """True if the transaction applied; False if any item's condition failed."""
+        attempt = 0
+        while True:
+            try:
+                self._db.transact_write_items(TransactItems=items)
+                return True
+            except ClientError as err:
+                if _code(err) != "TransactionCanceledException":
+                    raise
+                codes = {r.get("Code") for r in err.response.get("CancellationReasons") or []}
+                if "ConditionalCheckFailed" in codes:
+                    return False
+                if not codes & _RETRYABLE_TX or attempt >= 12:
+                    raise
+                attempt += 1
+                _backoff(attempt)
+
     # -- concurrency cap
 
     def put_waiting(self, run_id: str, task_id: str, priority: int, now: str) -> None:

@@ -135,20 +135,13 @@ def _schedule_of(target: str, endpoint_url: str | None) -> tuple[str, str]:
         if not wf.schedule:
             _invalid(f"workflow file {target!r} has no schedule")
         return wf.schedule, wf.timezone
-    if endpoint_url is None:
-        _invalid(
-            f"{target!r} is not a workflow file; for a registered workflow pass "
-            "--endpoint-url of the engine that has it"
-        )
-    from stratoflow.aws.clients import AwsClients
-    from stratoflow.aws.dynamodb import DynamoDefinitionStore
-    from stratoflow.config import Settings
-
-    settings = Settings.from_env()
-    store = DynamoDefinitionStore(AwsClients(settings.region, endpoint_url), settings.table)
-    meta = store.get_meta(target)
+    ports = _engine(endpoint_url)
+    meta = ports.definitions.get_meta(target)
     if meta is None or not meta.schedule:
-        _invalid(f"workflow {target!r} is not registered with a schedule at {endpoint_url}")
+        _invalid(
+            f"{target!r} is neither a workflow file nor a workflow registered with a "
+            f"schedule at {endpoint_url or 'the local engine'}"
+        )
     return meta.schedule, meta.timezone
 
 

@@ -94,6 +94,10 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
         status = _cli(home, "status", first["run_id"], "--json")
         assert json.loads(status.stdout)["tasks"]["tick"]["status"] == "succeeded"
 
+        upcoming = _cli(home, "next", "every-minute", "-n", "2", "--json")
+        assert upcoming.returncode == 0, upcoming.stderr
+        assert len(json.loads(upcoming.stdout)) == 2
+
         listed = _workflows(home)
         assert [(w["workflow_id"], w["version"]) for w in listed] == [("every-minute", 1)]
 

@@ -12,18 +12,19 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.dynamodb import DynamoDefinitionStore, DynamoRunStore
-from stratoflow.aws.ecs import FargateLauncher, RoutingTaskQueue
+from stratoflow.aws.ecs import EcsWorkers, FargateLauncher, RoutingTaskQueue
+from stratoflow.aws.logs import END_MARKER, START_MARKER, AttemptLogReader
 from stratoflow.aws.observability import EventBridgePublisher, NoMetrics, PowertoolsMetrics
 from stratoflow.aws.sqs import SqsCompletionQueue, SqsTaskQueue
 from stratoflow.config import Settings
 from stratoflow.core.records import iso
-from stratoflow.ports import EventPublisher, Metrics
+from stratoflow.ports import EventPublisher, Metrics, NoWorkers
 from stratoflow.services import CommandOutcome, CommandRunner, Ports, RandomIds, SystemClock
 
 _lock = threading.Lock()
@@ -53,6 +54,8 @@ def build_ports(
         ids=RandomIds(),
         events=events or EventBridgePublisher(clients, settings.event_bus),
         metrics=metrics or (PowertoolsMetrics() if _in_lambda() else NoMetrics()),
+        workers=EcsWorkers(clients, settings.ecs) if settings.ecs else NoWorkers(),
+        logs=AttemptLogReader(clients),
     )
 
 
@@ -76,6 +79,32 @@ def default_ports() -> Ports:
             if _default is None:
                 _default = build_ports(Settings.from_env(), clients=clients)
     return _default
+
+
+Uploader = Callable[[str, bytes], str]
+"""put(key, body) → the source URI under which the loader registers that file."""
+_default_uploader: Uploader | None = None
+
+
+def default_uploader() -> Uploader:
+    """Where the API puts uploaded workflow files: the bucket's workflows/ prefix (whose
+    notification also reaches the loader), or what `install_uploader` set (local up)."""
+    if _default_uploader is not None:
+        return _default_uploader
+    clients = default_clients()
+    # The bucket the definitions use: from the environment, or the installed engine's.
+    bucket = Settings.from_env().bucket or getattr(default_ports().definitions, "bucket", "")
+
+    def put(key: str, body: bytes) -> str:
+        clients.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        return f"s3://{bucket}/{key}"
+
+    return put
+
+
+def install_uploader(uploader: Uploader | None) -> None:
+    global _default_uploader
+    _default_uploader = uploader
 
 
 def default_runner() -> CommandRunner:
@@ -109,22 +138,38 @@ def command_runner(
 ) -> CommandRunner:
     """The runner the executor uses: full output to a log file per attempt.
 
-    With a `log_dir` (local runs) the files stay there; without one (Lambda, Fargate) the
-    output is written to this process's stdout, i.e. CloudWatch Logs, and the file removed.
+    With a `log_dir` (local runs) the files stay there and an attempt's log reference is
+    `file:<path>`; without one (Lambda, Fargate) the output is also streamed, as it comes,
+    to this process's stdout between markers, i.e. to CloudWatch Logs, and the file removed:
+    the reference is then `cwl|<group>|<stream>|<log name>`.
     """
-    from stratoflow.runner.process import run_command
+    from stratoflow.runner.process import AnyEvent, run_command
 
     echo = (log_dir is None) if echo_logs is None else echo_logs
     base = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "stratoflow-logs"
 
+    def log_ref(log_name: str) -> str:
+        if echo:
+            where = _cloudwatch_stream()
+            return f"cwl|{where[0]}|{where[1]}|{log_name}" if where else ""
+        return f"file:{base / log_name}"
+
     def run(
-        command: str, *, env: Mapping[str, str], cwd: str | None, timeout: float, log_name: str
+        command: str,
+        *,
+        env: Mapping[str, str],
+        cwd: str | None,
+        timeout: float,
+        log_name: str,
+        cancel: threading.Event | None = None,
     ) -> CommandOutcome:
         log_path = base / log_name
         scratch = None
         cwd = cwd or default_cwd
         if cwd is None:
             scratch = tempfile.mkdtemp(prefix="stratoflow-")
+        stops = [e for e in (cancel, process_cancel) if e is not None]
+        echoing = _LiveEcho(log_path, log_name) if echo else None
         try:
             result = run_command(
                 command,
@@ -132,7 +177,7 @@ def command_runner(
                 cwd=cwd or scratch,
                 timeout=timeout,
                 log_path=str(log_path),
-                cancel=cancel,
+                cancel=AnyEvent(*stops) if len(stops) > 1 else (stops[0] if stops else None),  # type: ignore[arg-type]
             )
         except (OSError, ValueError) as exc:
             # The command could not start (its folder is gone, say): a failed attempt with
@@ -148,12 +193,10 @@ def command_runner(
                 log_ref=None,
             )
         finally:
+            if echoing is not None:
+                echoing.finish()
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
-        log_ref: str | None = str(log_path)
-        if echo:
-            _echo_log(log_path, log_name)
-            log_ref = _cloudwatch_ref()
         return CommandOutcome(
             exit_code=result.exit_code,
             timed_out=result.timed_out,
@@ -161,27 +204,67 @@ def command_runner(
             output_tail=result.output_tail,
             started_at=iso(result.started_at) or "",
             finished_at=iso(result.finished_at) or "",
-            log_ref=log_ref,
+            log_ref=log_ref(log_name) or None,
         )
 
+    process_cancel = cancel
+    run.log_ref = log_ref  # type: ignore[attr-defined]
     return run
 
 
-def _echo_log(path: Path, name: str) -> None:
-    out = sys.stdout
-    out.write(f"----- stratoflow output {name} -----\n")
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(256 * 1024):
-                out.write(chunk.decode("utf-8", "replace"))
-    except FileNotFoundError:
-        pass
-    out.write(f"\n----- end of output {name} -----\n")
-    out.flush()
-    path.unlink(missing_ok=True)
+ECHO_INTERVAL_SECONDS = 0.5
 
 
-def _cloudwatch_ref() -> str | None:
+class _LiveEcho:
+    """Copies an attempt's log file to stdout while the command runs, between markers, so
+    CloudWatch Logs has the output as it comes (`stratoflow logs --follow`)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self._path = path
+        self._name = name
+        self._done = threading.Event()
+        self._offset = 0
+        self._last = b"\n"
+        sys.stdout.write(f"{START_MARKER.format(name=name)}\n")
+        sys.stdout.flush()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(ECHO_INTERVAL_SECONDS):
+            self._copy()
+
+    def _copy(self) -> None:
+        try:
+            with self._path.open("rb") as f:
+                f.seek(self._offset)
+                while chunk := f.read(256 * 1024):
+                    self._offset += len(chunk)
+                    self._last = chunk[-1:]
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+        except FileNotFoundError:
+            return
+        sys.stdout.flush()
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self._copy()
+        # The end marker on a line of its own, without adding a newline the output lacked
+        # not (the reader cannot tell an added one from the command's).
+        newline = "" if self._last == b"\n" else "\n"
+        sys.stdout.write(f"{newline}{END_MARKER.format(name=self._name)}\n")
+        sys.stdout.flush()
+        self._path.unlink(missing_ok=True)
+
+
+def _cloudwatch_stream() -> tuple[str, str] | None:
+    """(log group, log stream) this process's stdout goes to, if known: a Lambda function's
+    from its environment, a Fargate task's from its awslogs options in the task metadata."""
     group = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
     stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-    return f"{group}:{stream}" if group and stream else None
+    if group and stream:
+        return group, stream
+    from stratoflow.runner.metadata import awslogs_stream
+
+    return awslogs_stream()

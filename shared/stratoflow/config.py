@@ -45,15 +45,17 @@ FARGATE_ENV_VARS = (
     ENV_ECS_CONTAINER,
     ENV_ECS_ASSIGN_PUBLIC_IP,
 )
-FARGATE_LAUNCHERS = ("dispatcher", "completion")
+FARGATE_LAUNCHERS = ("dispatcher", "completion", "api")
 """Functions that enqueue tasks, hence start `executor: fargate` tasks with RunTask."""
-RUN_RETENTION_SETTERS = ("dispatcher", "completion")
+RUN_RETENTION_SETTERS = ("dispatcher", "completion", "api")
 
 HANDLER_ENV_VARS: dict[str, tuple[str, ...]] = {
     "dispatcher": (
         ENV_TABLE,
         ENV_TASK_QUEUE_URL,
+        ENV_COMPLETION_QUEUE_URL,
         ENV_BUCKET,
+        ENV_EVENT_BUS,
         ENV_RUN_RETENTION_DAYS,
         *FARGATE_ENV_VARS,
     ),
@@ -63,10 +65,22 @@ HANDLER_ENV_VARS: dict[str, tuple[str, ...]] = {
         ENV_TASK_QUEUE_URL,
         ENV_COMPLETION_QUEUE_URL,
         ENV_BUCKET,
+        ENV_EVENT_BUS,
         ENV_RUN_RETENTION_DAYS,
         *FARGATE_ENV_VARS,
     ),
     "loader": (ENV_TABLE, ENV_BUCKET),
+    # The REST API starts runs (may launch Fargate roots), cancels (StopTask, emits the
+    # Run Finished event), redrives, and puts uploaded workflow files under workflows/.
+    "api": (
+        ENV_TABLE,
+        ENV_TASK_QUEUE_URL,
+        ENV_COMPLETION_QUEUE_URL,
+        ENV_BUCKET,
+        ENV_EVENT_BUS,
+        ENV_RUN_RETENTION_DAYS,
+        *FARGATE_ENV_VARS,
+    ),
 }
 """Which settings each Lambda function needs; infra sets these and a test checks it."""
 
@@ -147,6 +161,16 @@ EXECUTOR_TIMEOUT_SECONDS = 900
 COMPLETION_TIMEOUT_SECONDS = 60
 DISPATCHER_TIMEOUT_SECONDS = 60
 LOADER_TIMEOUT_SECONDS = 60
+API_TIMEOUT_SECONDS = 29
+"""API Gateway's integration timeout: a longer function would only be cut off by it."""
+EVENT_SOURCE = "stratoflow"
+EVENT_RUN_FINISHED = "Run Finished"
+"""EventBridge detail-type of the event every finished run emits (source EVENT_SOURCE)."""
+
+# Stack outputs the CLI reads with `--stack NAME` (CloudFormation DescribeStacks).
+OUTPUT_API_URL = "ApiUrl"
+OUTPUT_BUCKET = "WorkflowsBucketName"
+OUTPUT_EVENT_BUS = "EventBusName"
 MAX_RECEIVE_COUNT = 5
 """Deliveries of one message before SQS moves it to the dead-letter queue."""
 

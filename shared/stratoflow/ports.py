@@ -50,6 +50,8 @@ class ClaimOutcome(StrEnum):
 class Claim:
     outcome: ClaimOutcome
     lease_until: float | None = None
+    number: int | None = None
+    """The attempt's number counted across redrives (what STRATOFLOW_ATTEMPT shows)."""
 
 
 class FinalizeOutcome(StrEnum):
@@ -69,6 +71,7 @@ class Settlement:
     is_leaf: bool
     releases_slot: bool
     fields: dict[str, Any] = field(default_factory=dict)  # exit_code, times, output_tail …
+    drive: int = 0  # the run's drive the attempt belongs to (see TaskMessage.drive)
 
     @property
     def bad_leaf(self) -> bool:
@@ -86,6 +89,10 @@ class DefinitionStore(Protocol):
         ...
 
     def get_meta(self, workflow_id: str) -> WorkflowMeta | None: ...
+
+    def list_versions(self, workflow_id: str) -> list[dict[str, Any]]:
+        """The stored versions (version, created_at, source, hash), oldest first."""
+        ...
 
     def list_workflows(self) -> list[WorkflowMeta]: ...
 
@@ -135,6 +142,27 @@ class RunStore(Protocol):
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
+    def page_runs(
+        self, workflow_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
+        """A page of the workflow's runs, newest first, and the cursor of the next page."""
+        ...
+
+    def cancel_unstarted(self, run_id: str, task_ids: Sequence[str], now: str) -> list[str]:
+        """Mark cancelled those of `task_ids` still queued, waiting or up for retry."""
+        ...
+
+    def redrive(
+        self,
+        run: RunRecord,
+        resets: dict[str, dict[str, int]],
+        final_count: int,
+        release_workflow: str | None,
+    ) -> bool:
+        """Reset `resets` to pending (with these upstream counters) in the run's next drive
+        and put the run back to running; False if the run changed meanwhile."""
+        ...
+
     def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
         """The workflow's runs, newest first."""
         ...
@@ -157,8 +185,13 @@ class RunStore(Protocol):
         started_at: str,
         lease_until: float,
         now: float,
+        *,
+        drive: int = 0,
+        log_ref: str = "",
+        worker: str | None = None,
     ) -> Claim:
-        """Move the task to running for `attempt` if it is ready for exactly that attempt."""
+        """Move the task to running for `attempt` of `drive` if it is ready for exactly that
+        attempt, recording where its log goes and what runs it."""
         ...
 
     def expired_attempts(self, now: float, limit: int) -> list[tuple[str, str]]:
@@ -168,7 +201,7 @@ class RunStore(Protocol):
     def get_task(self, run_id: str, task_id: str) -> TaskRecord: ...
 
     def retry_attempt(
-        self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any]
+        self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any], drive: int = 0
     ) -> bool:
         """running(attempt) → up_for_retry; True also when a redelivery finds it done already."""
         ...
@@ -251,3 +284,36 @@ class Metrics(Protocol):
 
 class DefinitionNotFound(LookupError):
     """No stored definition for the (workflow, version) asked for."""
+
+
+class Workers(Protocol):
+    """What runs attempts outside this process and can be stopped from outside."""
+
+    def stop(self, worker: str, reason: str) -> None:
+        """Stop the worker running an attempt (an ECS task); a gone worker is not an error."""
+        ...
+
+
+class NoWorkers:
+    """No external workers (Lambda and local attempts stop themselves on a cancel)."""
+
+    def stop(self, worker: str, reason: str) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class LogText:
+    """An attempt's output as far as it is available."""
+
+    text: str
+    found: bool  # False: nothing was written where the attempt logs (yet, or it expired)
+
+
+class LogReader(Protocol):
+    def read(self, ref: str) -> LogText:
+        """The output of the attempt whose log reference is `ref` (see the runner)."""
+        ...
+
+
+class RunNotRetryable(Exception):
+    """A redrive asked of a run that cannot be redriven (still running, say)."""

@@ -9,7 +9,9 @@ a dependent out of pending may enqueue it (invariant 3).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from stratoflow.core.cron import fire_times_between, next_fire_times, recent_fire_times
-from stratoflow.core.model import Workflow, check_params_size
+from stratoflow.core.model import TriggerRule, Workflow, check_params_size
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import (
     OUTPUT_TAIL_BYTES,
@@ -45,10 +47,15 @@ from stratoflow.ports import (
     EventPublisher,
     FinalizeOutcome,
     IdSource,
+    LogReader,
+    LogText,
     Metrics,
+    NoWorkers,
+    RunNotRetryable,
     RunStore,
     Settlement,
     TaskQueue,
+    Workers,
 )
 
 SQS_MAX_DELAY_SECONDS = 900
@@ -72,6 +79,8 @@ class Ports:
     ids: IdSource
     events: EventPublisher
     metrics: Metrics
+    workers: Workers = field(default_factory=NoWorkers)
+    logs: LogReader = field(default_factory=lambda: _NoLogs())
 
 
 # --------------------------------------------------------------------------- start a run
@@ -133,6 +142,7 @@ def _task_message(plan: Plan, run: RunRecord, task_id: str, attempt: int, now: s
         executor=spec.executor.value,
         cpu=spec.cpu,
         memory=spec.memory,
+        drive=run.drive,
     )
 
 
@@ -211,13 +221,22 @@ class CommandOutcome:
 
 
 CommandRunner = Callable[..., CommandOutcome]
-"""run(command, env=, cwd=, timeout=, log_name=) → CommandOutcome."""
+"""run(command, env=, cwd=, timeout=, log_name=, cancel=) → CommandOutcome. A runner may
+have a `log_ref(log_name) -> str` attribute: where that attempt's full output will be."""
+
+CANCEL_POLL_SECONDS = 1.0
+"""How often a running attempt looks at its run's status, so that a cancel stops it within
+about a second (one strongly consistent read per second per running attempt)."""
 
 
 def task_environment(
-    plan: Plan, msg: TaskMessage, base_env: Mapping[str, str] | None = None
+    plan: Plan,
+    msg: TaskMessage,
+    base_env: Mapping[str, str] | None = None,
+    attempt: int | None = None,
 ) -> dict[str, str]:
-    """The environment a task's command sees: the base, STRATOFLOW_* and the task's env."""
+    """The environment a task's command sees: the base, STRATOFLOW_* and the task's env.
+    `attempt` is the attempt's number across redrives (default: the message's)."""
     task = plan.tasks[msg.task_id]
     env = dict(os.environ if base_env is None else base_env)
     env.update(
@@ -225,7 +244,7 @@ def task_environment(
             "STRATOFLOW_RUN_ID": msg.run_id,
             "STRATOFLOW_WORKFLOW_ID": msg.workflow_id,
             "STRATOFLOW_TASK_ID": msg.task_id,
-            "STRATOFLOW_ATTEMPT": str(msg.attempt),
+            "STRATOFLOW_ATTEMPT": str(attempt or msg.attempt),
             "STRATOFLOW_LOGICAL_DATE": msg.logical_date,
         }
     )
@@ -240,10 +259,13 @@ def execute_task(
     msg: TaskMessage,
     run_command: CommandRunner,
     base_env: Mapping[str, str] | None = None,
+    worker: str | None = None,
 ) -> ExecuteResult:
     """Claim one attempt, run its command, and report the outcome to the completion queue.
 
-    The executor never changes a run's state itself (invariant 10): it reports.
+    The executor never changes a run's state itself (invariant 10): it reports. While the
+    command runs, its run's status is watched: a cancelled run's command is killed at once.
+    `worker` names what runs the attempt when it can be stopped from outside (ECS task).
     """
     now = ports.clock.now()
     if msg.not_before is not None and msg.not_before > now.timestamp():
@@ -255,6 +277,10 @@ def execute_task(
         now = ports.clock.now()
     plan = ports.definitions.get_plan(msg.workflow_id, msg.version)
     task = plan.tasks[msg.task_id]
+    log_name = attempt_log_name(msg)
+    where = getattr(run_command, "log_ref", None)
+    log_ref = where(log_name) if callable(where) else ""
+    number = msg.attempt
     if msg.kind == "compensate":
         command = task.compensate or "true"
         if not ports.runs.claim_compensation(
@@ -265,7 +291,15 @@ def execute_task(
         command = task.command
         lease_until = now.timestamp() + task.timeout + KILL_GRACE_SECONDS + LEASE_MARGIN_SECONDS
         claim = ports.runs.claim_attempt(
-            msg.run_id, msg.task_id, msg.attempt, iso(now) or "", lease_until, now.timestamp()
+            msg.run_id,
+            msg.task_id,
+            msg.attempt,
+            iso(now) or "",
+            lease_until,
+            now.timestamp(),
+            drive=msg.drive,
+            log_ref=log_ref or "",
+            worker=worker,
         )
         if claim.outcome is ClaimOutcome.DUPLICATE:
             return ExecuteResult(ExecuteOutcome.DROPPED)
@@ -278,16 +312,26 @@ def execute_task(
             report = _report(msg, lost=True, error="executor lost: the attempt's lease expired")
             ports.completions.send_reports([report])
             return ExecuteResult(ExecuteOutcome.LOST, report=report)
+        number = claim.number or msg.attempt
         if msg.enqueued_at:
             queued_for = (now - (parse_iso(msg.enqueued_at) or now)).total_seconds() * 1000
             ports.metrics.timing("QueueLatency", msg.workflow_id, max(queued_for, 0.0))
-    result = run_command(
-        command,
-        env=task_environment(plan, msg, base_env),
-        cwd=msg.workdir,
-        timeout=task.timeout,
-        log_name=f"{msg.run_id}/{msg.task_id}.{msg.kind}.{msg.attempt}.log",
+    stop, done = threading.Event(), threading.Event()
+    watcher = threading.Thread(
+        target=_watch_for_cancel, args=(ports, msg.run_id, stop, done), daemon=True
     )
+    watcher.start()
+    try:
+        result = run_command(
+            command,
+            env=task_environment(plan, msg, base_env, number),
+            cwd=msg.workdir,
+            timeout=task.timeout,
+            log_name=log_name,
+            cancel=stop,
+        )
+    finally:
+        done.set()
     report = _report(
         msg,
         exit_code=result.exit_code,
@@ -300,6 +344,25 @@ def execute_task(
     )
     ports.completions.send_reports([report])
     return ExecuteResult(ExecuteOutcome.RAN, report=report)
+
+
+def attempt_log_name(msg: TaskMessage) -> str:
+    """The name of an attempt's log: unique per run, task, kind, drive and attempt."""
+    drive = f"r{msg.drive}." if msg.drive else ""
+    return f"{msg.run_id}/{msg.task_id}.{msg.kind}.{drive}{msg.attempt}.log"
+
+
+def _watch_for_cancel(
+    ports: Ports, run_id: str, stop: threading.Event, done: threading.Event
+) -> None:
+    while not done.wait(CANCEL_POLL_SECONDS):
+        try:
+            run = ports.runs.get_run(run_id)
+        except Exception:  # a throttled read must not end the watch; look again
+            continue
+        if run is None or run.status is RunStatus.CANCELLED:
+            stop.set()
+            return
 
 
 def _defer(ports: Ports, msg: TaskMessage, seconds: float) -> ExecuteResult:
@@ -317,6 +380,7 @@ def _report(msg: TaskMessage, **fields: Any) -> AttemptReport:
         task_id=msg.task_id,
         attempt=msg.attempt,
         kind=msg.kind,
+        drive=msg.drive,
         **fields,
     )
 
@@ -335,11 +399,19 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
     wf = report.workflow_id
     if report.timed_out:
         ports.metrics.count("TasksTimedOut", wf)
-    if not report.succeeded and not report.cancelled and report.attempt <= task.retries:
-        if ports.runs.retry_attempt(report.run_id, report.task_id, report.attempt, fields):
+    cancelled = report.cancelled
+    run: RunRecord | None = None
+    if not report.succeeded and not cancelled:
+        # An attempt that failed or was lost because its run was cancelled under it (a
+        # Fargate task stopped, say) ends cancelled, not retried.
+        run = ports.runs.get_run(report.run_id)
+        cancelled = run is not None and run.status is RunStatus.CANCELLED
+    if not report.succeeded and not cancelled and report.attempt <= task.retries:
+        if ports.runs.retry_attempt(
+            report.run_id, report.task_id, report.attempt, fields, report.drive
+        ):
             delay = task.retry_delay_for(report.attempt)
             now = ports.clock.now()
-            run = ports.runs.get_run(report.run_id)
             if run is None or run.status is not RunStatus.RUNNING:
                 return
             msg = replace(
@@ -356,7 +428,7 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
         return
     if report.succeeded:
         status = TaskStatus.SUCCEEDED
-    elif report.cancelled:
+    elif cancelled:
         status = TaskStatus.CANCELLED
     else:
         status = TaskStatus.FAILED
@@ -372,6 +444,7 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
         is_leaf=report.task_id in plan.leaves,
         releases_slot=plan.workflow.concurrency is not None,
         fields=fields,
+        drive=report.drive,
     )
     _settle(ports, plan, report.run_id, settlement)
 
@@ -556,19 +629,235 @@ def _record_compensation(ports: Ports, plan: Plan, report: AttemptReport) -> Non
 
 
 def cancel_run(ports: Ports, run_id: str) -> bool:
-    """Mark a running run cancelled: nothing new starts; attempts already running are
-    stopped by their executors and recorded as cancelled when they report."""
+    """Cancel a running run: nothing new starts, and what runs is stopped.
+
+    The run turns cancelled first (a conditional write: a second cancel, or one racing the
+    run's own end, changes nothing and returns False). Then its queued tasks are marked
+    cancelled, so their messages are dropped at claim; running attempts see the status
+    within CANCEL_POLL_SECONDS and kill their process tree, and ECS tasks are also stopped.
+    Each running attempt is recorded cancelled when its report arrives.
+    """
     run = ports.runs.get_run(run_id)
-    if run is None:
+    if run is None or run.status not in (RunStatus.RUNNING, RunStatus.COMPENSATING):
         return False
     now = iso(ports.clock.now()) or ""
     if not ports.runs.finish_run(
         run_id, RunStatus.CANCELLED, now, release_workflow=_scheduled(run)
     ):
         return False
+    tasks = ports.runs.list_tasks(run_id)
+    unstarted = [t for t, rec in tasks.items() if rec.status in _UNSTARTED]
+    if unstarted:
+        ports.runs.cancel_unstarted(run_id, unstarted, now)
+    for rec in tasks.values():
+        if rec.status is TaskStatus.RUNNING and rec.worker:
+            ports.workers.stop(rec.worker, f"stratoflow: run {run_id} cancelled")
+    ports.metrics.count("RunsCancelled", run.workflow_id)
     ports.events.run_finished(run.with_status(RunStatus.CANCELLED, now), [])
     _after_scheduled_run(ports, run)
     return True
+
+
+_UNSTARTED = frozenset(
+    {TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.PENDING, TaskStatus.UP_FOR_RETRY}
+)
+_KEPT_ON_RETRY = frozenset({TaskStatus.SUCCEEDED, TaskStatus.SKIPPED})
+
+
+def retry_run(ports: Ports, run_id: str) -> RunRecord:
+    """Redrive a finished run: run again what did not succeed, keep what did.
+
+    Like Step Functions' redrive: the run keeps its id, its params and the definition
+    version it pinned. Every task that did not succeed or skip (failed, upstream_failed,
+    cancelled, never started) goes back to pending, and so does every skipped task
+    downstream of one (its skip was decided from outcomes that are being redone); each
+    reset task's upstream counters are rebuilt from the parents kept, the tasks whose
+    parents are all kept are decided at once, and the rest follow as usual. Each reset
+    task gets its full retry budget again; attempt logs of earlier drives stay readable.
+
+    Raises LookupError if there is no such run, RunNotRetryable if it cannot be redriven.
+    """
+    run = ports.runs.get_run(run_id)
+    if run is None:
+        raise LookupError(f"run {run_id!r} does not exist")
+    if run.status is RunStatus.COMPENSATING:
+        raise RunNotRetryable(
+            f"run {run_id!r} failed and is running its compensations: it cannot be retried"
+        )
+    if run.status is RunStatus.RUNNING:
+        raise RunNotRetryable(f"run {run_id!r} is running: only a finished run can be retried")
+    if run.status is RunStatus.SUCCEEDED:
+        raise RunNotRetryable(f"run {run_id!r} succeeded: it has nothing to retry")
+    if run.compensations:
+        raise RunNotRetryable(
+            f"run {run_id!r} ran its compensations, which undid the tasks that succeeded; "
+            "start a new run instead"
+        )
+    plan = ports.definitions.get_plan(run.workflow_id, run.version)
+    tasks = ports.runs.list_tasks(run_id)
+    status = {t: (tasks.get(t) or TaskRecord(task_id=t)).status for t in plan.tasks}
+    reset = {t for t, st in status.items() if st not in _KEPT_ON_RETRY}
+    for task_id in plan.order:  # topological: a skip below a reset task is reset too
+        if status[task_id] is TaskStatus.SKIPPED and any(
+            p in reset for p in plan.upstream(task_id)
+        ):
+            reset.add(task_id)
+    counters: dict[str, dict[str, int]] = {}
+    for task_id in reset:
+        c: dict[str, int] = {}
+        for parent in plan.upstream(task_id):
+            if parent not in reset:
+                name = COUNTER_FOR_STATUS[status[parent]]
+                c[name] = c.get(name, 0) + 1
+        counters[task_id] = c
+    if not ports.runs.redrive(run, counters, len(plan) - len(reset), _scheduled(run)):
+        latest = ports.runs.get_run(run_id)
+        raise RunNotRetryable(
+            f"run {run_id!r} changed while it was being retried "
+            f"(now {latest.status.public if latest else 'gone'}); look at it and try again"
+        )
+    run = replace(
+        run,
+        status=RunStatus.RUNNING,
+        finished_at=None,
+        final_count=len(plan) - len(reset),
+        leaf_bad=0,
+        active=0,
+        drive=run.drive + 1,
+    )
+    ports.metrics.count("RunsRetried", run.workflow_id)
+    frontier = [
+        t
+        for t in plan.order
+        if t in reset
+        and (
+            plan.tasks[t].trigger_rule is TriggerRule.ALWAYS
+            or not any(p in reset for p in plan.upstream(t))
+        )
+    ]
+    now = iso(ports.clock.now()) or ""
+    to_run: list[str] = []
+    for task_id in frontier:
+        spec = plan.tasks[task_id]
+        decision = (
+            Decision.RUN
+            if spec.trigger_rule is TriggerRule.ALWAYS
+            else decide(
+                spec.trigger_rule,
+                _counts(len(spec.depends), TaskRecord(task_id=task_id, counters=counters[task_id])),
+            )
+        )
+        if decision is Decision.RUN:
+            to_run.append(task_id)
+        elif decision is not Decision.WAIT:
+            settled = (
+                TaskStatus.SKIPPED if decision is Decision.SKIP else TaskStatus.UPSTREAM_FAILED
+            )
+            if ports.runs.decide_task(run_id, task_id, settled, now):
+                _settle(
+                    ports,
+                    plan,
+                    run_id,
+                    Settlement(
+                        task_id=task_id,
+                        status=settled,
+                        children=plan.downstream[task_id],
+                        attempt=None,
+                        is_leaf=task_id in plan.leaves,
+                        releases_slot=False,
+                        fields={"settled_at": now},
+                    ),
+                )
+    queued = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
+    for start in range(0, len(to_run), DECIDE_BATCH):
+        won = ports.runs.decide_tasks(run_id, to_run[start : start + DECIDE_BATCH], queued, now)
+        _make_ready(ports, plan, run, won)
+    if not reset:
+        _finish_run(ports, plan, run)
+    return run
+
+
+def trigger_run(
+    ports: Ports,
+    workflow_id: str,
+    params: Mapping[str, str] | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[RunRecord, bool]:
+    """Start a run of the workflow's active version now (the API's and the CLI's trigger).
+
+    With an idempotency key the run id is derived from (workflow, key), so the same request
+    sent any number of times creates one run; the same key with other params is refused.
+    Raises LookupError for an unknown or inactive workflow, ValueError for bad params.
+    """
+    meta = ports.definitions.get_meta(workflow_id)
+    if meta is None:
+        raise LookupError(f"workflow {workflow_id!r} is not registered")
+    if not meta.active_version:
+        raise WorkflowInactive(
+            f"workflow {workflow_id!r} has no active version (its file was deleted)"
+        )
+    plan = ports.definitions.get_plan(workflow_id, meta.active_version)
+    run_id = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(f"{workflow_id}\0{idempotency_key}".encode()).hexdigest()
+        run_id = f"{workflow_id}@key-{digest[:24]}"
+    run, created = start_run(ports, plan, params=params, run_id=run_id, trigger="api")
+    # The key names a request; the same key with another body is a client mistake.
+    merged = {**plan.workflow.params, **(params or {})}
+    if not created and run.version == plan.version and run.params != merged:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {idempotency_key!r} was used for run {run.run_id} with other params"
+        )
+    return run, created
+
+
+class WorkflowInactive(LookupError):
+    """The workflow is registered but has no active version."""
+
+
+class IdempotencyConflict(ValueError):
+    """An idempotency key reused with a different request."""
+
+
+def task_logs(
+    ports: Ports, run_id: str, task_id: str, attempt: int | None = None
+) -> dict[str, Any]:
+    """The full output of one attempt of a task (the last one by default).
+
+    Attempts are numbered from 1 across retries and redrives. Raises LookupError for an
+    unknown run, task or attempt.
+    """
+    run = ports.runs.get_run(run_id)
+    if run is None:
+        raise LookupError(f"run {run_id!r} does not exist")
+    plan = ports.definitions.get_plan(run.workflow_id, run.version)
+    if task_id not in plan.tasks:
+        raise LookupError(f"run {run_id!r} has no task {task_id!r}")
+    rec = ports.runs.get_task(run_id, task_id)
+    count = len(rec.logs)
+    if count == 0:
+        raise LookupError(f"task {task_id!r} of run {run_id!r} has not started an attempt")
+    number = count if attempt is None else attempt
+    if not 1 <= number <= count:
+        raise LookupError(
+            f"task {task_id!r} of run {run_id!r} has {count} attempt(s), "
+            f"so there is no attempt {number}"
+        )
+    ref = rec.logs[number - 1]
+    running = number == count and rec.status is TaskStatus.RUNNING
+    text = ports.logs.read(ref) if ref else LogText(text="", found=False)
+    return {
+        "run_id": run_id,
+        "task_id": task_id,
+        "attempt": number,
+        "attempts": count,
+        "status": rec.status.value if number == count else "finished",
+        "complete": not running,
+        "found": text.found,
+        # Without the full log (expired, or never written) the last attempt's stored tail
+        # is all there is.
+        "text": text.text if text.found else (rec.output_tail if number == count else ""),
+    }
 
 
 # --------------------------------------------------------------------------- schedules
@@ -772,6 +1061,11 @@ def run_status(ports: Ports, run_id: str) -> dict[str, Any] | None:
     tasks = ports.runs.list_tasks(run_id)
     comps = ports.runs.list_compensations(run_id) if run.compensations else []
     return run_document(run, tasks, list(plan.tasks), comps)
+
+
+class _NoLogs:
+    def read(self, ref: str) -> LogText:
+        return LogText(text="", found=False)
 
 
 @dataclass

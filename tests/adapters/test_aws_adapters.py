@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 
@@ -152,3 +153,106 @@ def test_run_finished_is_put_on_the_event_bus(aws: AwsClients) -> None:
     event = json.loads(msg["Body"])
     assert (event["source"], event["detail-type"]) == ("stratoflow", "Run Finished")
     assert event["detail"]["status"] == "failed" and event["detail"]["failed_tasks"] == ["load"]
+
+
+def test_cancel_stops_the_ecs_task_running_an_attempt_and_records_it_cancelled(
+    aws: AwsClients,
+) -> None:
+    from stratoflow import bootstrap, services
+    from stratoflow.aws.ecs import EcsWorkers
+    from stratoflow.config import Resources, Settings
+    from stratoflow.core.model import Workflow
+    from stratoflow.core.records import AttemptReport
+    from stratoflow.local.emulator import provision
+
+    ecs_settings = _ecs_settings(aws)
+    settings = provision(aws, Resources.named("ops"), Settings(table="ops"))
+    settings = dataclasses.replace(settings, ecs=ecs_settings)
+    ports = bootstrap.build_ports(settings, clients=aws)
+    assert isinstance(ports.workers, EcsWorkers)
+    wf = Workflow.model_validate(
+        {
+            "id": "heavy",
+            "tasks": [
+                {"id": "crunch", "command": "sleep 600", "executor": "fargate", "retries": 2}
+            ],
+        }
+    )
+    meta = services.register_workflow(ports, wf, "test")
+    run, _ = services.start_run(
+        ports, ports.definitions.get_plan("heavy", meta.active_version or 1)
+    )
+    ecs = aws.client("ecs")
+    [arn] = ecs.list_tasks(cluster="stratoflow")["taskArns"]
+    # what the container does first: claim the attempt, naming itself
+    now = ports.clock.now()
+    claim = ports.runs.claim_attempt(
+        run.run_id,
+        "crunch",
+        1,
+        now.isoformat(),
+        now.timestamp() + 700,
+        now.timestamp(),
+        worker=arn,
+    )
+    assert claim.outcome.value == "claimed"
+    assert ports.runs.get_task(run.run_id, "crunch").worker == arn
+
+    assert services.cancel_run(ports, run.run_id) is True
+    [task] = ecs.describe_tasks(cluster="stratoflow", tasks=[arn])["tasks"]
+    assert task["desiredStatus"] == "STOPPED"
+    assert run.run_id in task["stoppedReason"]
+    assert services.cancel_run(ports, run.run_id) is False  # a second cancel changes nothing
+
+    # The stopped container's attempt is later reported lost (by the lease sweep): with its
+    # run cancelled it ends cancelled, not retried.
+    services.record_completion(
+        ports,
+        AttemptReport(
+            run_id=run.run_id,
+            workflow_id="heavy",
+            version=1,
+            task_id="crunch",
+            attempt=1,
+            lost=True,
+            error="executor lost",
+        ),
+    )
+    rec = ports.runs.get_task(run.run_id, "crunch")
+    assert (rec.status.value, rec.attempt) == ("cancelled", 1)
+    assert len(ecs.list_tasks(cluster="stratoflow")["taskArns"]) == 1  # no retry launched
+
+
+def test_an_attempts_log_is_read_back_from_cloudwatch_between_its_markers(
+    aws: AwsClients,
+) -> None:
+    from stratoflow.aws.logs import END_MARKER, START_MARKER, AttemptLogReader
+
+    logs = aws.client("logs")
+    logs.create_log_group(logGroupName="/aws/lambda/stratoflow-executor")
+    logs.create_log_stream(logGroupName="/aws/lambda/stratoflow-executor", logStreamName="s1")
+    lines = [
+        '{"level":"INFO","message":"task message handled"}',
+        START_MARKER.format(name="r1/a.task.1.log"),
+        "first line",
+        "second line",
+        END_MARKER.format(name="r1/a.task.1.log"),
+        START_MARKER.format(name="r1/b.task.1.log"),
+        "still running",
+    ]
+    logs.put_log_events(
+        logGroupName="/aws/lambda/stratoflow-executor",
+        logStreamName="s1",
+        logEvents=[
+            {"timestamp": 1_795_000_000_000 + i, "message": line + "\n"}
+            for i, line in enumerate(lines)
+        ],
+    )
+    reader = AttemptLogReader(aws)
+    ref = "cwl|/aws/lambda/stratoflow-executor|s1|{}"
+    done = reader.read(ref.format("r1/a.task.1.log"))
+    assert (done.found, done.text) == (True, "first line\nsecond line\n")
+    running = reader.read(ref.format("r1/b.task.1.log"))
+    assert (running.found, running.text) == (True, "still running\n")
+    assert reader.read(ref.format("r1/c.task.1.log")).found is False
+    assert reader.read("cwl|/aws/lambda/gone|s1|x").found is False

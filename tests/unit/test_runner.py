@@ -373,3 +373,51 @@ def test_concurrent_runs_in_threads_keep_their_output_apart() -> None:
         )
 
     assert [result.output_tail for result in results] == [f"task {n}\n" for n in range(8)]
+
+
+def test_without_a_log_dir_output_streams_to_stdout_while_the_command_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """In Lambda and Fargate stdout is CloudWatch Logs: `stratoflow logs --follow` reads an
+    attempt's output while it runs, between markers that name the attempt."""
+    import threading
+    import time
+
+    from stratoflow.bootstrap import command_runner
+
+    monkeypatch.setenv("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/stratoflow-executor")
+    monkeypatch.setenv("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]abc")
+    run = command_runner(log_dir=None)
+    name = "r1/t.task.1.log"
+    assert run.log_ref(name) == (  # type: ignore[attr-defined]
+        f"cwl|/aws/lambda/stratoflow-executor|2026/11/27/[$LATEST]abc|{name}"
+    )
+    release = tmp_path / "release"
+    seen: list[str] = []
+    early = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen.append(capsys.readouterr().out)
+            if "early" in "".join(seen):
+                early.set()
+                break
+            time.sleep(0.05)
+        release.touch()  # let the command finish either way
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    outcome = run(
+        f"echo early; while test ! -f {release}; do sleep 0.05; done; echo late",
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=None,
+        timeout=30,
+        log_name=name,
+    )
+    watcher.join()
+    assert early.is_set(), "the output reached stdout only after the command ended"
+    out = "".join(seen) + capsys.readouterr().out
+    assert out.index(f"----- stratoflow output {name} -----") < out.index("early")
+    assert out.index("late") < out.index(f"----- end of output {name} -----")
+    assert outcome.exit_code == 0 and outcome.log_ref == run.log_ref(name)  # type: ignore[attr-defined]

@@ -59,6 +59,12 @@ INLINE_DEFINITION_LIMIT = 300_000
 """Definitions above this size go to S3: an item may not exceed 400 KB (invariant 7)."""
 _RETRYABLE_TX = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 _COUNTERS = tuple(COUNTER_FOR_STATUS.values())
+_SAME_DRIVE = "(attribute_not_exists(drive) OR drive = :d)"
+_RESET_REMOVES = (
+    "attempt, exit_code, timed_out, started_at, finished_at, settled_at, decided_at, "
+    f"output_tail, log_ref, #err, propagated, lease_until, worker, {LEASE_INDEX_PARTITION}, "
+    f"{LEASE_INDEX_SORT}"
+)
 _RETRY_STATES = (TaskStatus.QUEUED, TaskStatus.WAITING, TaskStatus.PENDING, TaskStatus.UP_FOR_RETRY)
 
 
@@ -130,6 +136,7 @@ def _run_from(item: dict[str, Any]) -> RunRecord:
         leaf_bad=int(d.get("leaf_bad", 0)),
         active=int(d.get("active", 0)),
         compensations=tuple(d.get("compensations") or ()),
+        drive=int(d.get("drive", 0)),
     )
 
 
@@ -151,6 +158,9 @@ def _task_from(task_id: str, item: dict[str, Any] | None) -> TaskRecord:
         log_ref=d.get("log_ref"),
         error=d.get("error"),
         counters={c: int(d.get(c, 0)) for c in _COUNTERS if c in d},
+        logs=tuple(d.get("logs") or ()),
+        worker=d.get("worker"),
+        drive=int(d.get("drive", 0)),
     )
 
 
@@ -229,6 +239,33 @@ class DynamoRunStore:
         runs = [self.get_run(item["run_id"]["S"]) for item in resp.get("Items", [])]
         return [r for r in runs if r is not None]
 
+    def page_runs(
+        self, workflow_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[RunRecord], str | None]:
+        """A page of the workflow's runs, newest first, and the cursor of the next page."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":pk": {"S": f"WF#{workflow_id}"}, ":p": {"S": "RUN#"}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after:
+            kwargs["ExclusiveStartKey"] = _key(f"WF#{workflow_id}", after)
+        resp = self._db.query(**kwargs)
+        items = resp.get("Items", [])
+        found: dict[str, RunRecord] = {}
+        keys = [_key(_run_pk(i["run_id"]["S"]), "#RUN") for i in items]
+        while keys:
+            got = self._db.batch_get_item(RequestItems={self.table: {"Keys": keys}})
+            for item in got.get("Responses", {}).get(self.table, []):
+                run = _run_from(item)
+                found[run.run_id] = run
+            keys = got.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+        runs = [found[i["run_id"]["S"]] for i in items if i["run_id"]["S"] in found]
+        last = resp.get("LastEvaluatedKey")
+        return runs, (last["sk"]["S"] if last else None)
+
     def get_run(self, run_id: str) -> RunRecord | None:
         resp = self._db.get_item(
             TableName=self.table, Key=_key(_run_pk(run_id), "#RUN"), ConsistentRead=True
@@ -294,22 +331,38 @@ class DynamoRunStore:
         started_at: str,
         lease_until: float,
         now: float,
+        *,
+        drive: int = 0,
+        log_ref: str = "",
+        worker: str | None = None,
     ) -> Claim:
+        # The attempt's log reference is appended in the claim itself: the log of every
+        # attempt, across retries and redrives, stays findable at no extra request.
+        worker_update = "worker = :worker, " if worker else ""
+        worker_remove = "" if worker else ", worker"
+        extra: dict[str, Any] = {":worker": {"S": worker}} if worker else {}
         try:
-            self._db.update_item(
+            resp = self._db.update_item(
                 TableName=self.table,
                 Key=_key(_run_pk(run_id), f"T#{task_id}"),
                 UpdateExpression=(
                     "SET #st = :running, attempt = :a, started_at = :s, lease_until = :l, "
                     f"timed_out = :false, {LEASE_INDEX_PARTITION} = :lease_pk, "
-                    f"{LEASE_INDEX_SORT} = :lease_at REMOVE finished_at, exit_code"
+                    f"{LEASE_INDEX_SORT} = :lease_at, drive = :d, {worker_update}"
+                    "logs = list_append(if_not_exists(logs, :nil), :ref) "
+                    f"REMOVE finished_at, exit_code{worker_remove}"
                 ),
                 ConditionExpression=(
                     "(attribute_not_exists(#st) OR #st IN (:q, :w, :p, :r)) AND "
-                    "(attribute_not_exists(attempt) OR attempt = :prev)"
+                    "(attribute_not_exists(attempt) OR attempt = :prev) AND "
+                    "(attribute_not_exists(drive) OR drive = :d)"
                 ),
                 ExpressionAttributeNames={"#st": "status"},
                 ExpressionAttributeValues={
+                    **extra,
+                    ":d": {"N": str(drive)},
+                    ":nil": {"L": []},
+                    ":ref": {"L": [{"S": log_ref}]},
                     ":running": {"S": TaskStatus.RUNNING.value},
                     ":a": {"N": str(attempt)},
                     ":prev": {"N": str(attempt - 1)},
@@ -324,14 +377,17 @@ class DynamoRunStore:
                     ":r": {"S": TaskStatus.UP_FOR_RETRY.value},
                 },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                # the log list's length numbers the attempt across redrives, at no extra call
+                ReturnValues="UPDATED_NEW",
             )
-            return Claim(ClaimOutcome.CLAIMED, lease_until)
+            logs = resp.get("Attributes", {}).get("logs", {}).get("L")
+            return Claim(ClaimOutcome.CLAIMED, lease_until, len(logs) if logs else attempt)
         except ClientError as err:
             if _code(err) != "ConditionalCheckFailedException":
                 raise
             old = err.response.get("Item") or self._get_task_item(run_id, task_id)
         rec = _task_from(task_id, old)
-        if rec.status is TaskStatus.RUNNING and rec.attempt == attempt:
+        if rec.status is TaskStatus.RUNNING and rec.attempt == attempt and rec.drive == drive:
             if rec.lease_until is not None and rec.lease_until > now:
                 return Claim(ClaimOutcome.HELD, rec.lease_until)
             return Claim(ClaimOutcome.EXPIRED, rec.lease_until)
@@ -344,7 +400,7 @@ class DynamoRunStore:
         return resp.get("Item")
 
     def retry_attempt(
-        self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any]
+        self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any], drive: int = 0
     ) -> bool:
         sets, names, values = _set_fields(fields)
         values.update(
@@ -352,6 +408,7 @@ class DynamoRunStore:
                 ":retry": {"S": TaskStatus.UP_FOR_RETRY.value},
                 ":running": {"S": TaskStatus.RUNNING.value},
                 ":a": {"N": str(attempt)},
+                ":d": {"N": str(drive)},
             }
         )
         try:
@@ -361,7 +418,7 @@ class DynamoRunStore:
                 UpdateExpression="SET #st = :retry"
                 + "".join(f", {s}" for s in sets)
                 + f" REMOVE lease_until, {LEASE_INDEX_PARTITION}, {LEASE_INDEX_SORT}",
-                ConditionExpression="#st = :running AND attempt = :a",
+                ConditionExpression=f"#st = :running AND attempt = :a AND {_SAME_DRIVE}",
                 ExpressionAttributeNames={"#st": "status", **names},
                 ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -372,7 +429,9 @@ class DynamoRunStore:
                 raise
             old = err.response.get("Item") or self._get_task_item(run_id, task_id)
         rec = _task_from(task_id, old)
-        return rec.status is TaskStatus.UP_FOR_RETRY and rec.attempt == attempt
+        return (
+            rec.status is TaskStatus.UP_FOR_RETRY and rec.attempt == attempt and rec.drive == drive
+        )
 
     def finalize_task(self, run_id: str, settlement: Settlement) -> FinalizeOutcome:
         s = settlement
@@ -390,9 +449,13 @@ class DynamoRunStore:
         values.update({":final": {"S": s.status.value}, ":true": {"BOOL": True}})
         if s.attempt is not None:
             values.update(
-                {":running": {"S": TaskStatus.RUNNING.value}, ":a": {"N": str(s.attempt)}}
+                {
+                    ":running": {"S": TaskStatus.RUNNING.value},
+                    ":a": {"N": str(s.attempt)},
+                    ":d": {"N": str(s.drive)},
+                }
             )
-            condition = "#st = :running AND attempt = :a"
+            condition = f"#st = :running AND attempt = :a AND {_SAME_DRIVE}"
             update = "SET #st = :final, propagated = :true" + "".join(f", {x}" for x in sets)
             update += f" REMOVE lease_until, {LEASE_INDEX_PARTITION}, {LEASE_INDEX_SORT}"
         else:
@@ -433,7 +496,8 @@ class DynamoRunStore:
                 s.task_id, reason.get("Item") or self._get_task_item(run_id, s.task_id)
             )
             done_before = old.status is s.status and (
-                (s.attempt is not None and old.attempt == s.attempt) or s.attempt is None
+                (s.attempt is not None and old.attempt == s.attempt and old.drive == s.drive)
+                or s.attempt is None
             )
             if not done_before:
                 return FinalizeOutcome.STALE
@@ -636,6 +700,121 @@ class DynamoRunStore:
             }
         }
         return self._transact([{"Update": run_update}, release]) is None
+
+    def cancel_unstarted(self, run_id: str, task_ids: Sequence[str], now: str) -> list[str]:
+        """Mark cancelled those of `task_ids` that were queued but not started; their
+        messages still in the queue then fail their claim and are dropped."""
+
+        def update(task_id: str) -> dict[str, Any]:
+            return {
+                "TableName": self.table,
+                "Key": _key(_run_pk(run_id), f"T#{task_id}"),
+                "UpdateExpression": "SET #st = :c, settled_at = :now",
+                "ConditionExpression": "#st IN (:q, :w, :p, :r)",
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {
+                    ":c": {"S": TaskStatus.CANCELLED.value},
+                    ":now": {"S": now},
+                    ":q": {"S": TaskStatus.QUEUED.value},
+                    ":w": {"S": TaskStatus.WAITING.value},
+                    ":p": {"S": TaskStatus.PENDING.value},
+                    ":r": {"S": TaskStatus.UP_FOR_RETRY.value},
+                },
+            }
+
+        return self._conditional_batch(task_ids, update)
+
+    def _conditional_batch(self, keys: Sequence[str], update: Any) -> list[str]:
+        """Apply one conditional update per key, 100 to a transaction; a transaction that
+        a condition failed is done again one by one. Returns the keys that applied."""
+        done: list[str] = []
+        for start in range(0, len(keys), TRANSACTION_LIMIT):
+            chunk = list(keys[start : start + TRANSACTION_LIMIT])
+            if len(chunk) > 1 and self._transact_all([{"Update": update(k)} for k in chunk]):
+                done += chunk
+                continue
+            done += [k for k in chunk if _applied(self._db.update_item, **update(k))]
+        return done
+
+    def redrive(
+        self,
+        run: RunRecord,
+        resets: dict[str, dict[str, int]],
+        final_count: int,
+        release_workflow: str | None,
+    ) -> bool:
+        """Put `resets` (task → its upstream counters from the tasks kept) back to pending
+        in drive `run.drive + 1`, then the run back to running. False if another redrive
+        or a change of the run came first."""
+        pk = _run_pk(run.run_id)
+        drive = run.drive + 1
+        stale = [
+            item["sk"]["S"]
+            for prefix in ("M#", "W#")
+            for item in self._query(pk, prefix)
+            if prefix == "W#" or item["sk"]["S"][2:].rsplit("#", 1)[0] in resets
+        ]
+        for start in range(0, len(stale), 25):
+            requests = [
+                {"DeleteRequest": {"Key": _key(pk, sk)}} for sk in stale[start : start + 25]
+            ]
+            while requests:
+                resp = self._db.batch_write_item(RequestItems={self.table: requests})
+                requests = resp.get("UnprocessedItems", {}).get(self.table, [])
+
+        def update(task_id: str) -> dict[str, Any]:
+            counters = resets[task_id]
+            return {
+                "TableName": self.table,
+                "Key": _key(pk, f"T#{task_id}"),
+                "UpdateExpression": "SET #st = :p, drive = :d, "
+                + ", ".join(f"{c} = :{c}" for c in _COUNTERS)
+                + f" REMOVE {_RESET_REMOVES}",
+                # A task another redrive already reset (and may have started) is left alone.
+                "ConditionExpression": "attribute_not_exists(drive) OR drive < :d",
+                "ExpressionAttributeNames": {"#st": "status", "#err": "error"},
+                "ExpressionAttributeValues": {
+                    ":p": {"S": TaskStatus.PENDING.value},
+                    ":d": {"N": str(drive)},
+                    **{f":{c}": {"N": str(counters.get(c, 0))} for c in _COUNTERS},
+                },
+            }
+
+        self._conditional_batch(list(resets), update)
+        run_update: dict[str, Any] = {
+            "Update": {
+                "TableName": self.table,
+                "Key": _key(pk, "#RUN"),
+                "UpdateExpression": "SET #st = :running, drive = :d, final_count = :fc, "
+                "leaf_bad = :zero, active = :zero REMOVE finished_at, compensations",
+                "ConditionExpression": (
+                    "#st = :was AND (attribute_not_exists(drive) OR drive = :prev)"
+                ),
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {
+                    ":running": {"S": RunStatus.RUNNING.value},
+                    ":was": {"S": run.status.value},
+                    ":d": {"N": str(drive)},
+                    ":prev": {"N": str(run.drive)},
+                    ":fc": {"N": str(final_count)},
+                    ":zero": {"N": "0"},
+                },
+            }
+        }
+        items = [run_update]
+        if release_workflow is not None:
+            # A redriven scheduled run counts against max_active_runs again until it ends.
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _key(f"WF#{release_workflow}", "META"),
+                        "UpdateExpression": "ADD active_runs :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                }
+            )
+        return self._transact(items) is None
 
     def expired_attempts(self, now: float, limit: int) -> list[tuple[str, str]]:
         """(run id, task id) of running attempts whose lease ended before `now`."""
@@ -997,6 +1176,23 @@ class DynamoDefinitionStore:
             ),
             ExpressionAttributeValues=values,
         )
+
+    def list_versions(self, workflow_id: str) -> list[dict[str, Any]]:
+        """Every stored version of the workflow, oldest first (without their bodies)."""
+        out = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :v)",
+            "ExpressionAttributeValues": {":pk": {"S": f"WF#{workflow_id}"}, ":v": {"S": "V#"}},
+            "ProjectionExpression": "version, created_at, #src, #h",
+            "ExpressionAttributeNames": {"#src": "source", "#h": "hash"},
+        }
+        while True:
+            resp = self._db.query(**kwargs)
+            out += [_plain(item) for item in resp.get("Items", [])]
+            if not resp.get("LastEvaluatedKey"):
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def get_plan(self, workflow_id: str, version: int) -> Plan:
         key = (workflow_id, version)

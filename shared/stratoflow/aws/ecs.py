@@ -101,3 +101,26 @@ class RoutingTaskQueue:
                 via_sqs.append(msg)
         if via_sqs:
             self._sqs.send_tasks(via_sqs, delay_seconds)
+
+
+class EcsWorkers:
+    """`Workers` on ECS: a cancelled run's Fargate attempts are stopped with StopTask."""
+
+    def __init__(self, clients: AwsClients, ecs: Mapping[str, str]) -> None:
+        self._clients = clients
+        self.cluster = ecs[ENV_ECS_CLUSTER]
+
+    def stop(self, worker: str, reason: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._clients.client("ecs").stop_task(
+                cluster=self.cluster, task=worker, reason=reason[:255]
+            )
+        except ClientError as err:
+            # A task that has already stopped (or was never found) is what we wanted.
+            if err.response.get("Error", {}).get("Code") not in (
+                "InvalidParameterException",
+                "ResourceNotFoundException",
+            ):
+                raise

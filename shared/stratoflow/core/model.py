@@ -119,6 +119,26 @@ def check_params_size(params: dict[str, str]) -> None:
         )
 
 
+def check_run_params(params: Any) -> dict[str, str]:
+    """Params given to one run (API body, `--param`): names as in a workflow file's
+    `params`, values strings, within the size limit. Raises ValueError naming the problem."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be an object of strings, got {type(params).__name__}")
+    for name, value in params.items():
+        if not isinstance(name, str) or not re.fullmatch(PARAM_NAME_PATTERN, name):
+            raise ValueError(
+                f"param name {name!r} must match {PARAM_NAME_PATTERN} "
+                "(it becomes the environment variable STRATOFLOW_PARAM_<NAME>)"
+            )
+        if not isinstance(value, str):
+            raise ValueError(f"param {name!r} must be a string, got {value!r}")
+        if "\0" in value:
+            raise ValueError(f"param {name!r} contains a NUL character")
+    check_param_names_distinct(params)
+    check_params_size(params)
+    return params
+
+
 def check_param_names_distinct(names: Any) -> None:
     """Param names that differ only in case would become one STRATOFLOW_PARAM_ variable."""
     seen: dict[str, str] = {}

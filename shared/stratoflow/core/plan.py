@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
+from stratoflow.core.dag import topological_order
 from stratoflow.core.model import ResolvedTask, TriggerRule, Workflow
 
 
@@ -48,6 +49,14 @@ class Plan:
             for t in self.tasks.values()
             if not t.depends or t.trigger_rule is TriggerRule.ALWAYS
         )
+
+    @cached_property
+    def order(self) -> tuple[str, ...]:
+        """Task ids in topological order (parents before children)."""
+        return tuple(topological_order(list(self.tasks.values())))
+
+    def upstream(self, task_id: str) -> tuple[str, ...]:
+        return tuple(self.tasks[task_id].depends)
 
     def __len__(self) -> int:
         return len(self.tasks)

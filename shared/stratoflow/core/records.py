@@ -63,6 +63,9 @@ class TaskMessage(_Wire):
     executor: str = "lambda"  # "lambda" | "fargate": where the attempt runs on AWS
     cpu: int = 256
     memory: int = 512
+    drive: int = 0
+    """How many times the run was redriven before this attempt was sent: a report of an
+    earlier drive must not settle the task of a later one."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class AttemptReport(_Wire):
     output_tail: str = ""
     log_ref: str | None = None
     error: str | None = None
+    drive: int = 0
 
     @property
     def succeeded(self) -> bool:
@@ -111,6 +115,7 @@ class RunRecord:
     leaf_bad: int = 0
     active: int = 0
     compensations: tuple[str, ...] = ()
+    drive: int = 0  # times the run was redriven (`stratoflow retry`)
 
     def with_status(self, status: RunStatus, finished_at: str | None = None) -> RunRecord:
         return replace(self, status=status, finished_at=finished_at or self.finished_at)
@@ -133,6 +138,11 @@ class TaskRecord:
     log_ref: str | None = None
     error: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    logs: tuple[str, ...] = ()
+    """Where each attempt's full output is, in attempt order across redrives (log refs)."""
+    worker: str | None = None
+    """What runs the current attempt when it can be stopped from outside (an ECS task ARN)."""
+    drive: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,7 @@ def run_document(
             status = TaskStatus.CANCELLED
         out_tasks[tid] = {
             "status": status.value,
-            "attempts": rec.attempt,
+            "attempts": max(rec.attempt, len(rec.logs)),
             "exit_code": rec.exit_code,
             "timed_out": rec.timed_out,
             "started_at": rec.started_at if rec.attempt else None,
@@ -193,6 +203,10 @@ def run_document(
         "run_id": run.run_id,
         "workflow_id": run.workflow_id,
         "status": run.status.public,
+        "version": run.version,
+        "trigger": run.trigger,
+        "params": dict(run.params),
+        "redrives": run.drive,
         "started_at": run.started_at or run.created_at,
         "finished_at": run.finished_at,
         "tasks": out_tasks,

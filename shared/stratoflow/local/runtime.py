@@ -236,14 +236,18 @@ class LocalRuntime:
         """Block until the run has finished (no polling: the completion handler signals)."""
         assert self.ports is not None
         event = self._event_for(run_id)
-        run = self.ports.runs.get_run(run_id)
-        if run is not None and run.finished_at:
-            return run
-        if not event.wait(timeout):
-            raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
-        run = self.ports.runs.get_run(run_id)
-        assert run is not None
-        return run
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.ports.runs.get_run(run_id)
+            if run is not None and run.finished_at:
+                return run
+            if event.is_set():
+                # Set by an end the run has since left (a retry redrove it): wait anew.
+                event.clear()
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not event.wait(left):
+                raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
 
     def quiesce(self, timeout: float = 10.0) -> bool:
         """Wait until no command runs and every report has been recorded (shutdown only)."""

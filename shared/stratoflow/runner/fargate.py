@@ -8,12 +8,15 @@ starts this very module as a process for `executor: fargate` tasks.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 
 from stratoflow import bootstrap, services
-from stratoflow.config import ENV_TASK_MESSAGE
+from stratoflow.config import ENV_TASK_MESSAGE, Settings
 from stratoflow.core.records import TaskMessage
+from stratoflow.runner import metadata
 
 
 def main() -> int:
@@ -26,7 +29,14 @@ def main() -> int:
         # A container has no queue to hand the message back to: wait out the retry delay.
         time.sleep(max(0.0, msg.not_before - time.time()))
         msg = TaskMessage(**{**msg.__dict__, "not_before": None})
-    result = services.execute_task(bootstrap.default_ports(), msg, bootstrap.default_runner())
+    # ECS stops a task with SIGTERM (then SIGKILL after the stop timeout): take it as a
+    # cancel, so the command's process tree is killed and the attempt still reported.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    runner = bootstrap.command_runner(Settings.from_env().log_dir, cancel=stop)
+    result = services.execute_task(
+        bootstrap.default_ports(), msg, runner, worker=metadata.task_arn()
+    )
     sys.stderr.write(
         f"stratoflow fargate runner: {msg.task_id} attempt {msg.attempt}: {result.outcome.value}\n"
     )

@@ -77,6 +77,24 @@ class _Stop(Enum):
     CANCELLED = "cancelled"
 
 
+class AnyEvent:
+    """Set when any of its events is set: a command stops on a cancel of its run or on a
+    stop of the whole process (Ctrl-C), whichever comes first. Looks like an Event to the
+    runner, which only calls `is_set` and `wait` (for at most POLL_INTERVAL_SECONDS)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.is_set():
+            return True
+        self._events[0].wait(timeout)
+        return self.is_set()
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -1,0 +1,93 @@
+"""Reading an attempt's full output back, wherever its runner wrote it.
+
+A log reference (recorded with the attempt when it is claimed) is either
+  file:<path>                               a local run's log file, or
+  cwl|<group>|<stream>|<log name>           CloudWatch Logs: the stream of the Lambda
+                                            function or Fargate task that ran it, where the
+                                            output sits between the runner's markers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from stratoflow.aws.clients import AwsClients
+from stratoflow.ports import LogText
+
+START_MARKER = "----- stratoflow output {name} -----"
+END_MARKER = "----- end of output {name} -----"
+MAX_LOG_BYTES = 5 * 1024 * 1024
+"""At most this much of one attempt's output is returned (the end of it): an API response
+must stay under API Gateway's 10 MB and a terminal does not want more."""
+
+
+class AttemptLogReader:
+    """`LogReader` for both kinds of reference."""
+
+    def __init__(self, clients: AwsClients | None) -> None:
+        self._clients = clients
+
+    def read(self, ref: str) -> LogText:
+        if ref.startswith("file:"):
+            return _read_file(Path(ref[5:]))
+        if ref.startswith("cwl|") and self._clients is not None:
+            parts = ref.split("|", 3)
+            if len(parts) == 4:
+                return self._read_cloudwatch(parts[1], parts[2], parts[3])
+        if ref and not ref.startswith(("cwl|", "file:")):
+            return _read_file(Path(ref))  # a bare path, as older local runs recorded
+        return LogText(text="", found=False)
+
+    def _read_cloudwatch(self, group: str, stream: str, name: str) -> LogText:
+        start, end = START_MARKER.format(name=name), END_MARKER.format(name=name)
+        logs: Any = self._clients.client("logs") if self._clients else None
+        kwargs: dict[str, Any] = {
+            "logGroupName": group,
+            "logStreamNames": [stream],
+        }
+        lines: list[str] = []
+        inside = False
+        try:
+            while True:
+                resp = logs.filter_log_events(**kwargs)
+                for event in resp.get("events", []):
+                    message = str(event.get("message", ""))
+                    bare = message.rstrip("\n")
+                    if bare == start:
+                        inside, lines = True, []
+                        continue
+                    if inside and bare == end:
+                        return LogText(text=_tail("".join(lines)), found=True)
+                    if inside:
+                        lines.append(message if message.endswith("\n") else message + "\n")
+                token = resp.get("nextToken")
+                if not token:
+                    break
+                kwargs["nextToken"] = token
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return LogText(text="", found=False)
+            raise
+        return LogText(text=_tail("".join(lines)), found=inside)
+
+
+def _read_file(path: Path) -> LogText:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - MAX_LOG_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return LogText(text="", found=False)
+    return LogText(text=data.decode("utf-8", "replace"), found=True)
+
+
+def _tail(text: str) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= MAX_LOG_BYTES:
+        return text
+    return data[-MAX_LOG_BYTES:].decode("utf-8", "ignore")

@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= auto
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean openapi
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -36,3 +36,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .stratoflow .pytest_cache .ruff_cache cdk.out node_modules
+
+openapi: $(STAMP)  ## regenerate docs/openapi.json from the API's code
+	$(PY) -c "import json; from stratoflow.handlers.api import openapi_document; open('docs/openapi.json', 'w').write(json.dumps(openapi_document(), indent=2, sort_keys=True) + '\n')"

@@ -118,3 +118,47 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - datetime.now(UTC).timestamp()) * 1000))
+
+
+def api_gateway_event(
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+    stage: str = "local",
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
+    """An API Gateway REST API proxy-integration event (payload format 1.0)."""
+    multi_query: dict[str, list[str]] = {}
+    for name, value in query or []:
+        multi_query.setdefault(name, []).append(value)
+    headers = dict(headers or {})
+    now = datetime.now(UTC)
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method.upper(),
+        "headers": headers or None,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()} or None,
+        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "apiId": "local",
+            "httpMethod": method.upper(),
+            "path": f"/{stage}{path}",
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "resourcePath": "/{proxy+}",
+            "stage": stage,
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent")},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }

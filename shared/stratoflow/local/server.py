@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from stratoflow import services
+from stratoflow import bootstrap, services
 from stratoflow.config import WORKFLOW_FILE_SUFFIXES, WORKFLOWS_PREFIX
 from stratoflow.handlers import loader
 from stratoflow.local.events import LambdaContext, s3_event
+from stratoflow.local.http import DEFAULT_API_PORT, ApiServer
 from stratoflow.local.runtime import LocalRuntime
 from stratoflow.local.target import clear_state, home, write_state
 
@@ -50,8 +51,11 @@ class FolderServer:
         *,
         speed: float = 1.0,
         say: Callable[[str], None] = print,
+        api_port: int | None = DEFAULT_API_PORT,
     ) -> None:
         self.folder = folder
+        self.api_port = api_port
+        self.api: ApiServer | None = None
         self.runtime = runtime
         self.speed = speed
         self.say = say
@@ -63,8 +67,28 @@ class FolderServer:
         assert rt.ports is not None and rt.endpoint_url
         if self.speed != 1.0:
             rt.ports.clock = AcceleratedClock(self.speed, time.time(), datetime.now(UTC))
-        write_state(rt.endpoint_url, rt.prefix)
+        if self.api_port is not None:
+            try:
+                self.api = ApiServer(self.api_port).start()
+            except OSError:
+                rt.stop()
+                raise
+            # An upload through the API lands in the served folder, like a file saved there.
+            bootstrap.install_uploader(self._store_upload)
+        write_state(rt.endpoint_url, rt.prefix, self.api.url if self.api else None)
         self.say(f"stratoflow local engine at {rt.endpoint_url}, serving {self.folder}")
+        if self.api:
+            self.say(f"REST API at {self.api.url}")
+
+    def _store_upload(self, key: str, body: bytes) -> str:
+        rt = self.runtime
+        assert rt.clients is not None and rt.settings is not None
+        path = self.folder / key.removeprefix(WORKFLOWS_PREFIX)
+        tmp = path.with_name(f".{path.name}.upload")
+        tmp.write_bytes(body)
+        tmp.replace(path)
+        rt.clients.s3.put_object(Bucket=rt.settings.bucket, Key=key, Body=body)
+        return f"s3://{rt.settings.bucket}/{key}"
 
     def serve(self) -> None:
         """Watch and tick until `stop()` (or Ctrl-C in the caller)."""
@@ -139,6 +163,9 @@ class FolderServer:
             rt.cancel.set()
             rt.quiesce()
         clear_state()
+        if self.api is not None:
+            self.api.stop()
+            bootstrap.install_uploader(None)
         rt.stop()
 
 

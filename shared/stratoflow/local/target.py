@@ -24,13 +24,23 @@ def home() -> Path:
     return Path(os.environ.get("STRATOFLOW_HOME", ".stratoflow"))
 
 
-def write_state(endpoint_url: str, prefix: str) -> Path:
+def write_state(endpoint_url: str, prefix: str, api_url: str | None = None) -> Path:
     path = home() / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"endpoint_url": endpoint_url, "prefix": prefix, "pid": os.getpid()})
-    )
+    state = {"endpoint_url": endpoint_url, "prefix": prefix, "pid": os.getpid()}
+    if api_url:
+        state["api_url"] = api_url
+    path.write_text(json.dumps(state))
     return path
+
+
+def read_state() -> dict[str, object] | None:
+    """The running `local up` server's state, or None."""
+    try:
+        state = json.loads((home() / STATE_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def clear_state() -> None:

@@ -9,41 +9,32 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from stratoflow import cli_ops
+from stratoflow.cli_common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    INTERRUPTED,
+    err_console,
+)
+from stratoflow.cli_common import invalid as _invalid
+from stratoflow.cli_common import load as _load
+from stratoflow.cli_common import parse_params as _parse_params
+from stratoflow.cli_common import print_table as _print_table
 from stratoflow.core.loader import WorkflowFileError, load_workflow, workflow_json_schema
 from stratoflow.core.model import (
-    PARAM_NAME_PATTERN,
     Workflow,
     check_param_names_distinct,
     check_params_size,
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-INTERRUPTED = 130
-
-err_console = Console(stderr=True, highlight=False)
-
-
-def _invalid(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    sys.exit(EXIT_INVALID)
-
-
-def _load(path: str) -> Workflow:
-    try:
-        return load_workflow(path)
-    except WorkflowFileError as err:
-        _invalid(err.message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,139 +156,6 @@ def _engine(endpoint_url: str | None) -> Any:
 
 
 @main.command()
-@_ENDPOINT
-@click.option("--json", "as_json", is_flag=True)
-def workflows(endpoint_url: str | None, as_json: bool) -> None:
-    """Registered workflows: version, schedule, paused, next and last run."""
-    ports = _engine(endpoint_url)
-    rows = []
-    for meta in sorted(ports.definitions.list_workflows(), key=lambda m: m.workflow_id):
-        last = ports.runs.list_runs(meta.workflow_id, 1)
-        rows.append(
-            {
-                "workflow_id": meta.workflow_id,
-                "version": meta.active_version,
-                "latest_version": meta.latest_version,
-                "schedule": meta.schedule,
-                "timezone": meta.timezone,
-                "paused": meta.paused,
-                "active": meta.active_version is not None,
-                "next_run": meta.next_slot if not meta.paused else None,
-                "last_run": last[0].run_id if last else None,
-                "last_status": last[0].status.public if last else None,
-            }
-        )
-    errors = ports.definitions.source_errors()
-    if as_json:
-        click.echo(json.dumps({"workflows": rows, "load_errors": errors}))
-        return
-    for error in errors:
-        err_console.print(
-            f"[bold red]rejected upload[/] {error['source']} ({error['at']}): {error['message']}",
-            soft_wrap=True,
-        )
-    table = Table(title="workflows")
-    for col in ("workflow", "version", "schedule", "paused", "next run", "last run", "status"):
-        table.add_column(col)
-    for r in rows:
-        sched = f"{r['schedule']} ({r['timezone']})" if r["schedule"] else ""
-        table.add_row(
-            r["workflow_id"],
-            str(r["version"] or "inactive"),
-            sched,
-            "yes" if r["paused"] else "",
-            r["next_run"] or "",
-            r["last_run"] or "",
-            r["last_status"] or "",
-        )
-    Console().print(table)
-
-
-@main.command()
-@click.argument("workflow", required=False)
-@_ENDPOINT
-@click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def runs(workflow: str | None, endpoint_url: str | None, limit: int, as_json: bool) -> None:
-    """Run history, newest first (of one workflow, or of all)."""
-    ports = _engine(endpoint_url)
-    ids = [workflow] if workflow else [m.workflow_id for m in ports.definitions.list_workflows()]
-    found = [r for wid in ids for r in ports.runs.list_runs(wid, limit)]
-    found.sort(key=lambda r: r.created_at, reverse=True)
-    rows = [
-        {
-            "run_id": r.run_id,
-            "workflow_id": r.workflow_id,
-            "version": r.version,
-            "status": r.status.public,
-            "trigger": r.trigger,
-            "logical_date": r.logical_date,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-        }
-        for r in found[:limit]
-    ]
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    table = Table(title="runs")
-    for col in ("run", "workflow", "v", "status", "trigger", "logical date", "finished"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["run_id"],
-            r["workflow_id"],
-            str(r["version"]),
-            r["status"],
-            r["trigger"],
-            r["logical_date"],
-            r["finished_at"] or "",
-        )
-    Console().print(table)
-
-
-@main.command()
-@click.argument("run_id")
-@_ENDPOINT
-@click.option("--json", "as_json", is_flag=True)
-def status(run_id: str, endpoint_url: str | None, as_json: bool) -> None:
-    """One run's task table (with --json, the same document as `run --json`)."""
-    from stratoflow import services
-
-    ports = _engine(endpoint_url)
-    doc = services.run_status(ports, run_id)
-    if doc is None:
-        _invalid(f"no run {run_id!r}")
-    if as_json:
-        click.echo(json.dumps(doc))
-    else:
-        _print_table(doc)
-
-
-@main.command()
-@click.argument("workflow")
-@_ENDPOINT
-def pause(workflow: str, endpoint_url: str | None) -> None:
-    """Stop starting scheduled runs of WORKFLOW (running ones go on)."""
-    _set_paused(workflow, endpoint_url, True)
-
-
-@main.command()
-@click.argument("workflow")
-@_ENDPOINT
-def unpause(workflow: str, endpoint_url: str | None) -> None:
-    """Resume WORKFLOW's schedule (missed slots follow its `catchup`)."""
-    _set_paused(workflow, endpoint_url, False)
-
-
-def _set_paused(workflow: str, endpoint_url: str | None, paused: bool) -> None:
-    ports = _engine(endpoint_url)
-    if not ports.definitions.set_paused(workflow, paused):
-        _invalid(f"no registered workflow {workflow!r}")
-    err_console.print(f"{workflow}: {'paused' if paused else 'unpaused'}")
-
-
-@main.command()
 @click.argument("workflow")
 @click.option("--start", required=True, metavar="ISO")
 @click.option("--end", required=True, metavar="ISO")
@@ -368,8 +226,18 @@ def local() -> None:
     hidden=True,
     help="Run the engine's clock this many times faster (demos, tests).",
 )
-def up(folder: str, workers: int, emulator_port: int, grace: float, clock_speed: float) -> None:
-    """Serve FOLDER: register its workflow files (hot reload) and run their schedules."""
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8686,
+    show_default=True,
+    help="Port of the REST API on 127.0.0.1 (0: a free one).",
+)
+def up(
+    folder: str, workers: int, emulator_port: int, grace: float, clock_speed: float, port: int
+) -> None:
+    """Serve FOLDER: register its workflow files (hot reload), run their schedules, and
+    serve the REST API on 127.0.0.1:PORT (what `stratoflow status/trigger/logs/…` use)."""
     from stratoflow.local.runtime import LocalRuntime
     from stratoflow.local.server import FolderServer
     from stratoflow.local.target import home
@@ -383,30 +251,18 @@ def up(folder: str, workers: int, emulator_port: int, grace: float, clock_speed:
         runtime,
         speed=clock_speed,
         say=lambda text: err_console.print(text, soft_wrap=True, markup=False),
+        api_port=port,
     )
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:
+        _invalid(f"cannot serve the API on 127.0.0.1:{port}: {exc}; pick another with --port")
     try:
         server.serve()
     except KeyboardInterrupt:
         err_console.print(f"shutting down: running tasks get {grace:g} s")
     finally:
         server.shutdown(grace)
-
-
-def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            _invalid(f"--param {item!r}: expected NAME=VALUE, e.g. --param region=eu-west-1")
-        name = name.strip()
-        if not re.fullmatch(PARAM_NAME_PATTERN, name):
-            _invalid(
-                f"--param {item!r}: the name must match {PARAM_NAME_PATTERN} (it becomes "
-                f"the environment variable STRATOFLOW_PARAM_{name.upper()})"
-            )
-        params[name] = value
-    return params
 
 
 @main.command()
@@ -440,6 +296,13 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
     help="Use this AWS endpoint (e.g. LocalStack at http://localhost:4566) "
     "instead of the embedded emulator.",
 )
+@click.option(
+    "--stack",
+    default=None,
+    metavar="NAME",
+    help="Run on this deployed stack instead: upload the file, trigger it, follow the run.",
+)
+@click.option("--api", default=None, metavar="URL", help="Like --stack, given the API's URL.")
 def run(
     file: str,
     local: bool,
@@ -447,8 +310,11 @@ def run(
     workers: int,
     as_json: bool,
     endpoint_url: str | None,
+    stack: str | None,
+    api: str | None,
 ) -> None:
-    """Run a workflow file now, locally, and wait for it to finish."""
+    """Run a workflow file now and wait for it to finish: on the embedded emulator by
+    default, or on a deployed stack (--stack/--api)."""
     wf = _load(file)
     param_values = _parse_params(params)
     try:
@@ -456,6 +322,10 @@ def run(
         check_params_size({**wf.params, **param_values})
     except ValueError as err:
         _invalid(f"--param: {err}")
+    if stack or api:
+        if endpoint_url:
+            _invalid("give either --endpoint-url or --stack/--api, not both")
+        cli_ops.run_remote(cli_ops.remote_target(api, stack), file, param_values, as_json)
     if workers < 1:
         _invalid(f"--workers must be at least 1, got {workers}")
     effective = min(workers, wf.concurrency) if wf.concurrency else workers
@@ -548,33 +418,7 @@ def _follow(runtime: Any, run_id: str, total: int) -> None:
         raise result["error"]
 
 
-def _print_table(doc: dict[str, Any]) -> None:
-    console = Console()
-    table = Table(title=f"{doc['workflow_id']} · run {doc['run_id']} · {doc['status']}")
-    for col in ("task", "status", "attempts", "exit", "output (last line)"):
-        table.add_column(col)
-    colors = {
-        "succeeded": "green",
-        "failed": "red",
-        "upstream_failed": "red",
-        "skipped": "yellow",
-        "cancelled": "magenta",
-    }
-    for task_id, t in doc["tasks"].items():
-        lines = [ln for ln in t["output_tail"].splitlines() if ln.strip()]
-        table.add_row(
-            task_id,
-            f"[{colors.get(t['status'], 'white')}]{t['status']}[/]",
-            str(t["attempts"]),
-            "timeout"
-            if t["timed_out"]
-            else ("" if t["exit_code"] is None else str(t["exit_code"])),
-            (lines[-1][:80] if lines else ""),
-        )
-    console.print(table)
-    for c in doc.get("compensations", []):
-        console.print(f"compensation {c['task_id']}: {c['status']}")
-
+cli_ops.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

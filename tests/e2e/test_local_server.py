@@ -71,6 +71,8 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
             "60",
             "--grace",
             "1",
+            "--port",
+            "0",
         ],
         env=_env(home),
         stdout=subprocess.PIPE,

@@ -1,0 +1,497 @@
+"""`stratoflow` commands that operate an engine through its REST API: a deployed stack
+(`--stack NAME` or `--api URL`), the running `stratoflow local up` (the default), or an AWS
+endpoint such as LocalStack (`--endpoint-url`, the API handler then runs in this process).
+
+Exit codes as for `run`: 0 done (a followed run succeeded), 1 a followed run failed or was
+cancelled, 2 the input was wrong or the engine cannot be reached (nothing was done).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from stratoflow.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    INTERRUPTED,
+    err_console,
+    invalid,
+    load,
+    parse_params,
+    print_table,
+)
+from stratoflow.client import ApiResponse, Target, TargetError, resolve
+
+F = TypeVar("F", bound=Callable[..., Any])
+FOLLOW_INTERVAL_SECONDS = 1.0
+"""How often a followed run or log is looked at again (one API request each time)."""
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def target_options(f: F) -> F:
+    """--api / --stack / --endpoint-url: where the command goes."""
+    f = click.option(
+        "--endpoint-url",
+        default=None,
+        metavar="URL",
+        help="An AWS endpoint with a stratoflow engine (LocalStack: http://localhost:4566).",
+    )(f)
+    f = click.option(
+        "--stack",
+        default=None,
+        metavar="NAME",
+        help="A deployed stratoflow stack (its API URL from its outputs); env STRATOFLOW_STACK.",
+    )(f)
+    f = click.option(
+        "--api",
+        default=None,
+        metavar="URL",
+        help="The stratoflow REST API's URL; env STRATOFLOW_API. "
+        "Default: the running `stratoflow local up`.",
+    )(f)
+    return f
+
+
+def _target(api: str | None, stack: str | None, endpoint_url: str | None) -> Target:
+    try:
+        return resolve(api, stack, endpoint_url)
+    except TargetError as err:
+        invalid(str(err))
+
+
+def _call(target: Target, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        resp = target.client.request(method, path, **kwargs)
+    except TargetError as err:
+        invalid(str(err))
+    if resp.ok:
+        return resp.doc
+    _fail(resp)
+
+
+def _fail(resp: ApiResponse) -> NoReturn:
+    if resp.status < 500:
+        invalid(resp.message)
+    err_console.print(f"[bold red]error:[/] the API failed: {resp.message}", soft_wrap=True)
+    sys.exit(EXIT_FAILED)
+
+
+def _outcome(doc: dict[str, Any]) -> int:
+    return EXIT_OK if doc["status"] in ("succeeded", "running") else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- following
+
+
+def follow_run(target: Target, run_id: str, *, quiet: bool = False) -> dict[str, Any]:
+    """Watch a run until it ends (live progress on a terminal); returns its document.
+
+    Ctrl-C stops watching, not the run (it may belong to a schedule or to others): it says
+    how to cancel.
+    """
+    from rich.live import Live
+
+    interactive = err_console.is_terminal and not quiet
+    started = time.monotonic()
+    try:
+        with Live(console=err_console, refresh_per_second=4, transient=True) as live:
+            while True:
+                doc = _call(target, "GET", f"/runs/{run_id}")
+                if doc["status"] in FINAL:
+                    return dict(doc)
+                if interactive:
+                    counts: dict[str, int] = {}
+                    for t in doc["tasks"].values():
+                        counts[t["status"]] = counts.get(t["status"], 0) + 1
+                    live.update(
+                        f"[bold]{counts.get('succeeded', 0)}[/] succeeded  "
+                        f"[bold red]{counts.get('failed', 0)}[/] failed  "
+                        f"[bold cyan]{counts.get('running', 0)}[/] running  "
+                        f"of {len(doc['tasks'])}  [dim]{time.monotonic() - started:6.1f}s[/]"
+                    )
+                time.sleep(FOLLOW_INTERVAL_SECONDS)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"stopped watching; the run goes on (stop it with `stratoflow cancel {run_id}`)"
+        )
+        sys.exit(INTERRUPTED)
+
+
+def _finish(doc: dict[str, Any], as_json: bool) -> NoReturn:
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        print_table(doc)
+    sys.exit(_outcome(doc))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def register(main: click.Group) -> None:
+    """Add the operations commands to the `stratoflow` group."""
+    for command in (
+        workflows,
+        runs,
+        status,
+        pause,
+        unpause,
+        upload,
+        trigger,
+        logs,
+        cancel,
+        retry,
+    ):
+        main.add_command(command)
+
+
+@click.command()
+@target_options
+@click.option("--json", "as_json", is_flag=True)
+def workflows(api: str | None, stack: str | None, endpoint_url: str | None, as_json: bool) -> None:
+    """Registered workflows: version, schedule, paused, next and last run."""
+    target = _target(api, stack, endpoint_url)
+    listing = _call(target, "GET", "/workflows")
+    rows = []
+    for w in listing["workflows"]:
+        page = _call(target, "GET", f"/workflows/{w['workflow_id']}/runs", query={"limit": 1})
+        last = page["runs"][0] if page["runs"] else None
+        rows.append(
+            {
+                "workflow_id": w["workflow_id"],
+                "version": w["active_version"],
+                "latest_version": w["latest_version"],
+                "schedule": w["schedule"],
+                "timezone": w["timezone"],
+                "paused": w["paused"],
+                "active": w["active_version"] is not None,
+                "next_run": w["next_run"],
+                "last_run": last["run_id"] if last else None,
+                "last_status": last["status"] if last else None,
+            }
+        )
+    errors = listing["load_errors"]
+    if as_json:
+        click.echo(json.dumps({"workflows": rows, "load_errors": errors}))
+        return
+    for error in errors:
+        err_console.print(
+            f"[bold red]rejected upload[/] {error['source']} ({error['at']}): {error['message']}",
+            soft_wrap=True,
+        )
+    table = Table(title="workflows")
+    for col in ("workflow", "version", "schedule", "paused", "next run", "last run", "status"):
+        table.add_column(col)
+    for r in rows:
+        sched = f"{r['schedule']} ({r['timezone']})" if r["schedule"] else ""
+        table.add_row(
+            r["workflow_id"],
+            str(r["version"] or "inactive"),
+            sched,
+            "yes" if r["paused"] else "",
+            r["next_run"] or "",
+            r["last_run"] or "",
+            r["last_status"] or "",
+        )
+    Console().print(table)
+
+
+@click.command()
+@click.argument("workflow", required=False)
+@target_options
+@click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(
+    workflow: str | None,
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Run history, newest first (of one workflow, or of all)."""
+    target = _target(api, stack, endpoint_url)
+    if workflow:
+        ids = [workflow]
+    else:
+        ids = [w["workflow_id"] for w in _call(target, "GET", "/workflows")["workflows"]]
+    found: list[dict[str, Any]] = []
+    for wid in ids:
+        token = None
+        got: list[dict[str, Any]] = []
+        while len(got) < limit:
+            page = _call(
+                target,
+                "GET",
+                f"/workflows/{wid}/runs",
+                query={"limit": min(100, limit - len(got)), "next_token": token},
+            )
+            got += page["runs"]
+            token = page["next_token"]
+            if not token or not page["runs"]:
+                break
+        found += got
+    found.sort(key=lambda r: r["created_at"], reverse=True)
+    rows = [
+        {
+            k: r[k]
+            for k in (
+                "run_id",
+                "workflow_id",
+                "version",
+                "status",
+                "trigger",
+                "logical_date",
+                "started_at",
+                "finished_at",
+                "redrives",
+            )
+        }
+        for r in found[:limit]
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title="runs")
+    for col in ("run", "workflow", "v", "status", "trigger", "logical date", "finished"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["workflow_id"],
+            str(r["version"]),
+            r["status"],
+            r["trigger"],
+            r["logical_date"],
+            r["finished_at"] or "",
+        )
+    Console().print(table)
+
+
+@click.command()
+@click.argument("run_id")
+@target_options
+@click.option("--json", "as_json", is_flag=True, help="The same document as `run --json`.")
+@click.option("--wait", is_flag=True, help="Wait for the run to end first.")
+def status(
+    run_id: str,
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    as_json: bool,
+    wait: bool,
+) -> None:
+    """One run's task table. Exit 0 if it succeeded or still runs, 1 if it failed or was
+    cancelled."""
+    target = _target(api, stack, endpoint_url)
+    doc = (
+        follow_run(target, run_id, quiet=as_json)
+        if wait
+        else _call(target, "GET", f"/runs/{run_id}")
+    )
+    _finish(doc, as_json)
+
+
+def _set_paused(target: Target, workflow: str, paused: bool) -> None:
+    _call(target, "POST", f"/workflows/{workflow}/{'pause' if paused else 'unpause'}")
+    err_console.print(f"{workflow}: {'paused' if paused else 'unpaused'}")
+
+
+@click.command()
+@click.argument("workflow")
+@target_options
+def pause(workflow: str, api: str | None, stack: str | None, endpoint_url: str | None) -> None:
+    """Stop starting scheduled runs of WORKFLOW (running ones go on)."""
+    _set_paused(_target(api, stack, endpoint_url), workflow, True)
+
+
+@click.command()
+@click.argument("workflow")
+@target_options
+def unpause(workflow: str, api: str | None, stack: str | None, endpoint_url: str | None) -> None:
+    """Resume WORKFLOW's schedule (missed slots follow its `catchup`)."""
+    _set_paused(_target(api, stack, endpoint_url), workflow, False)
+
+
+def upload_file(target: Target, file: str) -> dict[str, Any]:
+    """Validate here (exit 2 and nothing sent if invalid), then upload: the API stores the
+    file under the bucket's workflows/ and registers it."""
+    load(file)
+    path = Path(file)
+    text = path.read_text(encoding="utf-8")
+    return dict(_call(target, "POST", "/workflows", query={"name": path.name}, text=text))
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@target_options
+@click.option("--json", "as_json", is_flag=True)
+def upload(
+    file: str, api: str | None, stack: str | None, endpoint_url: str | None, as_json: bool
+) -> None:
+    """Validate FILE, then put it under workflows/ (it becomes the active version)."""
+    result = upload_file(_target(api, stack, endpoint_url), file)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        err_console.print(
+            f"uploaded {result['key']}: workflow {result['workflow_id']} v{result['version']}"
+        )
+
+
+def trigger_run(
+    target: Target, workflow: str, params: dict[str, str], key: str | None
+) -> dict[str, Any]:
+    headers = {"Idempotency-Key": key} if key else None
+    return dict(
+        _call(
+            target, "POST", f"/workflows/{workflow}/runs", body={"params": params}, headers=headers
+        )
+    )
+
+
+@click.command()
+@click.argument("workflow")
+@target_options
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Repeatable.")
+@click.option(
+    "--idempotency-key",
+    default=None,
+    metavar="KEY",
+    help="However often this is sent with the same KEY, one run is started.",
+)
+@click.option("--wait", is_flag=True, help="Follow the run and exit with its outcome.")
+@click.option("--json", "as_json", is_flag=True)
+def trigger(
+    workflow: str,
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    params: tuple[str, ...],
+    idempotency_key: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Start a run of WORKFLOW's active version now; prints its run id."""
+    target = _target(api, stack, endpoint_url)
+    doc = trigger_run(target, workflow, parse_params(params), idempotency_key)
+    if wait:
+        err_console.print(f"run [bold]{doc['run_id']}[/] of {workflow} v{doc['version']}")
+        _finish(follow_run(target, doc["run_id"], quiet=as_json), as_json)
+    if as_json:
+        click.echo(json.dumps(doc))
+    else:
+        click.echo(doc["run_id"])
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@target_options
+@click.option("--attempt", type=click.IntRange(min=1), default=None, help="Default: the last.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
+def logs(
+    run_id: str,
+    task_id: str,
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    attempt: int | None,
+    follow: bool,
+) -> None:
+    """Print an attempt's full output (stdout and stderr as the command wrote them)."""
+    target = _target(api, stack, endpoint_url)
+    printed = 0
+    try:
+        while True:
+            doc = _call(
+                target,
+                "GET",
+                f"/runs/{run_id}/tasks/{task_id}/logs",
+                query={"attempt": attempt},
+            )
+            text: str = doc["text"]
+            if len(text) < printed:
+                printed = 0  # the log was cut to its tail: start again from what is there
+            sys.stdout.write(text[printed:])
+            sys.stdout.flush()
+            printed = len(text)
+            if not follow or doc["complete"]:
+                break
+            attempt = doc["attempt"]  # keep following this attempt, not a later retry
+            time.sleep(FOLLOW_INTERVAL_SECONDS)
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
+    if not doc["found"]:
+        err_console.print(
+            f"(no full log for attempt {doc['attempt']}: shown is the stored output tail)"
+        )
+
+
+@click.command()
+@click.argument("run_id")
+@target_options
+@click.option("--json", "as_json", is_flag=True)
+def cancel(
+    run_id: str, api: str | None, stack: str | None, endpoint_url: str | None, as_json: bool
+) -> None:
+    """Cancel RUN_ID: nothing new starts, running tasks are stopped. Cancelling a cancelled
+    run changes nothing."""
+    doc = _call(_target(api, stack, endpoint_url), "POST", f"/runs/{run_id}/cancel")
+    if as_json:
+        click.echo(json.dumps(doc))
+    elif doc["changed"]:
+        err_console.print(f"run {run_id}: cancelled")
+    else:
+        err_console.print(f"run {run_id}: already cancelled")
+
+
+@click.command()
+@click.argument("run_id")
+@target_options
+@click.option("--wait", is_flag=True, help="Follow the run and exit with its outcome.")
+@click.option("--json", "as_json", is_flag=True)
+def retry(
+    run_id: str,
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Rerun what failed in a finished run (failed, upstream_failed, cancelled tasks), with
+    the definition version it ran; what succeeded is kept."""
+    target = _target(api, stack, endpoint_url)
+    doc = _call(target, "POST", f"/runs/{run_id}/retry")
+    redo = [t for t, s in doc["tasks"].items() if s["status"] not in ("succeeded", "skipped")]
+    if not as_json:
+        err_console.print(f"run {run_id}: retrying {len(redo)} task(s)")
+    if wait:
+        _finish(follow_run(target, run_id, quiet=as_json), as_json)
+    if as_json:
+        click.echo(json.dumps(doc))
+
+
+def run_remote(target: Target, file: str, params: dict[str, str], as_json: bool) -> NoReturn:
+    """`run FILE --stack/--api`: upload, trigger, follow."""
+    uploaded = upload_file(target, file)
+    doc = trigger_run(target, uploaded["workflow_id"], params, None)
+    if not as_json:
+        err_console.print(
+            f"run [bold]{doc['run_id']}[/] of {uploaded['workflow_id']} v{uploaded['version']} "
+            f"({len(doc['tasks'])} tasks) on {target.client.where}"
+        )
+    _finish(follow_run(target, doc["run_id"], quiet=as_json), as_json)
+
+
+def remote_target(api: str | None, stack: str | None) -> Target:
+    return _target(api, stack, None)

@@ -1,0 +1,194 @@
+"""How the CLI reaches an engine's REST API: over HTTP (a stack's API Gateway, signed with
+SigV4, or `stratoflow local up`'s server) or in this process (an AWS endpoint such as
+LocalStack, where the CLI runs the API handler itself against that endpoint).
+
+Whichever way, the requests and the JSON documents are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from stratoflow.config import OUTPUT_API_URL, OUTPUT_BUCKET
+
+_EXECUTE_API = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+TIMEOUT_SECONDS = 35.0
+
+
+class TargetError(Exception):
+    """The engine cannot be found or reached: a usage error (exit 2)."""
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    doc: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.doc, dict) and "message" in self.doc:
+            return str(self.doc["message"])
+        return f"HTTP {self.status}"
+
+
+class ApiClient:
+    """The REST API at `base_url`, or in this process when `base_url` is None."""
+
+    def __init__(self, base_url: str | None, *, sign_region: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.sign_region = sign_region
+
+    @property
+    def where(self) -> str:
+        return self.base_url or "the engine (in process)"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        text: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        target = path
+        q = {k: v for k, v in (query or {}).items() if v is not None}
+        if q:
+            target += "?" + urlencode(q)
+        payload = text if text is not None else (json.dumps(body) if body is not None else None)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        if self.base_url is None:
+            from stratoflow.local.http import call_api
+
+            status, _, out = call_api(method, target, headers=hdrs, body=payload)
+            return ApiResponse(status, _parse(out))
+        return self._http(method, self.base_url + target, hdrs, payload)
+
+    def _http(
+        self, method: str, url: str, headers: dict[str, str], payload: str | None
+    ) -> ApiResponse:
+        data = payload.encode() if payload is not None else None
+        if self.sign_region:
+            headers = _sigv4(method, url, headers, data, self.sign_region)
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as resp:
+                return ApiResponse(resp.status, _parse(resp.read().decode("utf-8", "replace")))
+        except urllib.error.HTTPError as err:
+            return ApiResponse(err.code, _parse(err.read().decode("utf-8", "replace")))
+        except (urllib.error.URLError, OSError) as exc:
+            raise TargetError(f"cannot reach the stratoflow API at {self.base_url}: {exc}") from exc
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return {"message": text.strip()[:500]}
+
+
+def _sigv4(
+    method: str, url: str, headers: dict[str, str], data: bytes | None, region: str
+) -> dict[str, str]:
+    """Sign for API Gateway's IAM auth with the caller's usual AWS credentials."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    credentials = boto3.session.Session().get_credentials()
+    if credentials is None:
+        raise TargetError(
+            "no AWS credentials to sign the API request with: configure a profile, or set "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        )
+    request = AWSRequest(method=method, url=url, data=data, headers=headers)
+    SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the CLI's commands go."""
+
+    client: ApiClient
+    bucket: str | None = None  # the stack's workflows bucket, when known
+
+
+def api_target(url: str) -> Target:
+    """An API by URL: signed if it is an API Gateway endpoint, plain otherwise (local)."""
+    host = urlsplit(url).hostname or ""
+    match = _EXECUTE_API.match(host)
+    if not urlsplit(url).scheme.startswith("http") or not host:
+        raise TargetError(f"--api {url!r}: expected an http(s) URL")
+    return Target(ApiClient(url, sign_region=match.group(1) if match else None))
+
+
+def stack_target(stack: str) -> Target:
+    """A deployed stack, by name: its API URL and bucket from its CloudFormation outputs."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        cfn = boto3.client("cloudformation")
+        stacks = cfn.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as err:
+        raise TargetError(f"--stack {stack!r}: {err.response['Error'].get('Message')}") from err
+    except BotoCoreError as err:
+        raise TargetError(f"--stack {stack!r}: {err}") from err
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    url = outputs.get(OUTPUT_API_URL)
+    if not url:
+        raise TargetError(
+            f"stack {stack!r} has no {OUTPUT_API_URL} output: is it a stratoflow stack, "
+            "deployed with this version?"
+        )
+    target = api_target(url)
+    return Target(target.client, bucket=outputs.get(OUTPUT_BUCKET))
+
+
+def endpoint_target(endpoint_url: str | None) -> Target:
+    """The engine behind an AWS endpoint (LocalStack, the embedded emulator), or the running
+    `stratoflow local up` (its HTTP API) when no endpoint is given."""
+    from stratoflow import bootstrap
+    from stratoflow.local.target import NoEngine, connect, read_state
+
+    if endpoint_url is None:
+        state = read_state()
+        if state and state.get("api_url"):
+            return Target(ApiClient(str(state["api_url"])))
+    try:
+        ports = connect(endpoint_url)
+    except NoEngine as err:
+        raise TargetError(str(err)) from err
+    except Exception as exc:  # unreachable endpoint, missing resources
+        raise TargetError(
+            f"cannot reach the engine at {endpoint_url or '(local server)'}: {exc}"
+        ) from exc
+    bootstrap.install_defaults(ports, getattr(ports.definitions, "_clients", None))
+    return Target(ApiClient(None))
+
+
+def resolve(api: str | None, stack: str | None, endpoint_url: str | None) -> Target:
+    if sum(x is not None for x in (api, stack, endpoint_url)) > 1:
+        raise TargetError("give at most one of --api, --stack and --endpoint-url")
+    if api is None and stack is None and endpoint_url is None:
+        api = os.environ.get("STRATOFLOW_API") or None
+        stack = os.environ.get("STRATOFLOW_STACK") or None
+    if api:
+        return api_target(api)
+    if stack:
+        return stack_target(stack)
+    return endpoint_target(endpoint_url)

@@ -1,17 +1,22 @@
 """Names infra/ uses beyond the resource definitions: re-exported from `stratoflow.config`,
-the one place handlers, the local runtime and infra read them from."""
+the one place handlers, the local runtime and infra read them from (and the run statuses,
+which the `Run Finished` events carry, from `stratoflow.core.states`)."""
 
 from __future__ import annotations
 
 from stratoflow.config import (  # noqa: F401 - re-exports
+    API_TIMEOUT_SECONDS,
     ENV_ECS_ASSIGN_PUBLIC_IP,
     ENV_ECS_CLUSTER,
     ENV_ECS_CONTAINER,
     ENV_ECS_SECURITY_GROUPS,
     ENV_ECS_SUBNETS,
     ENV_ECS_TASK_DEFINITION,
+    ENV_EVENT_BUS,
     ENV_RUN_RETENTION_DAYS,
     ENV_TASK_MESSAGE,
+    EVENT_RUN_FINISHED,
+    EVENT_SOURCE,
     FARGATE_ENV_VARS,
     FARGATE_LAUNCHERS,
     METRIC_QUEUE_LATENCY,
@@ -25,8 +30,12 @@ from stratoflow.config import (  # noqa: F401 - re-exports
     METRIC_TASKS_TIMED_OUT,
     METRIC_WORKFLOW_LOAD_FAILED,
     METRICS_NAMESPACE,
+    OUTPUT_API_URL,
+    OUTPUT_BUCKET,
+    OUTPUT_EVENT_BUS,
     RUN_RETENTION_SETTERS,
     SERVICE_DIMENSION,
     WORKFLOW_DIMENSION,
     WORKFLOW_FILE_SUFFIXES,
 )
+from stratoflow.core.states import RunStatus  # noqa: F401 - the `status` of Run Finished

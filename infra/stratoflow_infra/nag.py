@@ -67,6 +67,7 @@ def acknowledge_findings(stack: StratoflowStack, prefix: str) -> None:
         f"The loader reads the uploaded workflow files under {WORKFLOWS_PREFIX}, whose "
         "names users choose, and writes each one's error report beside it.",
     )
+    _acknowledge_api(stack, workflows)
 
     task_definition = stack.fargate.task_definition
     acknowledge(
@@ -87,4 +88,46 @@ def acknowledge_findings(stack: StratoflowStack, prefix: str) -> None:
         "AwsSolutions-ECS2",
         "The runner's environment holds resource names and queue URLs only, no secrets; "
         "task env values in workflow files reference SSM/Secrets Manager (docs/security.md).",
+    )
+
+
+def _acknowledge_api(stack: StratoflowStack, workflows: str) -> None:
+    """The REST API and its function."""
+    api_role = stack.functions["api"].role
+    acknowledge(
+        api_role,
+        workflows,
+        f"The API uploads workflow files under {WORKFLOWS_PREFIX} (PutObject, names chosen by "
+        "the caller) and reads them back (GetObject/GetObjectVersion); no delete, no list.",
+    )
+    cluster = stack.fargate.cluster.node.default_child
+    assert isinstance(cluster, CfnElement)
+    acknowledge(
+        api_role,
+        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:"
+        f"<AWS::AccountId>:task/<{stack.get_logical_id(cluster)}>/*]",
+        "Cancelling a run stops its Fargate tasks, whose ids are only known at run time: "
+        "ecs:StopTask on the runner cluster's tasks, with an ecs:cluster condition too.",
+    )
+
+    rest_api = stack.api.api
+    cloud_watch_role = rest_api.node.find_child("CloudWatchRole")
+    acknowledge(
+        cloud_watch_role,
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+        "AmazonAPIGatewayPushToCloudWatchLogs]",
+        "The account-level role API Gateway assumes to write execution logs (required for "
+        "the stage's execution logging) uses the AWS managed policy made for exactly that.",
+    )
+    acknowledge(
+        rest_api.deployment_stage,
+        "AwsSolutions-APIG3",
+        "WAF is optional for this API: every method requires IAM authorization (SigV4), so "
+        "unsigned requests are refused by API Gateway, and the stage is throttled.",
+    )
+    acknowledge(
+        rest_api,
+        "AwsSolutions-COG4",
+        "Not applicable: the callers are IAM principals (operators, CI, the CLI) and every "
+        "method uses IAM authorization (SigV4), not a Cognito user pool.",
     )

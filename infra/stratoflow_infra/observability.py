@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aws_cdk import ArnFormat, Aws, Duration, Stack
+from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -51,6 +52,7 @@ class Observability(Construct):
         service: str,
         dashboard_name: str,
         functions: Mapping[str, lambda_.IFunction],
+        api: apigateway.RestApi,
         queues: Mapping[str, sqs.IQueue],
         dead_letter_queues: Mapping[str, sqs.IQueue],
         task_queue: sqs.IQueue,
@@ -89,6 +91,12 @@ class Observability(Construct):
             functions["executor"].metric_errors(period=PERIOD, statistic="Sum"),
             threshold=1,
             description="The executor function itself failed (not a task's command).",
+        )
+        self._alarm(
+            "ApiServerErrors",
+            api.metric_server_error(period=PERIOD, statistic="Sum"),
+            threshold=1,
+            description="The REST API answered 5xx: the api function failed or timed out.",
         )
         self._alarm(
             "OldestTaskMessageAge",
@@ -177,6 +185,27 @@ class Observability(Construct):
                 left=[
                     f.metric_duration(label=n, period=PERIOD, statistic="p90")
                     for n, f in functions.items()
+                ],
+                width=WIDTH,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="API requests",
+                left=[
+                    api.metric_count(label="requests", period=PERIOD, statistic="Sum"),
+                    api.metric_client_error(label="4xx", period=PERIOD, statistic="Sum"),
+                    api.metric_server_error(label="5xx", period=PERIOD, statistic="Sum"),
+                ],
+                width=WIDTH,
+            ),
+            cloudwatch.GraphWidget(
+                title="API latency p90 (ms)",
+                left=[
+                    api.metric_latency(label="latency", period=PERIOD, statistic="p90"),
+                    api.metric_integration_latency(
+                        label="integration", period=PERIOD, statistic="p90"
+                    ),
                 ],
                 width=WIDTH,
             ),

@@ -58,6 +58,12 @@ class StackSettings:
     executor_memory_mib: int = 1024
     executor_reserved_concurrency: int | None = None
     alarm_email: str | None = None
+    failed_run_email: str | None = None
+    """Subscribes this address to failed runs' `Run Finished` events (an SNS topic)."""
+    api_throttle_rate_limit: int = 50
+    """Steady-state requests per second the REST API's stage admits (all methods)."""
+    api_throttle_burst_limit: int = 100
+    """Requests the stage admits in a burst above the steady rate."""
     oldest_task_age_alarm_seconds: int = 900
     nat_gateways: int = 0
     """0: Fargate tasks run in public subnets with a public IP (no NAT cost) behind a
@@ -95,6 +101,19 @@ class StackSettings:
                 get("executorReservedConcurrency"), "executorReservedConcurrency", minimum=1
             ),
             alarm_email=_text(get("alarmEmail"), None, "alarmEmail") or None,
+            failed_run_email=_text(get("failedRunEmail"), None, "failedRunEmail") or None,
+            api_throttle_rate_limit=_integer(
+                get("apiThrottleRateLimit"),
+                defaults.api_throttle_rate_limit,
+                "apiThrottleRateLimit",
+                minimum=1,
+            ),
+            api_throttle_burst_limit=_integer(
+                get("apiThrottleBurstLimit"),
+                defaults.api_throttle_burst_limit,
+                "apiThrottleBurstLimit",
+                minimum=1,
+            ),
             oldest_task_age_alarm_seconds=_integer(
                 get("oldestTaskAgeAlarmSeconds"),
                 defaults.oldest_task_age_alarm_seconds,

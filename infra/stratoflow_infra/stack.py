@@ -1,10 +1,11 @@
-"""The one stratoflow stack: state, queues, bucket, functions, schedule, Fargate, dashboards."""
+"""The one stratoflow stack: state, queues, bucket, functions, schedule, Fargate, REST API,
+run events and dashboards."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Aws, CfnOutput, IgnoreMode, Stack, Tags
+from aws_cdk import ArnFormat, Aws, CfnOutput, IgnoreMode, Stack, Tags
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -12,6 +13,7 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from constructs import Construct
 
 from stratoflow.config import (
+    API_TIMEOUT_SECONDS,
     COMPLETION_TIMEOUT_SECONDS,
     DEFINITIONS_PREFIX,
     DISPATCHER_TIMEOUT_SECONDS,
@@ -20,24 +22,31 @@ from stratoflow.config import (
     ENV_TABLE,
     ENV_TASK_QUEUE_URL,
     EXECUTOR_TIMEOUT_SECONDS,
+    HANDLER_ENV_VARS,
     LOADER_TIMEOUT_SECONDS,
     WORKFLOWS_PREFIX,
     Resources,
 )
 
+from .api import StratoflowApi
 from .bucket import WorkflowsBucket
 from .bundling import REPO_ROOT, functions_code
 from .contract import (
+    ENV_EVENT_BUS,
     ENV_RUN_RETENTION_DAYS,
     FARGATE_ENV_VARS,
     FARGATE_LAUNCHERS,
     METRICS_NAMESPACE,
+    OUTPUT_API_URL,
+    OUTPUT_BUCKET,
+    OUTPUT_EVENT_BUS,
     RUN_RETENTION_SETTERS,
 )
 from .fargate import FargateExecutor
 from .functions import HandlerFunction, handler_environment
 from .observability import Observability, dashboard_url
 from .queues import WorkQueue
+from .run_events import RunEvents
 from .schedule import DispatcherSchedule
 from .settings import StackSettings
 from .state import StateTable
@@ -62,13 +71,19 @@ RUNNER_CONTEXT_PATTERNS = [
     "**/*.pyc",
 ]
 
-FUNCTION_MEMORY_MIB = {"dispatcher": 512, "completion": 512, "loader": 512}
+FUNCTIONS = ("dispatcher", "executor", "completion", "loader", "api")
+FUNCTION_MEMORY_MIB = {"dispatcher": 512, "completion": 512, "loader": 512, "api": 512}
 FUNCTION_TIMEOUT_SECONDS = {
     "dispatcher": DISPATCHER_TIMEOUT_SECONDS,
     "executor": EXECUTOR_TIMEOUT_SECONDS,
     "completion": COMPLETION_TIMEOUT_SECONDS,
     "loader": LOADER_TIMEOUT_SECONDS,
+    "api": API_TIMEOUT_SECONDS,
 }
+EVENT_PUBLISHERS = tuple(name for name, env in HANDLER_ENV_VARS.items() if ENV_EVENT_BUS in env)
+"""Functions that finish runs, hence read the bus's name and put `Run Finished` events on it."""
+TASK_LOG_READ_ACTIONS = ("logs:FilterLogEvents", "logs:GetLogEvents")
+"""What the API needs to serve a task's output from the executors' log groups."""
 COMPLETION_BATCH_SIZE = 10
 # One task per invocation: a command may use the function's whole 15-minute timeout, and
 # each task scales out to its own concurrent execution.
@@ -104,6 +119,12 @@ class StratoflowStack(Stack):
         self.workflows = WorkflowsBucket(
             self, "Workflows", bucket_name=names.bucket, removal_policy=settings.removal_policy
         )
+        self.run_events = RunEvents(
+            self,
+            "RunEvents",
+            bus_name=settings.prefix,
+            failed_run_email=settings.failed_run_email,
+        )
 
         # Every setting a handler may read, by environment variable name (stratoflow.config).
         available = {
@@ -112,6 +133,7 @@ class StratoflowStack(Stack):
             ENV_COMPLETION_QUEUE_URL: self.completions.queue.queue_url,
             # By name, not by reference: see WorkflowsBucket.grantable.
             ENV_BUCKET: names.bucket,
+            ENV_EVENT_BUS: self.run_events.bus_name,
             ENV_RUN_RETENTION_DAYS: str(settings.run_retention_days),
         }
         powertools = {
@@ -133,7 +155,7 @@ class StratoflowStack(Stack):
 
         code = functions_code(install_dependencies=not settings.skip_bundling)
         self.functions: dict[str, HandlerFunction] = {}
-        for name in ("dispatcher", "executor", "completion", "loader"):
+        for name in FUNCTIONS:
             extra = [
                 *(FARGATE_ENV_VARS if name in FARGATE_LAUNCHERS else ()),
                 *((ENV_RUN_RETENTION_DAYS,) if name in RUN_RETENTION_SETTERS else ()),
@@ -159,6 +181,16 @@ class StratoflowStack(Stack):
             )
         self._grant()
         self._connect()
+        self.api = StratoflowApi(
+            self,
+            "RestApi",
+            handler=self.functions["api"].function,
+            api_name=settings.prefix,
+            throttle_rate_limit=settings.api_throttle_rate_limit,
+            throttle_burst_limit=settings.api_throttle_burst_limit,
+            log_retention=settings.log_retention,
+            removal_policy=settings.removal_policy,
+        )
         DispatcherSchedule(
             self,
             "Schedule",
@@ -173,6 +205,7 @@ class StratoflowStack(Stack):
             service=settings.prefix,
             dashboard_name=dashboard_name,
             functions={name: f.function for name, f in self.functions.items()},
+            api=self.api.api,
             queues={"tasks": self.tasks.queue, "completions": self.completions.queue},
             dead_letter_queues={
                 "tasks": self.tasks.dead_letter_queue,
@@ -186,7 +219,10 @@ class StratoflowStack(Stack):
         CfnOutput(self, "TableName", value=self.state.table.table_name)
         CfnOutput(self, "TaskQueueUrl", value=self.tasks.queue.queue_url)
         CfnOutput(self, "CompletionQueueUrl", value=self.completions.queue.queue_url)
-        CfnOutput(self, "WorkflowsBucketName", value=names.bucket)
+        # Output keys are stratoflow.config's: the CLI's `--stack NAME` reads them by key.
+        CfnOutput(self, OUTPUT_API_URL, value=self.api.url)
+        CfnOutput(self, OUTPUT_EVENT_BUS, value=self.run_events.bus_name)
+        CfnOutput(self, OUTPUT_BUCKET, value=names.bucket)
         CfnOutput(
             self,
             "UploadWorkflowCommand",
@@ -198,12 +234,14 @@ class StratoflowStack(Stack):
         """Each function's permissions: only what it touches (docs/security.md)."""
         table = self.state.table
         bucket = self.workflows
-        dispatcher, executor, completion, loader = (
-            self.functions[name].role for name in ("dispatcher", "executor", "completion", "loader")
+        dispatcher, executor, completion, loader, api = (
+            self.functions[name].role for name in FUNCTIONS
         )
 
         table.grant_read_write_data(dispatcher)
         self.tasks.queue.grant_send_messages(dispatcher)
+        # The tick reports attempts whose executor died (expired lease) as completions.
+        self.completions.queue.grant_send_messages(dispatcher)
         bucket.grant_read_objects(dispatcher, DEFINITIONS_PREFIX)
         self.fargate.task_definition.grant_run(dispatcher)
 
@@ -220,6 +258,37 @@ class StratoflowStack(Stack):
         bucket.grant_read_objects(loader, WORKFLOWS_PREFIX)
         bucket.grant_write_objects(loader, WORKFLOWS_PREFIX)  # error reports beside uploads
         bucket.grant_write_objects(loader, DEFINITIONS_PREFIX)
+
+        table.grant_read_write_data(api)
+        self.tasks.queue.grant_send_messages(api)
+        self.completions.queue.grant_send_messages(api)
+        bucket.grant_read_objects(api, DEFINITIONS_PREFIX)
+        bucket.grant_read_objects(api, WORKFLOWS_PREFIX)
+        bucket.grant_write_objects(api, WORKFLOWS_PREFIX)  # uploads
+        self.fargate.task_definition.grant_run(api)  # a run's root tasks may be on Fargate
+        self._grant_stop_fargate_tasks(api)  # cancelling a run
+        for log_group in (self.functions["executor"].log_group, self.fargate.log_group):
+            log_group.grant(api, *TASK_LOG_READ_ACTIONS)
+
+        for name in EVENT_PUBLISHERS:
+            self.run_events.bus.grant_put_events_to(self.functions[name].role)
+
+    def _grant_stop_fargate_tasks(self, grantee: iam.IGrantable) -> None:
+        """ecs:StopTask on the runner cluster's tasks only (task ids are not known ahead)."""
+        cluster = self.fargate.cluster
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["ecs:StopTask"],
+            resource_arns=[
+                self.format_arn(
+                    service="ecs",
+                    resource="task",
+                    resource_name=f"{cluster.cluster_name}/*",
+                    arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+                )
+            ],
+            conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
+        )
 
     def _grant_executor(self, grantee: iam.IGrantable) -> None:
         """An executor (Lambda or Fargate task) reads, claims its attempt, and reports."""

@@ -79,8 +79,12 @@ def synth_custom(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(
         tmp_path_factory.mktemp("cdk-custom"),
         **{
+            "stratoflow:stackName": "AcmeFlow",
             "stratoflow:prefix": "acme-flow",
             "stratoflow:alarmEmail": "ops@example.com",
+            "stratoflow:failedRunEmail": "ops@example.com",
+            "stratoflow:apiThrottleRateLimit": "20",
+            "stratoflow:apiThrottleBurstLimit": "40",
             "stratoflow:executorReservedConcurrency": "20",
             "stratoflow:executorMemoryMiB": "2048",
             "stratoflow:removalPolicy": "destroy",

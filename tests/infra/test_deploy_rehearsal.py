@@ -141,6 +141,7 @@ def deployed(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {
         name: session.client(name, endpoint_url=endpoint)
         for name in (
+            "apigateway",
             "cloudformation",
             "dynamodb",
             "sqs",
@@ -242,7 +243,7 @@ def test_log_groups_have_retention(deployed: dict) -> None:
         for g in groups
         if g["logGroupName"].startswith("/aws/lambda/stratoflow-")
     }
-    assert len(lambda_groups) == 4
+    assert len(lambda_groups) == 5
     assert set(lambda_groups.values()) == {30}
 
 
@@ -250,3 +251,21 @@ def test_dashboard_exists(deployed: dict) -> None:
     dashboards = deployed["cloudwatch"].list_dashboards()["DashboardEntries"]
     names = [d["DashboardName"] for d in dashboards]
     assert "stratoflow" in names
+
+
+def test_rest_api_exists_with_its_routes_signed(deployed: dict) -> None:
+    apigateway = deployed["apigateway"]
+    (api,) = [a for a in apigateway.get_rest_apis()["items"] if a["name"] == "stratoflow"]
+    resources = apigateway.get_resources(restApiId=api["id"], embed=["methods"])["items"]
+    routes = {
+        (verb, resource["path"]): method["authorizationType"]
+        for resource in resources
+        for verb, method in resource.get("resourceMethods", {}).items()
+    }
+    assert len(routes) == 11
+    assert ("POST", "/workflows/{workflow_id}/runs") in routes
+    assert set(routes.values()) == {"AWS_IAM"}
+
+
+def test_run_events_bus_exists(deployed: dict) -> None:
+    assert deployed["events"].describe_event_bus(Name="stratoflow")["Name"] == "stratoflow"

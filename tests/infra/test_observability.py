@@ -41,6 +41,7 @@ def test_the_alarms_the_issue_asks_for(synth: Synthesized) -> None:
         "stratoflow-RunsFailed",
         "stratoflow-WorkflowLoadFailed",
         "stratoflow-ExecutorErrors",
+        "stratoflow-ApiServerErrors",
         "stratoflow-OldestTaskMessageAge",
     }
 
@@ -82,6 +83,15 @@ def test_executor_errors_alarm(synth: Synthesized) -> None:
     assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": executor}}]
 
 
+def test_api_server_errors_alarm(synth: Synthesized) -> None:
+    alarm = alarms(synth)["stratoflow-ApiServerErrors"]
+    assert alarm["Namespace"] == "AWS/ApiGateway"
+    assert alarm["MetricName"] == "5XXError"
+    assert alarm["Dimensions"] == [{"Name": "ApiName", "Value": "stratoflow"}]
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["Threshold"] == 1
+
+
 def test_oldest_task_message_age_alarm_threshold_is_a_setting(
     synth: Synthesized, synth_custom: Synthesized
 ) -> None:
@@ -100,7 +110,7 @@ def test_no_topic_without_an_alarm_email(synth: Synthesized) -> None:
 def test_alarm_email_subscribes_to_an_encrypted_topic_every_alarm_notifies(
     synth_custom: Synthesized,
 ) -> None:
-    (topic_id,) = synth_custom.resources("AWS::SNS::Topic")
+    topic_id = synth_custom.logical_id(synth_custom.stack.observability.topic)
     synth_custom.template.has_resource_properties(
         "AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()}
     )
@@ -142,11 +152,17 @@ def test_dashboard_shows_queues_and_functions(synth: Synthesized) -> None:
         "Duration",
     ):
         assert metric in body
-    for name in ("dispatcher", "executor", "completion", "loader"):
+    for name in ("dispatcher", "executor", "completion", "loader", "api"):
         assert synth.logical_id(synth.stack.functions[name].function) in body
     for queue in (synth.stack.tasks, synth.stack.completions):
         assert synth.logical_id(queue.queue) in body
         assert synth.logical_id(queue.dead_letter_queue) in body
+
+
+def test_dashboard_shows_api_requests_errors_and_latency(synth: Synthesized) -> None:
+    body = dashboard_body(synth)
+    for metric in ("Count", "4XXError", "5XXError", "Latency", "IntegrationLatency"):
+        assert f'\\"AWS/ApiGateway\\",\\"{metric}\\"' in body, metric
 
 
 def test_dashboard_lists_every_alarm(synth: Synthesized) -> None:

@@ -120,7 +120,7 @@ def test_function_roles_carry_no_managed_policy(synth: Synthesized) -> None:
         }
 
 
-@pytest.mark.parametrize("name", ["dispatcher", "executor", "completion", "loader"])
+@pytest.mark.parametrize("name", ["dispatcher", "executor", "completion", "loader", "api"])
 def test_each_function_has_its_own_role_writing_its_own_log_group_and_traces(
     synth: Synthesized, name: str
 ) -> None:
@@ -167,7 +167,8 @@ def test_executor_reads_definitions_only(synth: Synthesized, name: str) -> None:
 @pytest.mark.parametrize("name", ["executor", "fargate-task"])
 def test_executor_cannot_start_tasks_or_pass_roles(synth: Synthesized, name: str) -> None:
     actions = all_actions(synth, role(synth, name))
-    assert not {"ecs:RunTask", "iam:PassRole", "lambda:InvokeFunction"} & actions
+    assert not {"ecs:RunTask", "ecs:StopTask", "iam:PassRole", "lambda:InvokeFunction"} & actions
+    assert not {"events:PutEvents"} & actions  # the completion handler announces runs
 
 
 def test_executor_consumes_the_task_queue(synth: Synthesized) -> None:
@@ -178,7 +179,7 @@ def test_executor_consumes_the_task_queue(synth: Synthesized) -> None:
 # --- the deciders ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["dispatcher", "completion"])
+@pytest.mark.parametrize("name", ["dispatcher", "completion", "api"])
 def test_deciders_write_run_state_and_enqueue_tasks(synth: Synthesized, name: str) -> None:
     grantee = role(synth, name)
     table = actions_on(synth, grantee, arn_of(synth, synth.stack.state.table))
@@ -186,7 +187,7 @@ def test_deciders_write_run_state_and_enqueue_tasks(synth: Synthesized, name: st
     assert "sqs:SendMessage" in actions_on(synth, grantee, arn_of(synth, synth.stack.tasks.queue))
 
 
-@pytest.mark.parametrize("name", ["dispatcher", "completion"])
+@pytest.mark.parametrize("name", ["dispatcher", "completion", "api"])
 def test_deciders_may_run_the_fargate_task_and_pass_only_its_roles_to_ecs(
     synth: Synthesized, name: str
 ) -> None:
@@ -204,9 +205,11 @@ def test_deciders_may_run_the_fargate_task_and_pass_only_its_roles_to_ecs(
         }
 
 
-def test_dispatcher_does_not_touch_the_completion_queue(synth: Synthesized) -> None:
+def test_dispatcher_may_report_dead_attempts_to_the_completion_queue_only_by_sending(
+    synth: Synthesized,
+) -> None:
     dispatcher = role(synth, "dispatcher")
-    assert actions_on(synth, dispatcher, arn_of(synth, synth.stack.completions.queue)) == set()
+    assert actions_on(synth, dispatcher, arn_of(synth, synth.stack.completions.queue)) == SEND
 
 
 def test_completion_consumes_the_completion_queue(synth: Synthesized) -> None:
@@ -234,7 +237,7 @@ def test_loader_reads_uploads_and_writes_definitions_and_reports_only(synth: Syn
 
 def test_loader_touches_no_queue_and_starts_nothing(synth: Synthesized) -> None:
     actions = all_actions(synth, role(synth, "loader"))
-    assert not any(a.startswith(("sqs:", "ecs:", "iam:")) for a in actions)
+    assert not any(a.startswith(("sqs:", "ecs:", "iam:", "events:")) for a in actions)
 
 
 def test_grants_follow_the_prefix(synth_custom: Synthesized) -> None:

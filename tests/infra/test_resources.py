@@ -8,11 +8,15 @@ from aws_cdk.assertions import Match
 from stratoflow_infra.contract import WORKFLOW_FILE_SUFFIXES
 
 from stratoflow.config import (
+    API_TIMEOUT_SECONDS,
     COMPLETION_TIMEOUT_SECONDS,
     DISPATCHER_TIMEOUT_SECONDS,
     EXECUTOR_TIMEOUT_SECONDS,
     LOADER_TIMEOUT_SECONDS,
     MAX_RECEIVE_COUNT,
+    OUTPUT_API_URL,
+    OUTPUT_BUCKET,
+    OUTPUT_EVENT_BUS,
     TABLE_ATTRIBUTES,
     TABLE_KEY_SCHEMA,
     TABLE_TTL_ATTRIBUTE,
@@ -28,6 +32,7 @@ FUNCTION_TIMEOUTS = {
     "executor": EXECUTOR_TIMEOUT_SECONDS,
     "completion": COMPLETION_TIMEOUT_SECONDS,
     "loader": LOADER_TIMEOUT_SECONDS,
+    "api": API_TIMEOUT_SECONDS,
 }
 
 
@@ -221,9 +226,9 @@ def test_no_lambda_backed_custom_resource_is_needed(synth: Synthesized) -> None:
 # --- functions ---------------------------------------------------------------------------
 
 
-def test_four_functions_on_a_current_python_runtime_for_arm64(synth: Synthesized) -> None:
+def test_five_functions_on_a_current_python_runtime_for_arm64(synth: Synthesized) -> None:
     functions = synth.resources("AWS::Lambda::Function")
-    assert len(functions) == 4
+    assert len(functions) == 5
     for name, timeout in FUNCTION_TIMEOUTS.items():
         synth.template.has_resource_properties(
             "AWS::Lambda::Function",
@@ -394,4 +399,16 @@ def test_outputs_name_what_an_operator_needs(synth: Synthesized) -> None:
         "WorkflowsBucketName",
         "UploadWorkflowCommand",
         "DashboardUrl",
+        "ApiUrl",
+        "EventBusName",
     } <= outputs
+
+
+def test_the_outputs_the_cli_reads_have_the_keys_of_stratoflow_config(
+    synth: Synthesized, synth_custom: Synthesized
+) -> None:
+    # The CLI's `--stack NAME` finds them by these keys, whatever the stack's name.
+    for synthesized in (synth, synth_custom):
+        assert {OUTPUT_API_URL, OUTPUT_BUCKET, OUTPUT_EVENT_BUS} <= set(synthesized.json["Outputs"])
+    bucket = synth.json["Outputs"][OUTPUT_BUCKET]["Value"]
+    assert bucket == {"Fn::Join": ["", ["stratoflow-workflows-", {"Ref": "AWS::AccountId"}]]}

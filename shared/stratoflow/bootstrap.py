@@ -250,8 +250,8 @@ class _LiveEcho:
         self._done.set()
         self._thread.join()
         self._copy()
-        # The end marker on a line of its own, without adding a newline the output lacked
-        # not (the reader cannot tell an added one from the command's).
+        # The end marker needs a line of its own; a newline is added only when the output
+        # lacks a final one, since a reader cannot tell an added newline from the command's.
         newline = "" if self._last == b"\n" else "\n"
         sys.stdout.write(f"{newline}{END_MARKER.format(name=self._name)}\n")
         sys.stdout.flush()

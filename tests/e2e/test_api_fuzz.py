@@ -47,8 +47,10 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (folder / "fuzz.yaml").write_text(KNOWN)  # something real for the ids that hit
     env = {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(home)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stratoflow.cli", "local", "up", "--dir", str(folder)]
-        + ["--port", "0", "--grace", "1"],  # noqa: RUF005
+        [
+            *(sys.executable, "-m", "stratoflow.cli", "local", "up"),
+            *("--dir", str(folder), "--port", "0", "--grace", "1"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

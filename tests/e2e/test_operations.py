@@ -319,3 +319,22 @@ def test_the_fargate_runner_records_its_task_and_takes_sigterm_as_a_cancel(
     )["Messages"]
     report = AttemptReport.from_json(report_msg["Body"])
     assert (report.task_id, report.cancelled, report.exit_code) == ("crunch", True, None)
+
+
+def test_run_a_file_on_an_api_uploads_triggers_and_follows(server: dict[str, Any]) -> None:
+    """`run FILE --api URL` is what `run FILE --stack NAME` does once the URL is known."""
+    wf = unique_id("remote")
+    src = server["base"] / f"{wf}.yaml"
+    src.write_text(f"id: {wf}\ntasks:\n  - id: a\n    command: echo remote\n")
+    done = cli(server, "run", str(src), "--api", server["api"], "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["workflow_id"] == wf and doc["status"] == "succeeded"
+    assert doc["tasks"]["a"]["output_tail"] == "remote\n"
+    failing = server["base"] / f"{wf}-fails.yaml"
+    failing.write_text(f"id: {wf}-fails\ntasks:\n  - id: a\n    command: exit 4\n")
+    assert cli(server, "run", str(failing), "--api", server["api"]).returncode == 1
+    invalid = server["base"] / f"{wf}-invalid.yaml"
+    invalid.write_text(f"id: {wf}-invalid\ntasks: []\n")
+    rejected = cli(server, "run", str(invalid), "--api", server["api"])
+    assert rejected.returncode == 2 and "tasks" in rejected.stderr

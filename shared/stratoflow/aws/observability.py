@@ -7,11 +7,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from stratoflow.aws.clients import AwsClients
+from stratoflow.config import EVENT_RUN_FINISHED as RUN_FINISHED
+from stratoflow.config import EVENT_SOURCE, METRICS_NAMESPACE
 from stratoflow.core.records import RunRecord
-
-EVENT_SOURCE = "stratoflow"
-RUN_FINISHED = "Run Finished"
-METRICS_NAMESPACE = "Stratoflow"
 
 
 def run_finished_detail(run: RunRecord, failed_tasks: Sequence[str]) -> dict[str, Any]:

@@ -7,9 +7,12 @@ with its endpoint, then serves until its standard input closes (its parent ended
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import socket
 import sys
+from typing import Any
 
 
 def main() -> None:
@@ -18,6 +21,7 @@ def main() -> None:
     from stratoflow.local.emulator import speed_up_moto
 
     speed_up_moto()
+    _keep_connections_open()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -27,6 +31,67 @@ def main() -> None:
     sys.stdout.flush()
     sys.stdin.read()  # returns at EOF: the parent closed the pipe or died
     server.stop()
+
+
+def _keep_connections_open() -> None:
+    """Serve moto with HTTP/1.1 keep-alive, each response in one write.
+
+    werkzeug's development server closes the connection after every response (and then
+    waits up to 10 ms for stray request bytes): every API call paid a TCP handshake, a new
+    server thread and that wait. botocore pools connections, so with keep-alive each client
+    thread keeps one open connection and a call is one request and one response.
+    """
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    MotoRequestHandler.protocol_version = "HTTP/1.1"
+    MotoRequestHandler.run_wsgi = _run_wsgi  # type: ignore[method-assign]
+    original_setup = MotoRequestHandler.setup
+
+    def setup(self: Any) -> None:
+        original_setup(self)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    MotoRequestHandler.setup = setup  # type: ignore[method-assign]
+
+
+def _run_wsgi(self: Any) -> None:
+    # The request body is read whole before the app runs, so that the connection is at the
+    # next request's first byte whatever the app reads (what werkzeug's own loop cannot
+    # promise, hence its closing every connection).
+    length = int(self.headers.get("Content-Length") or 0)
+    body = self.rfile.read(length) if length else b""
+    environ = self.make_environ()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["wsgi.input_terminated"] = True
+    environ["CONTENT_LENGTH"] = str(len(body))
+    state: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        state["status"], state["headers"] = status, headers
+        return lambda data: state.setdefault("chunks", []).append(data)
+
+    app_iter = self.server.app(environ, start_response)
+    try:
+        chunks = state.pop("chunks", []) + [bytes(c) for c in app_iter]
+    finally:
+        if hasattr(app_iter, "close"):
+            app_iter.close()
+    payload = b"" if environ["REQUEST_METHOD"] == "HEAD" else b"".join(chunks)
+    code, _, reason = state["status"].partition(" ")
+    lines = [f"HTTP/1.1 {code} {reason}"]
+    lines += [
+        f"{k}: {v}"
+        for k, v in state["headers"]
+        if k.lower() not in ("content-length", "connection", "transfer-encoding")
+    ]
+    lines.append(f"Content-Length: {len(b''.join(chunks))}")
+    if self.headers.get("Connection", "").lower() == "close":
+        lines.append("Connection: close")
+        self.close_connection = True
+    else:
+        self.close_connection = False
+    self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+    self.wfile.flush()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ method documents the condition it applies and what it returns when the condition
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -58,6 +58,7 @@ class FinalizeOutcome(StrEnum):
     APPLIED = "applied"  # this call recorded the final state and propagated it
     ALREADY = "already"  # recorded before (a redelivery): propagation was completed now
     STALE = "stale"  # the task is in another attempt or state: nothing to do
+    RUN_ENDED = "run_ended"  # require_running, and the run was not running: nothing written
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Settlement:
     releases_slot: bool
     fields: dict[str, Any] = field(default_factory=dict)  # exit_code, times, output_tail …
     drive: int = 0  # the run's drive the attempt belongs to (see TaskMessage.drive)
+    decided: Mapping[str, TaskStatus] = field(default_factory=dict)
+    """Dependents decided by this settlement alone (single parent), written with it."""
+    require_running: bool = False
+    """Apply only while the run is running (FinalizeOutcome.RUN_ENDED otherwise)."""
 
     @property
     def bad_leaf(self) -> bool:

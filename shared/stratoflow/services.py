@@ -381,6 +381,9 @@ def _report(msg: TaskMessage, **fields: Any) -> AttemptReport:
         attempt=msg.attempt,
         kind=msg.kind,
         drive=msg.drive,
+        logical_date=msg.logical_date,
+        params=dict(msg.params),
+        workdir=msg.workdir,
         **fields,
     )
 
@@ -446,7 +449,26 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
         fields=fields,
         drive=report.drive,
     )
-    _settle(ports, plan, report.run_id, settlement)
+    _settle(ports, plan, report.run_id, settlement, _context(plan, report))
+
+
+def _context(plan: Plan, report: AttemptReport) -> RunRecord | None:
+    """The run as far as the report tells it (enough to make its tasks' messages)."""
+    if report.logical_date is None or report.params is None:
+        return None
+    return RunRecord(
+        run_id=report.run_id,
+        workflow_id=report.workflow_id,
+        version=report.version,
+        status=RunStatus.RUNNING,
+        logical_date=report.logical_date,
+        created_at="",
+        n_tasks=len(plan),
+        params=dict(report.params),
+        concurrency=plan.workflow.concurrency,
+        workdir=report.workdir,
+        drive=report.drive,
+    )
 
 
 def _attempt_fields(report: AttemptReport, now: str) -> dict[str, Any]:
@@ -463,24 +485,72 @@ def _attempt_fields(report: AttemptReport, now: str) -> dict[str, Any]:
     }
 
 
-def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
-    """Finalize a task, decide its dependents, cascade skips, and finish the run if done."""
+def _settle(
+    ports: Ports, plan: Plan, run_id: str, first: Settlement, context: RunRecord | None = None
+) -> None:
+    """Finalize a task, decide its dependents, cascade skips, and finish the run if done.
+
+    With the run's `context` (echoed in the attempt's report) and no concurrency cap, the
+    dependents that have this task as their only parent are decided inside the settlement's
+    own transaction, conditioned on the run still running: a chain or a fan-out then moves
+    on without reading the run or its tasks back. Dependents with several parents are read
+    (BatchGetItem) and decided from their counters, as is everything after a redelivery.
+    """
     worklist = [first]
     ready: list[str] = []
     made_ready = False
     run: RunRecord | None = None
+    check_end = False  # a folded settlement may have been the run's last
+    fresh = False  # `run` was read after the latest settlement was written
+    fold = context is not None and plan.workflow.concurrency is None
     while worklist:
         settlement = worklist.pop()
+        now = iso(ports.clock.now()) or ""
+        decided: dict[str, TaskStatus] = {}
+        if fold:
+            for child_id in settlement.children:
+                if plan.foldable(child_id):
+                    decided[child_id] = _decided_status(
+                        decide(plan.tasks[child_id].trigger_rule, _single_parent(settlement))
+                    )
+            settlement = replace(settlement, decided=decided, require_running=True)
         outcome = ports.runs.finalize_task(run_id, settlement)
+        if outcome is FinalizeOutcome.RUN_ENDED:
+            # Cancelled meanwhile: record this task's end, start nothing.
+            outcome = ports.runs.finalize_task(
+                run_id, replace(settlement, decided={}, require_running=False)
+            )
+            run = ports.runs.get_run(run_id)
+            fresh = True
+            continue
         if outcome is FinalizeOutcome.STALE:
             continue
+        fresh = False
         redelivered = outcome is FinalizeOutcome.ALREADY
-        run, children = ports.runs.get_run_and_tasks(run_id, settlement.children)
+        to_run: list[str] = []
+        if decided and not redelivered:
+            assert context is not None
+            run = run or context
+            for child_id, status in decided.items():
+                if status is TaskStatus.QUEUED:
+                    to_run.append(child_id)
+                else:
+                    worklist.append(_decided_settlement(plan, child_id, status, now))
+            if to_run:
+                _make_ready(ports, plan, run, to_run)
+                made_ready = True
+            to_read = [c for c in settlement.children if c not in decided]
+            check_end = check_end or settlement.task_id in plan.may_end_run
+            if not to_read:
+                continue
+        else:
+            to_read = list(settlement.children)
+        run, children = ports.runs.get_run_and_tasks(run_id, to_read)
+        fresh = True
         if run.status is not RunStatus.RUNNING:
             continue  # cancelled: its remaining tasks stay as they are, nothing new starts
-        now = iso(ports.clock.now()) or ""
-        to_run: list[str] = []
-        for child_id in settlement.children:
+        to_run = []
+        for child_id in to_read:
             child = children[child_id]
             if child.status is not TaskStatus.PENDING:
                 if redelivered and child.status is TaskStatus.QUEUED and child.attempt == 0:
@@ -495,21 +565,9 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
             if decision is Decision.RUN:
                 to_run.append(child_id)
                 continue
-            settled = (
-                TaskStatus.SKIPPED if decision is Decision.SKIP else TaskStatus.UPSTREAM_FAILED
-            )
+            settled = _decided_status(decision)
             if ports.runs.decide_task(run_id, child_id, settled, now):
-                worklist.append(
-                    Settlement(
-                        task_id=child_id,
-                        status=settled,
-                        children=plan.downstream[child_id],
-                        attempt=None,
-                        is_leaf=child_id in plan.leaves,
-                        releases_slot=False,
-                        fields={"settled_at": now},
-                    )
-                )
+                worklist.append(_decided_settlement(plan, child_id, settled, now))
         # Decide in batches and enqueue each batch at once: a 10,000-wide fan-out must not
         # hold every dependent back until the last one is decided.
         status = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
@@ -520,14 +578,54 @@ def _settle(ports: Ports, plan: Plan, run_id: str, first: Settlement) -> None:
                 made_ready = True
     if run is None:
         return
+    if check_end and not fresh:
+        # A folded settlement may have ended the run: read its counters.
+        run = ports.runs.get_run(run_id)
+        if run is None:
+            return
+        fresh = True
     if run.status is not RunStatus.RUNNING:
         return  # cancelled (or finished): nothing new starts
     if ready:
         _make_ready(ports, plan, run, ready)
     elif run.concurrency is not None and first.releases_slot and not made_ready:
         _pump_waiting(ports, plan, run)
-    if run.final_count >= run.n_tasks and run.status is RunStatus.RUNNING:
+    if fresh and run.final_count >= run.n_tasks:
         _finish_run(ports, plan, run)
+
+
+def _single_parent(settlement: Settlement) -> UpstreamCounts:
+    """The upstream counts of a dependent whose only parent is the settled task."""
+    counter = {
+        TaskStatus.SUCCEEDED: "succeeded",
+        TaskStatus.FAILED: "failed",
+        TaskStatus.UPSTREAM_FAILED: "upstream_failed",
+        TaskStatus.SKIPPED: "skipped",
+        TaskStatus.CANCELLED: "cancelled",
+    }[settlement.status]
+    return UpstreamCounts(total=1, **{counter: 1})
+
+
+def _decided_status(decision: Decision) -> TaskStatus:
+    """The status a decision gives a dependent (all parents final, so never WAIT)."""
+    return {
+        Decision.RUN: TaskStatus.QUEUED,
+        Decision.SKIP: TaskStatus.SKIPPED,
+        Decision.UPSTREAM_FAILED: TaskStatus.UPSTREAM_FAILED,
+    }[decision]
+
+
+def _decided_settlement(plan: Plan, task_id: str, status: TaskStatus, now: str) -> Settlement:
+    """A dependent settled without running (skipped, upstream_failed), to propagate."""
+    return Settlement(
+        task_id=task_id,
+        status=status,
+        children=plan.downstream[task_id],
+        attempt=None,
+        is_leaf=task_id in plan.leaves,
+        releases_slot=False,
+        fields={"settled_at": now},
+    )
 
 
 def _counts(total: int, rec: TaskRecord) -> UpstreamCounts:

@@ -417,3 +417,72 @@ def test_the_tick_reports_an_attempt_whose_executor_died_without_a_redelivery(
     assert tasks["heavy"].status == "failed" and run.status == "failed"
     # recorded: the next tick finds nothing more to report
     assert dispatcher.handler(tick, None)["lost"] == []
+
+
+def test_a_report_that_arrives_after_its_run_was_cancelled_starts_nothing(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    """A chain's dependent is decided inside its parent's settlement only while the run
+    runs; once cancelled, the parent's end is recorded and its dependent stays unstarted."""
+    from stratoflow import services
+
+    run_id, _ = _start(
+        bare,
+        {
+            "tasks": [
+                {"id": "a", "command": "true"},
+                {"id": "b", "command": "true", "depends": ["a"]},
+            ]
+        },
+        tmp_path,
+    )
+    [message] = _tasks(bare)
+    _execute(bare, [message])
+    [report] = _reports(bare)
+    assert bare.ports is not None
+    assert services.cancel_run(bare.ports, run_id) is True
+    assert _complete(bare, [report]) == {"batchItemFailures": []}
+    assert _tasks(bare) == []  # b was not enqueued
+    a = bare.ports.runs.get_task(run_id, "a")
+    b = bare.ports.runs.get_task(run_id, "b")
+    assert (a.status.value, b.status.value, b.attempt) == ("succeeded", "pending", 0)
+    assert bare.ports.runs.get_run(run_id).status.value == "cancelled"  # type: ignore[union-attr]
+
+
+def test_a_chain_moves_on_without_reading_the_run_back(bare: LocalRuntime, tmp_path: Path) -> None:
+    """The dependent of a single parent is decided in the parent's settlement: one
+    transaction and one send per hop, no BatchGetItem and no separate decision write."""
+    run_id, _ = _start(
+        bare,
+        {
+            "tasks": [
+                {"id": "a", "command": "true"},
+                {"id": "b", "command": "true", "depends": ["a"]},
+                {"id": "c", "command": "true", "depends": ["b"]},
+            ]
+        },
+        tmp_path,
+    )
+    [message] = _tasks(bare)
+    _execute(bare, [message])
+    [report] = _reports(bare)
+    assert bare.clients is not None
+    with ApiCallCounter().attached(bare.clients.dynamodb, bare.clients.sqs) as counter:
+        _complete(bare, [report])
+    assert counter.snapshot() == {
+        ("dynamodb", "TransactWriteItems"): 1,
+        ("sqs", "SendMessageBatch"): 1,
+    }
+    [next_message] = _tasks(bare)
+    assert json.loads(next_message["Body"])["task_id"] == "b"
+    # the leaf's settlement reads the run once, to end it
+    _execute(bare, [next_message])
+    _complete(bare, _reports(bare))
+    [last] = _tasks(bare)
+    _execute(bare, [last])
+    with ApiCallCounter().attached(bare.clients.dynamodb, bare.clients.sqs) as counter:
+        _complete(bare, _reports(bare))
+    calls = counter.snapshot()
+    assert calls[("dynamodb", "GetItem")] + calls[("dynamodb", "BatchGetItem")] == 1
+    assert bare.ports is not None
+    assert bare.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]

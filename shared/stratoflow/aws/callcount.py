@@ -7,8 +7,10 @@ call are not separate calls of the code and are not counted.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -21,6 +23,20 @@ class ApiCallCounter:
 
     def attach(self, client: Any) -> None:
         client.meta.events.register("before-call.*.*", self._count)
+
+    def detach(self, client: Any) -> None:
+        client.meta.events.unregister("before-call.*.*", self._count)
+
+    @contextlib.contextmanager
+    def attached(self, *clients: Any) -> Iterator[ApiCallCounter]:
+        """Count the calls of `clients` within the block."""
+        for client in clients:
+            self.attach(client)
+        try:
+            yield self
+        finally:
+            for client in clients:
+                self.detach(client)
 
     def _count(self, event_name: str, **_: Any) -> None:
         _, service, operation = event_name.split(".", 2)

@@ -19,7 +19,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -463,6 +463,13 @@ class DynamoRunStore:
             update = "SET propagated = :true" + "".join(f", {x}" for x in sets)
         run_adds = ["final_count :one"]
         run_values: dict[str, Any] = {":one": {"N": "1"}}
+        run_condition: dict[str, Any] = {}
+        if s.require_running:
+            run_condition = {
+                "ConditionExpression": "#st = :running_run",
+                "ExpressionAttributeNames": {"#st": "status"},
+            }
+            run_values[":running_run"] = {"S": RunStatus.RUNNING.value}
         if s.bad_leaf:
             run_adds.append("leaf_bad :one")
         if s.releases_slot:
@@ -486,12 +493,19 @@ class DynamoRunStore:
                     "Key": _key(pk, "#RUN"),
                     "UpdateExpression": "ADD " + ", ".join(run_adds),
                     "ExpressionAttributeValues": run_values,
+                    **run_condition,
                 }
             },
         ]
+        now = str(s.fields.get("settled_at") or iso(datetime.now(UTC)))
         outcome = FinalizeOutcome.APPLIED
-        reason = self._transact(first + self._child_updates(pk, chunks[0], counter))
-        if reason is not None:
+        reasons = self._transact_reasons(
+            first + self._child_updates(pk, chunks[0], counter, s.decided, now)
+        )
+        if reasons is not None:
+            if reasons[0].get("Code") != "ConditionalCheckFailed":
+                return FinalizeOutcome.RUN_ENDED  # only the run's condition failed
+            reason = reasons[0]
             old = _task_from(
                 s.task_id, reason.get("Item") or self._get_task_item(run_id, s.task_id)
             )
@@ -510,27 +524,55 @@ class DynamoRunStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
-            self._transact([marker, *self._child_updates(pk, chunk, counter)])
+            self._transact([marker, *self._child_updates(pk, chunk, counter, s.decided, now)])
         return outcome
 
     def _child_updates(
-        self, pk: str, children: Sequence[str], counter: str
+        self,
+        pk: str,
+        children: Sequence[str],
+        counter: str,
+        decided: Mapping[str, TaskStatus],
+        now: str,
     ) -> list[dict[str, Any]]:
-        return [
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": _key(pk, f"T#{child}"),
-                    "UpdateExpression": f"ADD {counter} :one",
-                    "ExpressionAttributeValues": {":one": {"N": "1"}},
-                }
+        updates = []
+        for child in children:
+            update: dict[str, Any] = {
+                "TableName": self.table,
+                "Key": _key(pk, f"T#{child}"),
+                "UpdateExpression": f"ADD {counter} :one",
+                "ExpressionAttributeValues": {":one": {"N": "1"}},
             }
-            for child in children
-        ]
+            status = decided.get(child)
+            if status is not None:
+                # Its only parent decides it, with the count: a status it already has (the
+                # run was cancelled, say) is left as it is.
+                final = status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED)
+                update["UpdateExpression"] += (
+                    " SET #st = if_not_exists(#st, :decided), "
+                    "decided_at = if_not_exists(decided_at, :now)"
+                    + (", settled_at = if_not_exists(settled_at, :now)" if final else "")
+                )
+                update["ExpressionAttributeNames"] = {"#st": "status"}
+                update["ExpressionAttributeValues"].update(
+                    {":decided": {"S": status.value}, ":now": {"S": now}}
+                )
+            updates.append({"Update": update})
+        return updates
 
     def _transact(self, items: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Run a transaction; None if it applied, else the first item's cancellation reason
         when that item's condition failed. Conflicts with concurrent transactions retry."""
+        reasons = self._transact_reasons(items)
+        if reasons is None:
+            return None
+        if reasons[0].get("Code") == "ConditionalCheckFailed":
+            return reasons[0]
+        raise RuntimeError(f"transaction cancelled: {reasons}")
+
+    def _transact_reasons(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Run a transaction; None if it applied, else every item's cancellation reason
+        when a condition failed. Conflicts with concurrent transactions retry."""
         attempt = 0
         while True:
             try:
@@ -541,8 +583,8 @@ class DynamoRunStore:
                     raise
                 reasons = err.response.get("CancellationReasons") or []
                 codes = {r.get("Code") for r in reasons}
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    return reasons[0]
+                if "ConditionalCheckFailed" in codes:
+                    return list(reasons)
                 if not codes & _RETRYABLE_TX or attempt >= 12:
                     raise
                 attempt += 1
@@ -767,14 +809,14 @@ class DynamoRunStore:
             return {
                 "TableName": self.table,
                 "Key": _key(pk, f"T#{task_id}"),
-                "UpdateExpression": "SET #st = :p, drive = :d, "
+                # No status is pending: the one parent that decides it sets it if absent.
+                "UpdateExpression": "SET drive = :d, "
                 + ", ".join(f"{c} = :{c}" for c in _COUNTERS)
-                + f" REMOVE {_RESET_REMOVES}",
+                + f" REMOVE #st, {_RESET_REMOVES}",
                 # A task another redrive already reset (and may have started) is left alone.
                 "ConditionExpression": "attribute_not_exists(drive) OR drive < :d",
                 "ExpressionAttributeNames": {"#st": "status", "#err": "error"},
                 "ExpressionAttributeValues": {
-                    ":p": {"S": TaskStatus.PENDING.value},
                     ":d": {"N": str(drive)},
                     **{f":{c}": {"N": str(counters.get(c, 0))} for c in _COUNTERS},
                 },

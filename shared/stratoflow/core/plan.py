@@ -50,6 +50,24 @@ class Plan:
             if not t.depends or t.trigger_rule is TriggerRule.ALWAYS
         )
 
+    def foldable(self, child: str) -> bool:
+        """Whether `child` is decided by its one parent's end alone (so the decision can be
+        written with the parent's own settlement): a single parent, and not `always` (which
+        starts with the run)."""
+        task = self.tasks[child]
+        return len(task.depends) == 1 and task.trigger_rule is not TriggerRule.ALWAYS
+
+    @cached_property
+    def may_end_run(self) -> frozenset[str]:
+        """Tasks whose settlement can be the run's last: leaves, and tasks with a dependent
+        that can be decided (and end) before all its parents have (several parents, or
+        `always`). Any other task ends before its dependents are even decided."""
+        return frozenset(
+            tid
+            for tid, children in self.downstream.items()
+            if not children or not all(self.foldable(c) for c in children)
+        )
+
     @cached_property
     def order(self) -> tuple[str, ...]:
         """Task ids in topological order (parents before children)."""

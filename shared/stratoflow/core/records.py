@@ -88,6 +88,11 @@ class AttemptReport(_Wire):
     log_ref: str | None = None
     error: str | None = None
     drive: int = 0
+    # The run's context, echoed from the task message: the completion handler makes its
+    # dependents' messages from these without reading the run (None: read it).
+    logical_date: str | None = None
+    params: dict[str, str] | None = None
+    workdir: str | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -40,3 +48,78 @@ def run_workflow(
 
 def statuses(doc: dict[str, Any]) -> dict[str, str]:
     return {tid: t["status"] for tid, t in doc["tasks"].items()}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """The predicate's first truthy value, looked at every 0.1 s (for processes this test
+    does not control: a server, a CLI in another process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(home)}
+
+
+def cli(home: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """`stratoflow ARGS` in a new process, with STRATOFLOW_HOME=home."""
+    return subprocess.run(
+        [sys.executable, "-m", "stratoflow.cli", *args],
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class LocalUp:
+    """A `stratoflow local up` process; after the block, how it ended."""
+
+    proc: subprocess.Popen[str]
+    home: Path
+    api: str = ""
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def local_up(folder: Path, home: Path, *extra: str) -> Iterator[LocalUp]:
+    """`stratoflow local up --dir FOLDER` on a free API port; Ctrl-C (SIGINT) at the end."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "stratoflow.cli", "local", "up", "--dir", str(folder)),
+            *("--port", "0", "--grace", "1", *extra),
+        ],
+        env=cli_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    up = LocalUp(proc, home)
+
+    def state() -> dict[str, Any] | None:
+        try:
+            found = json.loads((home / "local.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return found if found.get("api_url") else None
+
+    try:
+        up.api = str(wait_until(state, 60, "local up's state file")["api_url"])
+        yield up
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, up.stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, up.stderr = proc.communicate()

@@ -11,19 +11,9 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-ROUTES: tuple[tuple[str, str], ...] = (
-    ("GET", "/workflows"),
-    ("POST", "/workflows"),
-    ("GET", "/workflows/{workflow_id}"),
-    ("POST", "/workflows/{workflow_id}/pause"),
-    ("POST", "/workflows/{workflow_id}/unpause"),
-    ("GET", "/workflows/{workflow_id}/runs"),
-    ("POST", "/workflows/{workflow_id}/runs"),
-    ("GET", "/runs/{run_id}"),
-    ("GET", "/runs/{run_id}/tasks/{task_id}/logs"),
-    ("POST", "/runs/{run_id}/cancel"),
-    ("POST", "/runs/{run_id}/retry"),
-)
+from stratoflow.config import API_ROUTES
+
+ROUTES = API_ROUTES
 """Every method of the API, all served by the one `api` function (Lambda proxy)."""
 UPLOAD = ("POST", "/workflows")
 """An upload: the body is the workflow file's text, query `name` its file name."""

@@ -167,6 +167,22 @@ EVENT_SOURCE = "stratoflow"
 EVENT_RUN_FINISHED = "Run Finished"
 """EventBridge detail-type of the event every finished run emits (source EVENT_SOURCE)."""
 
+API_ROUTES: tuple[tuple[str, str], ...] = (
+    ("GET", "/workflows"),
+    ("POST", "/workflows"),
+    ("GET", "/workflows/{workflow_id}"),
+    ("POST", "/workflows/{workflow_id}/pause"),
+    ("POST", "/workflows/{workflow_id}/unpause"),
+    ("GET", "/workflows/{workflow_id}/runs"),
+    ("POST", "/workflows/{workflow_id}/runs"),
+    ("GET", "/runs/{run_id}"),
+    ("GET", "/runs/{run_id}/tasks/{task_id}/logs"),
+    ("POST", "/runs/{run_id}/cancel"),
+    ("POST", "/runs/{run_id}/retry"),
+)
+"""The REST API's methods: served by the `api` function (its OpenAPI document is checked
+against this), declared one by one in API Gateway by infra/."""
+
 # Stack outputs the CLI reads with `--stack NAME` (CloudFormation DescribeStacks).
 OUTPUT_API_URL = "ApiUrl"
 OUTPUT_BUCKET = "WorkflowsBucketName"

@@ -848,24 +848,9 @@ def retry_run(ports: Ports, run_id: str) -> RunRecord:
         if decision is Decision.RUN:
             to_run.append(task_id)
         elif decision is not Decision.WAIT:
-            settled = (
-                TaskStatus.SKIPPED if decision is Decision.SKIP else TaskStatus.UPSTREAM_FAILED
-            )
+            settled = _decided_status(decision)
             if ports.runs.decide_task(run_id, task_id, settled, now):
-                _settle(
-                    ports,
-                    plan,
-                    run_id,
-                    Settlement(
-                        task_id=task_id,
-                        status=settled,
-                        children=plan.downstream[task_id],
-                        attempt=None,
-                        is_leaf=task_id in plan.leaves,
-                        releases_slot=False,
-                        fields={"settled_at": now},
-                    ),
-                )
+                _settle(ports, plan, run_id, _decided_settlement(plan, task_id, settled, now))
     queued = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
     for start in range(0, len(to_run), DECIDE_BATCH):
         won = ports.runs.decide_tasks(run_id, to_run[start : start + DECIDE_BATCH], queued, now)

@@ -7,14 +7,7 @@ declares, and its JSON must match the declared schema.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, local_up
+
 schema = schemathesis.openapi.from_path(str(ROOT / "docs" / "openapi.json"))
 
 KNOWN = """\
@@ -45,32 +39,8 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder, home = base / "flows", base / "home"
     folder.mkdir()
     (folder / "fuzz.yaml").write_text(KNOWN)  # something real for the ids that hit
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(home)}
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "stratoflow.cli", "local", "up"),
-            *("--dir", str(folder), "--port", "0", "--grace", "1"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        state: dict[str, Any] = {}
-        while time.monotonic() < deadline and not state.get("api_url"):
-            try:
-                state = json.loads((home / "local.json").read_text())
-            except (FileNotFoundError, ValueError):
-                time.sleep(0.1)
-        assert state.get("api_url"), "local up did not start"
-        yield str(state["api_url"])
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with local_up(folder, home) as up:
+        yield up.api
 
 
 @schema.parametrize()

@@ -4,41 +4,18 @@ another terminal, hot reload, clean shutdown."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(home)}
+from tests.support import cli, local_up, wait_until
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stratoflow.cli", *args],
-        env=_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli(home, *args, timeout=60)
 
 
-def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+_until = wait_until
 
 
 def _workflows(home: Path) -> list[dict[str, Any]]:
@@ -58,29 +35,7 @@ tasks:
 def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path) -> None:
     folder, home = tmp_path / "flows", tmp_path / "home"
     folder.mkdir()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stratoflow.cli",
-            "local",
-            "up",
-            "--dir",
-            str(folder),
-            "--clock-speed",
-            "60",
-            "--grace",
-            "1",
-            "--port",
-            "0",
-        ],
-        env=_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _until(lambda: (home / "local.json").exists(), 60, "the server's state file")
+    with local_up(folder, home, "--clock-speed", "60") as server:
         (folder / "every.yaml").write_text(EVERY_MINUTE)
         # 60x clock: a minute passes every second; the first slot runs within a few seconds
         ticks = folder / "ticks.txt"
@@ -148,11 +103,8 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
             30,
             "deactivation",
         )
-    finally:
-        server.send_signal(signal.SIGINT)
-        _out, err = server.communicate(timeout=60)
-    assert server.returncode == 0, err
-    assert "registered every-minute v1" in err
+    assert server.proc.returncode == 0, server.stderr
+    assert "registered every-minute v1" in server.stderr
     assert not (home / "local.json").exists()
 
 

@@ -9,9 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,23 +23,8 @@ from stratoflow.core.model import Workflow
 from stratoflow.core.records import AttemptReport
 from stratoflow.local.emulator import package_root
 from stratoflow.local.runtime import LocalRuntime
-from tests.support import unique_id
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "shared"), "STRATOFLOW_HOME": str(home)}
-
-
-def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support import cli as run_cli
+from tests.support import local_up, unique_id, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -49,53 +33,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     base = tmp_path_factory.mktemp("ops")
     folder, home = base / "flows", base / "home"
     folder.mkdir()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stratoflow.cli",
-            "local",
-            "up",
-            "--dir",
-            str(folder),
-            "--port",
-            "0",
-            "--grace",
-            "1",
-        ],
-        env=_env(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        state = _until(
-            lambda: (
-                (home / "local.json").exists()
-                and json.loads((home / "local.json").read_text()).get("api_url")
-                and json.loads((home / "local.json").read_text())
-            ),
-            60,
-            "the server's state file",
-        )
-        yield {"home": home, "folder": folder, "api": state["api_url"], "base": base}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with local_up(folder, home) as up:
+        yield {"home": home, "folder": folder, "api": up.api, "base": base}
 
 
 def cli(srv: dict[str, Any], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stratoflow.cli", *args],
-        env=_env(srv["home"]),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(srv["home"], *args, timeout=timeout)
+
+
+_until = wait_until
 
 
 def http(srv: dict[str, Any], method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from stratoflow import services
+from stratoflow.config import API_ROUTES
 from stratoflow.handlers import api
 from stratoflow.local.events import LambdaContext, api_gateway_event
 from stratoflow.local.http import ApiServer
 from stratoflow.local.runtime import LocalRuntime
-from tests.support import unique_id
+from tests.support import unique_id, wait_until
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 Call = Callable[..., tuple[int, Any]]
@@ -101,16 +102,6 @@ def _upload(call: Call, text: str, name: str = "wf.yaml") -> dict[str, Any]:
     status, doc = call("POST", "/workflows", text=text, query=[("name", name)])
     assert status == 201, doc
     return dict(doc)
-
-
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _yaml(wf_id: str, tasks: str, extra: str = "") -> str:
@@ -303,21 +294,21 @@ def test_cancel_kills_the_process_tree_and_starts_nothing_more(
         ),
     )
     run_id = call("POST", f"/workflows/{wf}/runs")[1]["run_id"]
-    _wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30, "the sleepers")
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30, "the sleepers")
     tree = [int(p) for p in pids.read_text().split()]
     assert all(_alive(p) for p in tree)
 
     asked = time.monotonic()
     status, doc = call("POST", f"/runs/{run_id}/cancel")
     assert (status, doc) == (200, {"run_id": run_id, "status": "cancelled", "changed": True})
-    _wait_for(lambda: not any(_alive(p) for p in tree), 5, "the process tree to die")
+    wait_until(lambda: not any(_alive(p) for p in tree), 5, "the process tree to die")
     assert time.monotonic() - asked < 5  # at the next status check, not at the timeout
 
     def settled() -> dict[str, Any] | None:
         d = call("GET", f"/runs/{run_id}")[1]
         return d if d["tasks"]["slow"]["attempts"] == 1 and runtime.progress.running == 0 else None
 
-    _wait_for(settled, 10, "the attempt's report")
+    wait_until(settled, 10, "the attempt's report")
     assert runtime.quiesce(10)
     final = call("GET", f"/runs/{run_id}")[1]
     assert final["status"] == "cancelled"
@@ -423,7 +414,7 @@ def test_retry_of_a_cancelled_run_runs_what_never_started(
         ),
     )
     run_id = call("POST", f"/workflows/{wf}/runs")[1]["run_id"]
-    _wait_for(
+    wait_until(
         lambda: call("GET", f"/runs/{run_id}")[1]["tasks"]["wait"]["attempts"] == 1, 30, "start"
     )
     status, doc = call("POST", f"/runs/{run_id}/retry")
@@ -492,16 +483,4 @@ def test_the_openapi_document_in_docs_is_the_one_the_code_generates() -> None:
     kept = json.loads((Path(__file__).resolve().parents[2] / "docs/openapi.json").read_text())
     assert kept == api.openapi_document(), "run `make openapi` and commit docs/openapi.json"
     operations = {(m.upper(), p) for p, ops in kept["paths"].items() for m in ops}
-    assert operations == {
-        ("GET", "/workflows"),
-        ("POST", "/workflows"),
-        ("GET", "/workflows/{workflow_id}"),
-        ("POST", "/workflows/{workflow_id}/pause"),
-        ("POST", "/workflows/{workflow_id}/unpause"),
-        ("GET", "/workflows/{workflow_id}/runs"),
-        ("POST", "/workflows/{workflow_id}/runs"),
-        ("GET", "/runs/{run_id}"),
-        ("GET", "/runs/{run_id}/tasks/{task_id}/logs"),
-        ("POST", "/runs/{run_id}/cancel"),
-        ("POST", "/runs/{run_id}/retry"),
-    }
+    assert operations == set(API_ROUTES)

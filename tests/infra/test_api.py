@@ -12,24 +12,12 @@ from aws_cdk import App
 from stratoflow_infra.functions import LAMBDA_PROVIDED_ENV_VARS
 from stratoflow_infra.settings import StackSettings
 
-from stratoflow.config import API_TIMEOUT_SECONDS, HANDLER_ENV_VARS, OUTPUT_API_URL
+from stratoflow.config import API_ROUTES, API_TIMEOUT_SECONDS, HANDLER_ENV_VARS, OUTPUT_API_URL
 
 from .conftest import Synthesized
 from .test_permissions import SEND, TABLE_READ, actions_on, arn_of, s3_objects, statements
 
-ROUTES = {
-    ("GET", "/workflows"),
-    ("POST", "/workflows"),
-    ("GET", "/workflows/{workflow_id}"),
-    ("POST", "/workflows/{workflow_id}/pause"),
-    ("POST", "/workflows/{workflow_id}/unpause"),
-    ("GET", "/workflows/{workflow_id}/runs"),
-    ("POST", "/workflows/{workflow_id}/runs"),
-    ("GET", "/runs/{run_id}"),
-    ("GET", "/runs/{run_id}/tasks/{task_id}/logs"),
-    ("POST", "/runs/{run_id}/cancel"),
-    ("POST", "/runs/{run_id}/retry"),
-}
+ROUTES = set(API_ROUTES)
 START_RUN = ("POST", "/workflows/{workflow_id}/runs")
 TASK_LOGS = {"logs:FilterLogEvents", "logs:GetLogEvents"}
 

@@ -49,38 +49,26 @@ FARGATE_LAUNCHERS = ("dispatcher", "completion", "api")
 """Functions that enqueue tasks, hence start `executor: fargate` tasks with RunTask."""
 RUN_RETENTION_SETTERS = ("dispatcher", "completion", "api")
 
+_RUN_DRIVERS_ENV = (
+    ENV_TABLE,
+    ENV_TASK_QUEUE_URL,
+    ENV_COMPLETION_QUEUE_URL,
+    ENV_BUCKET,
+    ENV_EVENT_BUS,
+    ENV_RUN_RETENTION_DAYS,
+    *FARGATE_ENV_VARS,
+)
+"""What a function that starts, moves or ends runs needs: it may enqueue tasks (and start
+Fargate ones), report lost attempts, and emit Run Finished."""
+
 HANDLER_ENV_VARS: dict[str, tuple[str, ...]] = {
-    "dispatcher": (
-        ENV_TABLE,
-        ENV_TASK_QUEUE_URL,
-        ENV_COMPLETION_QUEUE_URL,
-        ENV_BUCKET,
-        ENV_EVENT_BUS,
-        ENV_RUN_RETENTION_DAYS,
-        *FARGATE_ENV_VARS,
-    ),
+    "dispatcher": _RUN_DRIVERS_ENV,
     "executor": (ENV_TABLE, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET),
-    "completion": (
-        ENV_TABLE,
-        ENV_TASK_QUEUE_URL,
-        ENV_COMPLETION_QUEUE_URL,
-        ENV_BUCKET,
-        ENV_EVENT_BUS,
-        ENV_RUN_RETENTION_DAYS,
-        *FARGATE_ENV_VARS,
-    ),
+    "completion": _RUN_DRIVERS_ENV,
     "loader": (ENV_TABLE, ENV_BUCKET),
-    # The REST API starts runs (may launch Fargate roots), cancels (StopTask, emits the
-    # Run Finished event), redrives, and puts uploaded workflow files under workflows/.
-    "api": (
-        ENV_TABLE,
-        ENV_TASK_QUEUE_URL,
-        ENV_COMPLETION_QUEUE_URL,
-        ENV_BUCKET,
-        ENV_EVENT_BUS,
-        ENV_RUN_RETENTION_DAYS,
-        *FARGATE_ENV_VARS,
-    ),
+    # The REST API also starts runs (trigger, retry) and ends them (cancel: StopTask and
+    # the Run Finished event); it puts uploaded workflow files under workflows/.
+    "api": _RUN_DRIVERS_ENV,
 }
 """Which settings each Lambda function needs; infra sets these and a test checks it."""
 

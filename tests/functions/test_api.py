@@ -30,6 +30,10 @@ EVENTS = Path(__file__).resolve().parents[1] / "events"
 Call = Callable[..., tuple[int, Any]]
 
 
+def _payload(body: Any, text: str | None) -> str | None:
+    return text if text is not None else (None if body is None else json.dumps(body))
+
+
 def _event_call(
     method: str,
     path: str,
@@ -39,13 +43,12 @@ def _event_call(
     headers: dict[str, str] | None = None,
     query: list[tuple[str, str]] | None = None,
 ) -> tuple[int, Any]:
-    payload = text if text is not None else (None if body is None else json.dumps(body))
     event = api_gateway_event(
         method,
         path,
         query=query,
         headers={"Content-Type": "application/json", **(headers or {})},
-        body=payload,
+        body=_payload(body, text),
     )
     resp = api.handler(event, LambdaContext("stratoflow-api", 29))
     content_type = (resp.get("headers") or {}).get("Content-Type") or ",".join(
@@ -67,7 +70,7 @@ def _http_caller(base: str) -> Call:
     ) -> tuple[int, Any]:
         from urllib.parse import urlencode
 
-        payload = text if text is not None else (None if body is None else json.dumps(body))
+        payload = _payload(body, text)
         url = base + path + ("?" + urlencode(query) if query else "")
         req = urllib.request.Request(
             url,

@@ -553,10 +553,16 @@ def _settle(
         for child_id in to_read:
             child = children[child_id]
             if child.status is not TaskStatus.PENDING:
-                if redelivered and child.status is TaskStatus.QUEUED and child.attempt == 0:
-                    # We may have crashed between deciding and enqueueing; a duplicate
-                    # message is harmless (the executor's claim drops it), a lost one is not.
-                    ready.append(child_id)
+                if redelivered and child.attempt == 0:
+                    # We may have crashed between deciding a dependent and acting on it.
+                    if child.status is TaskStatus.QUEUED:
+                        # A duplicate message is harmless (the executor's claim drops it),
+                        # a lost one is not.
+                        ready.append(child_id)
+                    elif child.status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED):
+                        # Propagate its end again: a settlement already propagated comes
+                        # back ALREADY and only repeats these repairs below it.
+                        worklist.append(_decided_settlement(plan, child_id, child.status, now))
                 continue
             spec = plan.tasks[child_id]
             decision = decide(spec.trigger_rule, _counts(len(spec.depends), child))

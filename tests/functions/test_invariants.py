@@ -486,3 +486,50 @@ def test_a_chain_moves_on_without_reading_the_run_back(bare: LocalRuntime, tmp_p
     assert calls[("dynamodb", "GetItem")] + calls[("dynamodb", "BatchGetItem")] == 1
     assert bare.ports is not None
     assert bare.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]
+
+
+def test_a_crash_after_a_skip_was_decided_is_repaired_by_the_redelivery(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    """The settlement that decided a dependent `skipped` is written, then the completion
+    handler dies before propagating the skip: the report's redelivery must propagate it, or
+    the run would never end."""
+    from stratoflow.core.states import TaskStatus
+    from stratoflow.ports import Settlement
+
+    run_id, _ = _start(
+        bare,
+        {
+            "tasks": [
+                {"id": "a", "command": "true"},
+                {"id": "b", "command": "true", "depends": ["a"], "trigger_rule": "all_failed"},
+                {"id": "c", "command": "true", "depends": ["b"]},
+            ]
+        },
+        tmp_path,
+    )
+    [message] = _tasks(bare)
+    _execute(bare, [message])
+    [report] = _reports(bare)
+    assert bare.ports is not None
+    # what the first delivery wrote before its handler died
+    body = AttemptReport.from_json(report["Body"])
+    first = Settlement(
+        task_id="a",
+        status=TaskStatus.SUCCEEDED,
+        children=("b",),
+        attempt=1,
+        is_leaf=False,
+        releases_slot=False,
+        fields={"exit_code": 0, "settled_at": body.finished_at},
+        decided={"b": TaskStatus.SKIPPED},
+        require_running=True,
+    )
+    assert bare.ports.runs.finalize_task(run_id, first).value == "applied"
+    assert bare.ports.runs.get_task(run_id, "c").status is TaskStatus.PENDING
+
+    assert _complete(bare, [report]) == {"batchItemFailures": []}  # the redelivery
+    statuses = {t: bare.ports.runs.get_task(run_id, t).status.value for t in "abc"}
+    assert statuses == {"a": "succeeded", "b": "skipped", "c": "skipped"}
+    assert bare.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]
+    assert _tasks(bare) == []

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,7 +152,10 @@ def command_runner(
     def log_ref(log_name: str) -> str:
         if echo:
             where = _cloudwatch_stream()
-            return f"cwl|{where[0]}|{where[1]}|{log_name}" if where else ""
+            # From a little before now: the reader need not scan the stream's earlier
+            # invocations (a warm Lambda's stream holds many attempts).
+            since = int(time.time() * 1000) - LOG_SEARCH_SLACK_MS
+            return f"cwl|{where[0]}|{where[1]}|{log_name}|{since}" if where else ""
         return f"file:{base / log_name}"
 
     def run(
@@ -213,6 +217,7 @@ def command_runner(
 
 
 ECHO_INTERVAL_SECONDS = 0.5
+LOG_SEARCH_SLACK_MS = 60_000
 
 
 class _LiveEcho:

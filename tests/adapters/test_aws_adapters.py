@@ -255,4 +255,8 @@ def test_an_attempts_log_is_read_back_from_cloudwatch_between_its_markers(
     running = reader.read(ref.format("r1/b.task.1.log"))
     assert (running.found, running.text) == (True, "still running\n")
     assert reader.read(ref.format("r1/c.task.1.log")).found is False
+    # with the attempt's start: events before it are not even fetched
+    since = ref.format("r1/a.task.1.log") + "|1795000000003"
+    assert reader.read(since).found is False  # its start marker is older
+    assert reader.read(ref.format("r1/b.task.1.log") + "|1795000000005").text == "still running\n"
     assert reader.read("cwl|/aws/lambda/gone|s1|x").found is False

@@ -2,9 +2,10 @@
 
 A log reference (recorded with the attempt when it is claimed) is either
   file:<path>                               a local run's log file, or
-  cwl|<group>|<stream>|<log name>           CloudWatch Logs: the stream of the Lambda
+  cwl|<group>|<stream>|<log name>[|<ms>]    CloudWatch Logs: the stream of the Lambda
                                             function or Fargate task that ran it, where the
-                                            output sits between the runner's markers.
+                                            output sits between the runner's markers
+                                            (written after <ms>, epoch milliseconds).
 """
 
 from __future__ import annotations
@@ -34,20 +35,25 @@ class AttemptLogReader:
         if ref.startswith("file:"):
             return _read_file(Path(ref[5:]))
         if ref.startswith("cwl|") and self._clients is not None:
-            parts = ref.split("|", 3)
-            if len(parts) == 4:
-                return self._read_cloudwatch(parts[1], parts[2], parts[3])
+            parts = ref.split("|")
+            if len(parts) in (4, 5):
+                since = int(parts[4]) if len(parts) == 5 and parts[4].isdigit() else None
+                return self._read_cloudwatch(parts[1], parts[2], parts[3], since)
         if ref and not ref.startswith(("cwl|", "file:")):
             return _read_file(Path(ref))  # a bare path, as older local runs recorded
         return LogText(text="", found=False)
 
-    def _read_cloudwatch(self, group: str, stream: str, name: str) -> LogText:
+    def _read_cloudwatch(
+        self, group: str, stream: str, name: str, since: int | None = None
+    ) -> LogText:
         start, end = START_MARKER.format(name=name), END_MARKER.format(name=name)
         logs: Any = self._clients.client("logs") if self._clients else None
         kwargs: dict[str, Any] = {
             "logGroupName": group,
             "logStreamNames": [stream],
         }
+        if since is not None:
+            kwargs["startTime"] = since
         lines: list[str] = []
         inside = False
         try:

@@ -751,6 +751,9 @@ def cancel_run(ports: Ports, run_id: str) -> bool:
         return False
     tasks = ports.runs.list_tasks(run_id)
     unstarted = [t for t, rec in tasks.items() if rec.status in _UNSTARTED]
+    # Root tasks are enqueued at the start without an item of their own.
+    plan = ports.definitions.get_plan(run.workflow_id, run.version)
+    unstarted += [t for t in plan.roots if t not in tasks]
     if unstarted:
         ports.runs.cancel_unstarted(run_id, unstarted, now)
     for rec in tasks.values():
@@ -797,6 +800,15 @@ def retry_run(ports: Ports, run_id: str) -> RunRecord:
             f"run {run_id!r} ran its compensations, which undid the tasks that succeeded; "
             "start a new run instead"
         )
+    if _scheduled(run):
+        meta = ports.definitions.get_meta(run.workflow_id)
+        if meta is not None and meta.active_runs >= meta.max_active_runs:
+            # A redriven scheduled run counts against max_active_runs again.
+            raise RunNotRetryable(
+                f"workflow {run.workflow_id!r} already has {meta.active_runs} scheduled "
+                f"run(s) running (max_active_runs {meta.max_active_runs}); retry run "
+                f"{run_id!r} when one has ended"
+            )
     plan = ports.definitions.get_plan(run.workflow_id, run.version)
     tasks = ports.runs.list_tasks(run_id)
     status = {t: (tasks.get(t) or TaskRecord(task_id=t)).status for t in plan.tasks}

@@ -212,3 +212,28 @@ def test_a_paused_workflow_starts_nothing_until_unpaused(
     assert _runs_of(bare, wf, [bare.tick()]) == []
     ports.definitions.set_paused(wf.id, False)
     assert _runs_of(bare, wf, [bare.tick()]) == [f"{wf.id}@20260307T130000Z"]
+
+
+def test_a_retried_scheduled_run_respects_max_active_runs(
+    bare: LocalRuntime, clock: FakeClock
+) -> None:
+    from stratoflow.ports import RunNotRetryable
+
+    wf = _register(bare, schedule="0 * * * *", max_active_runs=1, catchup=True)
+    clock.set(utc(2026, 3, 7, 12, 0, 10))  # 11:00 and 12:00 are due
+    first = f"{wf.id}@20260307T110000Z"
+    assert _runs_of(bare, wf, [bare.tick()]) == [first]
+    ports = bare.ports
+    assert ports is not None
+    services.cancel_run(ports, first)  # the 12:00 run starts and takes the one slot
+    second = f"{wf.id}@20260307T120000Z"
+    assert ports.runs.get_run(second) is not None
+    with pytest.raises(RunNotRetryable, match="max_active_runs"):
+        services.retry_run(ports, first)
+    assert ports.runs.get_run(first).status.value == "cancelled"  # type: ignore[union-attr]
+    assert ports.runs.get_task(first, "a").status.value == "cancelled"  # nothing was reset
+    services.cancel_run(ports, second)
+    # the slot is free (and no slot is due now): the retry takes it
+    assert services.retry_run(ports, first).status.value == "running"
+    meta = ports.definitions.get_meta(wf.id)
+    assert meta is not None and meta.active_runs == 1

@@ -752,7 +752,7 @@ class DynamoRunStore:
                 "TableName": self.table,
                 "Key": _key(_run_pk(run_id), f"T#{task_id}"),
                 "UpdateExpression": "SET #st = :c, settled_at = :now",
-                "ConditionExpression": "#st IN (:q, :w, :p, :r)",
+                "ConditionExpression": "attribute_not_exists(#st) OR #st IN (:q, :w, :p, :r)",
                 "ExpressionAttributeNames": {"#st": "status"},
                 "ExpressionAttributeValues": {
                     ":c": {"S": TaskStatus.CANCELLED.value},

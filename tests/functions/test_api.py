@@ -487,3 +487,17 @@ def test_the_openapi_document_in_docs_is_the_one_the_code_generates() -> None:
     assert kept == api.openapi_document(), "run `make openapi` and commit docs/openapi.json"
     operations = {(m.upper(), p) for p, ops in kept["paths"].items() for m in ops}
     assert operations == set(API_ROUTES)
+
+
+def test_an_unexpected_failure_is_a_500_that_keeps_its_details_in_the_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stratoflow import bootstrap
+
+    def broken() -> None:
+        raise RuntimeError("table arn:aws:dynamodb:secret-detail unreachable")
+
+    monkeypatch.setattr(bootstrap, "default_ports", broken)
+    status, doc = _event_call("GET", "/workflows")
+    assert status == 500
+    assert "secret-detail" not in doc["message"] and "request" in doc["message"]

@@ -500,8 +500,13 @@ def retry(run_id: RunId) -> RunDocument:
 
 @app.exception_handler(Exception)
 def _unexpected(err: Exception) -> Response[Any]:
+    # The details stay in the function's log; the caller gets the id to find them by.
     logger.exception("unexpected error")
-    return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"message": f"internal error: {err}"})
+    request_id = app.current_event.request_context.request_id or "unknown"
+    return _json(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        {"message": f"internal error (request {request_id}); see the api function's log"},
+    )
 
 
 @app.not_found

@@ -399,6 +399,9 @@ def trigger(
 @target_options
 @click.option("--attempt", type=click.IntRange(min=1), default=None, help="Default: the last.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
+@click.option(
+    "--compensation", is_flag=True, help="The output of the task's compensation (a saga)."
+)
 def logs(
     run_id: str,
     task_id: str,
@@ -407,6 +410,7 @@ def logs(
     endpoint_url: str | None,
     attempt: int | None,
     follow: bool,
+    compensation: bool,
 ) -> None:
     """Print an attempt's full output (stdout and stderr as the command wrote them)."""
     target = _target(api, stack, endpoint_url)
@@ -417,7 +421,7 @@ def logs(
                 target,
                 "GET",
                 f"/runs/{run_id}/tasks/{task_id}/logs",
-                query={"attempt": attempt},
+                query={"attempt": attempt, "compensation": "true" if compensation else None},
             )
             text: str = doc["text"]
             if len(text) < printed:

@@ -284,7 +284,7 @@ def execute_task(
     if msg.kind == "compensate":
         command = task.compensate or "true"
         if not ports.runs.claim_compensation(
-            msg.run_id, msg.attempt - 1, msg.task_id, iso(now) or ""
+            msg.run_id, msg.attempt - 1, msg.task_id, iso(now) or "", log_ref or ""
         ):
             return ExecuteResult(ExecuteOutcome.DROPPED)
     else:
@@ -912,6 +912,25 @@ def trigger_run(
     return run, created
 
 
+def _compensation_logs(ports: Ports, run: RunRecord, task_id: str) -> dict[str, Any]:
+    found = [c for c in ports.runs.list_compensations(run.run_id) if c.task_id == task_id]
+    if not found:
+        raise LookupError(f"task {task_id!r} of run {run.run_id!r} has not been compensated")
+    record = found[-1]
+    running = record.status == "running"
+    text = ports.logs.read(record.log_ref) if record.log_ref else LogText(text="", found=False)
+    return {
+        "run_id": run.run_id,
+        "task_id": task_id,
+        "attempt": 1,
+        "attempts": 1,
+        "status": record.status,
+        "complete": not running,
+        "found": text.found,
+        "text": text.text if text.found else record.output_tail,
+    }
+
+
 class WorkflowInactive(LookupError):
     """The workflow is registered but has no active version."""
 
@@ -921,9 +940,14 @@ class IdempotencyConflict(ValueError):
 
 
 def task_logs(
-    ports: Ports, run_id: str, task_id: str, attempt: int | None = None
+    ports: Ports,
+    run_id: str,
+    task_id: str,
+    attempt: int | None = None,
+    compensation: bool = False,
 ) -> dict[str, Any]:
-    """The full output of one attempt of a task (the last one by default).
+    """The full output of one attempt of a task (the last one by default), or of the task's
+    compensation in a failed run.
 
     Attempts are numbered from 1 across retries and redrives. Raises LookupError for an
     unknown run, task or attempt.
@@ -934,6 +958,8 @@ def task_logs(
     plan = ports.definitions.get_plan(run.workflow_id, run.version)
     if task_id not in plan.tasks:
         raise LookupError(f"run {run_id!r} has no task {task_id!r}")
+    if compensation:
+        return _compensation_logs(ports, run, task_id)
     rec = ports.runs.get_task(run_id, task_id)
     count = len(rec.logs)
     if count == 0:

@@ -501,3 +501,25 @@ def test_an_unexpected_failure_is_a_500_that_keeps_its_details_in_the_log(
     status, doc = _event_call("GET", "/workflows")
     assert status == 500
     assert "secret-detail" not in doc["message"] and "request" in doc["message"]
+
+
+def test_logs_of_a_compensation(call: Call, runtime: LocalRuntime) -> None:
+    wf = unique_id("saga")
+    _upload(
+        call,
+        _yaml(
+            wf,
+            "  - id: book\n    command: echo booked\n"
+            "    compensate: echo undo $STRATOFLOW_TASK_ID\n"
+            "  - id: pay\n    depends: [book]\n    command: exit 5\n",
+        ),
+    )
+    run_id = call("POST", f"/workflows/{wf}/runs")[1]["run_id"]
+    runtime.wait(run_id, 30)
+    assert call("GET", f"/runs/{run_id}")[1]["compensations"][0]["status"] == "succeeded"
+    status, doc = call("GET", f"/runs/{run_id}/tasks/book/logs", query=[("compensation", "true")])
+    assert status == 200
+    assert (doc["text"], doc["status"], doc["complete"]) == ("undo book\n", "succeeded", True)
+    assert call("GET", f"/runs/{run_id}/tasks/book/logs")[1]["text"] == "booked\n"
+    status, doc = call("GET", f"/runs/{run_id}/tasks/pay/logs", query=[("compensation", "true")])
+    assert status == 404 and "not been compensated" in doc["message"]

@@ -872,7 +872,9 @@ class DynamoRunStore:
     def get_task(self, run_id: str, task_id: str) -> TaskRecord:
         return _task_from(task_id, self._get_task_item(run_id, task_id))
 
-    def claim_compensation(self, run_id: str, index: int, task_id: str, started_at: str) -> bool:
+    def claim_compensation(
+        self, run_id: str, index: int, task_id: str, started_at: str, log_ref: str = ""
+    ) -> bool:
         return _applied(
             self._db.put_item,
             TableName=self.table,
@@ -884,6 +886,7 @@ class DynamoRunStore:
                         "task_id": task_id,
                         "status": "running",
                         "started_at": started_at,
+                        "log_ref": log_ref or None,
                     }
                 ),
             },
@@ -926,6 +929,7 @@ class DynamoRunStore:
                     started_at=d.get("started_at"),
                     finished_at=d.get("finished_at"),
                     output_tail=d.get("output_tail", ""),
+                    log_ref=d.get("log_ref"),
                 )
             )
         return sorted(out, key=lambda c: c.index)

@@ -178,6 +178,7 @@ class CompensationRecord:
     started_at: str | None
     finished_at: str | None
     output_tail: str
+    log_ref: str | None = None
 
 
 def run_document(

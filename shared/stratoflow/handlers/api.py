@@ -447,9 +447,12 @@ def get_logs(
     run_id: RunId,
     task_id: TaskId,
     attempt: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    compensation: Annotated[
+        bool, Query(description="the output of the task's compensation (a failed saga)")
+    ] = False,
 ) -> LogsDocument:
     try:
-        doc = services.task_logs(bootstrap.default_ports(), run_id, task_id, attempt)
+        doc = services.task_logs(bootstrap.default_ports(), run_id, task_id, attempt, compensation)
     except LookupError as err:
         raise _not_found(str(err)) from err
     return LogsDocument.model_validate(doc)

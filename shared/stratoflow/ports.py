@@ -6,7 +6,7 @@ method documents the condition it applies and what it returns when the condition
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -211,9 +211,16 @@ class RunStore(Protocol):
         """running(attempt) → up_for_retry; True also when a redelivery finds it done already."""
         ...
 
-    def finalize_task(self, run_id: str, settlement: Settlement) -> FinalizeOutcome:
+    def finalize_task(
+        self,
+        run_id: str,
+        settlement: Settlement,
+        on_chunk: Callable[[Sequence[str]], None] | None = None,
+    ) -> FinalizeOutcome:
         """Record the final state and, atomically with it, count it in each child's upstream
-        counters and in the run's counters. Idempotent under redelivery."""
+        counters and in the run's counters. Idempotent under redelivery. A wide fan-out is
+        written in several transactions; on the first application `on_chunk` gets the
+        children of each as soon as it is written (so their work can start at once)."""
         ...
 
     def decide_task(self, run_id: str, task_id: str, status: TaskStatus, now: str) -> bool:

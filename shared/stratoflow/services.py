@@ -13,7 +13,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -513,8 +513,22 @@ def _settle(
                     decided[child_id] = _decided_status(
                         decide(plan.tasks[child_id].trigger_rule, _single_parent(settlement))
                     )
-            settlement = replace(settlement, decided=decided, require_running=True)
-        outcome = ports.runs.finalize_task(run_id, settlement)
+            # Written (and started) chunk by chunk: the highest priorities first.
+            children = sorted(settlement.children, key=lambda c: -plan.tasks[c].priority)
+            settlement = replace(
+                settlement, children=tuple(children), decided=decided, require_running=True
+            )
+
+        def start_decided(
+            children: Sequence[str], decided: dict[str, TaskStatus] = decided
+        ) -> None:
+            # Each chunk of a wide fan-out starts as soon as it is written.
+            assert context is not None
+            queued = [c for c in children if decided.get(c) is TaskStatus.QUEUED]
+            if queued:
+                _make_ready(ports, plan, context, queued)
+
+        outcome = ports.runs.finalize_task(run_id, settlement, start_decided if decided else None)
         if outcome is FinalizeOutcome.RUN_ENDED:
             # Cancelled meanwhile: record this task's end, start nothing.
             outcome = ports.runs.finalize_task(
@@ -527,18 +541,14 @@ def _settle(
             continue
         fresh = False
         redelivered = outcome is FinalizeOutcome.ALREADY
-        to_run: list[str] = []
         if decided and not redelivered:
             assert context is not None
             run = run or context
             for child_id, status in decided.items():
                 if status is TaskStatus.QUEUED:
-                    to_run.append(child_id)
+                    made_ready = True  # started by start_decided, chunk by chunk
                 else:
                     worklist.append(_decided_settlement(plan, child_id, status, now))
-            if to_run:
-                _make_ready(ports, plan, run, to_run)
-                made_ready = True
             to_read = [c for c in settlement.children if c not in decided]
             check_end = check_end or settlement.task_id in plan.may_end_run
             if not to_read:

@@ -533,3 +533,52 @@ def test_a_crash_after_a_skip_was_decided_is_repaired_by_the_redelivery(
     assert statuses == {"a": "succeeded", "b": "skipped", "c": "skipped"}
     assert bare.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]
     assert _tasks(bare) == []
+
+
+def test_a_wide_fan_out_hands_out_each_written_chunk_at_once(
+    bare: LocalRuntime, tmp_path: Path
+) -> None:
+    """A settlement with 250 single-parent dependents is three transactions; each chunk's
+    dependents are handed out as soon as their chunk is written, not after the last."""
+    from stratoflow.core.states import TaskStatus
+    from stratoflow.ports import Settlement
+
+    width = 250
+    spec = {
+        "tasks": [
+            {"id": "root", "command": "true"},
+            *({"id": f"t{i}", "command": "true", "depends": ["root"]} for i in range(width)),
+        ]
+    }
+    run_id, _ = _start(bare, spec, tmp_path)
+    [message] = _tasks(bare)
+    _execute(bare, [message])
+    _reports(bare)
+    assert bare.ports is not None
+    children = tuple(f"t{i}" for i in range(width))
+    chunks: list[list[str]] = []
+
+    def handed_out(chunk: Any) -> None:
+        # the chunk is written when it is handed out
+        assert bare.ports is not None
+        assert bare.ports.runs.get_task(run_id, chunk[-1]).status is TaskStatus.QUEUED
+        chunks.append(list(chunk))
+
+    settlement = Settlement(
+        task_id="root",
+        status=TaskStatus.SUCCEEDED,
+        children=children,
+        attempt=1,
+        is_leaf=False,
+        releases_slot=False,
+        fields={"exit_code": 0, "settled_at": "2026-11-27T00:00:00Z"},
+        decided=dict.fromkeys(children, TaskStatus.QUEUED),
+        require_running=True,
+    )
+    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).value == "applied"
+    assert [len(c) for c in chunks] == [98, 99, 53]
+    assert sorted(t for c in chunks for t in c) == sorted(children)
+    # a redelivery writes nothing new and hands nothing out again
+    chunks.clear()
+    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).value == "already"
+    assert chunks == []

@@ -19,7 +19,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -433,7 +433,12 @@ class DynamoRunStore:
             rec.status is TaskStatus.UP_FOR_RETRY and rec.attempt == attempt and rec.drive == drive
         )
 
-    def finalize_task(self, run_id: str, settlement: Settlement) -> FinalizeOutcome:
+    def finalize_task(
+        self,
+        run_id: str,
+        settlement: Settlement,
+        on_chunk: Callable[[Sequence[str]], None] | None = None,
+    ) -> FinalizeOutcome:
         s = settlement
         pk = _run_pk(run_id)
         counter = COUNTER_FOR_STATUS[s.status]
@@ -516,6 +521,9 @@ class DynamoRunStore:
             if not done_before:
                 return FinalizeOutcome.STALE
             outcome = FinalizeOutcome.ALREADY
+        applied = outcome is FinalizeOutcome.APPLIED
+        if applied and on_chunk is not None:
+            on_chunk(chunks[0])
         for n, chunk in enumerate(chunks[1:], start=1):
             marker = {
                 "Put": {
@@ -524,7 +532,11 @@ class DynamoRunStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
-            self._transact([marker, *self._child_updates(pk, chunk, counter, s.decided, now)])
+            reason = self._transact(
+                [marker, *self._child_updates(pk, chunk, counter, s.decided, now)]
+            )
+            if applied and reason is None and on_chunk is not None:
+                on_chunk(chunk)
         return outcome
 
     def _child_updates(

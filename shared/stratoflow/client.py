@@ -49,6 +49,7 @@ class ApiClient:
     def __init__(self, base_url: str | None, *, sign_region: str | None = None) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.sign_region = sign_region
+        self._credentials: Any = None  # resolved once: `logs --follow` signs every second
 
     @property
     def where(self) -> str:
@@ -82,7 +83,9 @@ class ApiClient:
     ) -> ApiResponse:
         data = payload.encode() if payload is not None else None
         if self.sign_region:
-            headers = _sigv4(method, url, headers, data, self.sign_region)
+            if self._credentials is None:
+                self._credentials = _credentials()
+            headers = _sigv4(method, url, headers, data, self.sign_region, self._credentials)
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as resp:
@@ -100,13 +103,9 @@ def _parse(text: str) -> Any:
         return {"message": text.strip()[:500]}
 
 
-def _sigv4(
-    method: str, url: str, headers: dict[str, str], data: bytes | None, region: str
-) -> dict[str, str]:
-    """Sign for API Gateway's IAM auth with the caller's usual AWS credentials."""
+def _credentials() -> Any:
+    """The caller's usual AWS credentials (profile, environment, SSO, role)."""
     import boto3
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
 
     credentials = boto3.session.Session().get_credentials()
     if credentials is None:
@@ -114,6 +113,21 @@ def _sigv4(
             "no AWS credentials to sign the API request with: configure a profile, or set "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
         )
+    return credentials
+
+
+def _sigv4(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    data: bytes | None,
+    region: str,
+    credentials: Any,
+) -> dict[str, str]:
+    """Sign for API Gateway's IAM auth (refreshable credentials renew themselves)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
     request = AWSRequest(method=method, url=url, data=data, headers=headers)
     SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
     return dict(request.headers.items())
@@ -162,22 +176,20 @@ def stack_target(stack: str) -> Target:
 def endpoint_target(endpoint_url: str | None) -> Target:
     """The engine behind an AWS endpoint (LocalStack, the embedded emulator), or the running
     `stratoflow local up` (its HTTP API) when no endpoint is given."""
-    from stratoflow import bootstrap
-    from stratoflow.local.target import NoEngine, connect, read_state
+    from stratoflow.local.target import NoEngine, install, read_state
 
     if endpoint_url is None:
         state = read_state()
         if state and state.get("api_url"):
             return Target(ApiClient(str(state["api_url"])))
     try:
-        ports = connect(endpoint_url)
+        install(endpoint_url)
     except NoEngine as err:
         raise TargetError(str(err)) from err
     except Exception as exc:  # unreachable endpoint, missing resources
         raise TargetError(
             f"cannot reach the engine at {endpoint_url or '(local server)'}: {exc}"
         ) from exc
-    bootstrap.install_defaults(ports, getattr(ports.definitions, "_clients", None))
     return Target(ApiClient(None))
 
 

@@ -284,3 +284,27 @@ def test_run_a_file_on_an_api_uploads_triggers_and_follows(server: dict[str, Any
     invalid.write_text(f"id: {wf}-invalid\ntasks: []\n")
     rejected = cli(server, "run", str(invalid), "--api", server["api"])
     assert rejected.returncode == 2 and "tasks" in rejected.stderr
+
+
+def test_an_aws_endpoint_is_operated_with_the_api_handler_in_process(
+    server: dict[str, Any],
+) -> None:
+    """`--endpoint-url` (LocalStack's way): no HTTP API to talk to, so the CLI runs the API
+    handler itself against that endpoint's resources; same documents, same exit codes."""
+    endpoint = json.loads((server["home"] / "local.json").read_text())["endpoint_url"]
+    wf = unique_id("inproc")
+    src = server["base"] / f"{wf}.yaml"
+    src.write_text(f"id: {wf}\ntasks:\n  - id: a\n    command: echo in-process\n")
+    assert cli(server, "upload", str(src), "--endpoint-url", endpoint).returncode == 0
+    run_id = cli(server, "trigger", wf, "--endpoint-url", endpoint).stdout.strip()
+    # local up's runtime executes it; the in-process API reads the same table
+    doc = _until(
+        lambda: (lambda d: d["status"] == "succeeded" and d)(
+            json.loads(cli(server, "status", run_id, "--json", "--endpoint-url", endpoint).stdout)
+        ),
+        30,
+        "the run",
+    )
+    assert doc == http(server, "GET", f"/runs/{run_id}")[1]
+    missing = cli(server, "status", "no-such-run", "--endpoint-url", endpoint)
+    assert missing.returncode == 2 and "no-such-run" in missing.stderr

@@ -16,10 +16,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import (
-    RequestUnsupportedContentType,
-    RequestValidationError,
-)
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -240,15 +237,6 @@ def _run_document(run_id: str) -> dict[str, Any]:
 @app.exception_handler(ApiError)
 def _api_error(err: ApiError) -> Response[Any]:
     return _json(err.status, {"message": err.message})
-
-
-@app.exception_handler(RequestUnsupportedContentType)
-def _unsupported_type(err: RequestUnsupportedContentType) -> Response[Any]:
-    kind = app.current_event.headers.get("content-type", "")
-    return _json(
-        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-        {"message": f"Content-Type {kind!r} is not accepted here: send application/json"},
-    )
 
 
 @app.exception_handler(RequestValidationError)
@@ -587,8 +575,9 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _media_type_problem(event: dict[str, Any]) -> dict[str, Any] | None:
-    """415 for a JSON route's body sent as something else (a form, multipart…), before the
-    resolver tries to parse it. The upload route takes its file as any text."""
+    """415 for a JSON route's body sent as something else (a form, multipart…), decided
+    before the resolver sees it: Powertools parses forms and multipart bodies itself, and a
+    malformed one fails there as a 500. The upload route takes its file as any text."""
     if event.get("httpMethod") not in ("POST", "PUT", "PATCH") or not event.get("body"):
         return None
     if event.get("path") == "/workflows":

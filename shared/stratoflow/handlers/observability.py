@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch import (
@@ -15,6 +15,16 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 logger = Logger(service="stratoflow")
 tracer = Tracer(service="stratoflow")
+
+
+def send_logs_to(stream: IO[str]) -> None:
+    """Where the handlers' JSON log lines go: stdout is CloudWatch on AWS, but locally it
+    is the CLI's own output, so the local runtime and the CLI point them at a file."""
+    import logging
+
+    for handler in logging.getLogger("stratoflow").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(stream)
 
 
 def bind_task(run_id: str, task_id: str, workflow_id: str) -> None:

@@ -153,13 +153,11 @@ class LocalRuntime:
     def _redirect_handler_logs(self, path: Path) -> None:
         """The handlers log JSON to stdout (CloudWatch on AWS); locally stdout is the CLI's,
         so their lines go to a file in the state folder instead."""
-        import logging
+        from stratoflow.handlers.observability import send_logs_to
 
         stream = path.open("a", encoding="utf-8")
         self._log_stream = stream
-        for handler in logging.getLogger("stratoflow").handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(stream)
+        send_logs_to(stream)
 
     def stop(self) -> None:
         self._stop.set()

@@ -62,8 +62,24 @@ def resolve_endpoint(endpoint_url: str | None) -> tuple[str, str]:
     return str(state["endpoint_url"]), str(state.get("prefix", "stratoflow"))
 
 
+def install(endpoint_url: str | None) -> Ports:
+    """Connect, and make this process's handlers (the API's, run in-process) use that
+    engine: its ports and the clients they were built on."""
+    from stratoflow.handlers.observability import send_logs_to
+
+    ports, clients = _engine(endpoint_url)
+    bootstrap.install_defaults(ports, clients)
+    home().mkdir(parents=True, exist_ok=True)
+    send_logs_to((home() / "handlers.log").open("a", encoding="utf-8"))
+    return ports
+
+
 def connect(endpoint_url: str | None) -> Ports:
     """Ports on the engine's resources at that endpoint (found, not created)."""
+    return _engine(endpoint_url)[0]
+
+
+def _engine(endpoint_url: str | None) -> tuple[Ports, AwsClients]:
     endpoint, prefix = resolve_endpoint(endpoint_url)
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
@@ -80,4 +96,4 @@ def connect(endpoint_url: str | None) -> Ports:
         endpoint_url=endpoint,
         region=clients.region,
     )
-    return bootstrap.build_ports(settings, clients=clients)
+    return bootstrap.build_ports(settings, clients=clients), clients

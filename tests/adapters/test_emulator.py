@@ -99,3 +99,163 @@ def test_queue_attributes_still_count_messages(aws: AwsClients) -> None:
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "2"
     assert attrs["ApproximateNumberOfMessagesDelayed"] == "1"
     assert attrs["QueueArn"].endswith(":counted")
+
+
+# -- the speed fixes answer exactly as moto does without them
+
+_ITEM_TYPES: dict[str, Any] = {
+    "s": {"S": "text"},
+    "n": {"N": "12.5"},
+    "flag": {"BOOL": False},
+    "nothing": {"NULL": True},
+    "tags": {"SS": ["a", "b"]},
+    "nums": {"NS": ["1", "2"]},
+    "blob": {"B": b"\x00\xffbytes"},
+    "blobs": {"BS": [b"\x01", b"\x02"]},
+    "nested": {"M": {"l": {"L": [{"S": "x"}, {"N": "1"}, {"M": {"b": {"B": b"\x03"}}}]}}},
+}
+
+
+def _script(db: Any) -> list[Any]:
+    """DynamoDB calls that reuse expression texts with other values, names and items, and
+    that fail validation in each way the cached checks could hide; every answer kept."""
+    answers: list[Any] = []
+
+    def call(method: str, **kwargs: Any) -> None:
+        try:
+            resp = getattr(db, method)(**kwargs)
+            resp.pop("ResponseMetadata", None)
+            answers.append(resp)
+        except ClientError as err:
+            answers.append(
+                (
+                    err.response["Error"]["Code"],
+                    err.response["Error"].get("Message"),
+                    err.response.get("CancellationReasons"),
+                    err.response.get("Item"),
+                )
+            )
+
+    db.create_table(
+        TableName="d",
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    key = {"pk": {"S": "p"}}
+    counter = (
+        "SET #a = if_not_exists(#a, :zero) + :inc, "
+        "logs = list_append(if_not_exists(logs, :nil), :ref) ADD tags :tag REMOVE gone"
+    )
+    for n in range(3):
+        for sk in ("x", "y"):
+            call(
+                "update_item",
+                TableName="d",
+                Key={**key, "sk": {"S": sk}},
+                UpdateExpression=counter,
+                ConditionExpression="attribute_not_exists(#a) OR #a < :limit",
+                ExpressionAttributeNames={"#a": "count"},
+                ExpressionAttributeValues={
+                    ":zero": {"N": "0"},
+                    ":inc": {"N": str(n + 1)},
+                    ":nil": {"L": []},
+                    ":ref": {"L": [{"S": f"{sk}{n}"}]},
+                    ":tag": {"SS": [f"t{n}"]},
+                    ":limit": {"N": "3"},
+                },
+                ReturnValues=("ALL_NEW", "UPDATED_NEW", "ALL_OLD")[n],
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+    # One expression text, names that make its two paths one: refused every time.
+    pair = "SET #p = :v, #q = :v"
+    for names in ({"#p": "a", "#q": "b"}, {"#p": "a", "#q": "a"}, {"#p": "c", "#q": "d"}):
+        for _ in range(2):
+            call(
+                "update_item",
+                TableName="d",
+                Key={**key, "sk": {"S": "x"}},
+                UpdateExpression=pair,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":v": {"S": "v"}},
+            )
+    for bad in ("SET a = :v SET b = :v", "SET sk = :v", "SET a = :v, a = :v"):
+        for _ in range(2):
+            call(
+                "update_item",
+                TableName="d",
+                Key={**key, "sk": {"S": "x"}},
+                UpdateExpression=bad,
+                ExpressionAttributeValues={":v": {"S": "v"}},
+            )
+    call("put_item", TableName="d", Item={**key, "sk": {"S": "typed"}, **_ITEM_TYPES})
+    for limit in ("100", "1"):
+        call(
+            "transact_write_items",
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": "d",
+                        "Key": {**key, "sk": {"S": "x"}},
+                        "UpdateExpression": "ADD #a :one",
+                        "ConditionExpression": "#a < :limit",
+                        "ExpressionAttributeNames": {"#a": "count"},
+                        "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": limit}},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": "d",
+                        "Key": {**key, "sk": {"S": "y"}},
+                        "UpdateExpression": "ADD #a :one",
+                        "ExpressionAttributeNames": {"#a": "count"},
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+            ],
+        )
+    call("get_item", TableName="d", Key={**key, "sk": {"S": "typed"}}, ConsistentRead=True)
+    call(
+        "batch_get_item",
+        RequestItems={"d": {"Keys": [{**key, "sk": {"S": s}} for s in ("x", "y", "typed")]}},
+    )
+    call(
+        "query",
+        TableName="d",
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "p"}},
+    )
+    return answers
+
+
+def test_the_speed_fixes_answer_as_moto_does_without_them(
+    aws: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto import mock_aws
+    from moto.dynamodb.parsing import expressions
+
+    # This process's moto is unpatched (the fixes are applied in the emulator's process).
+    assert not getattr(expressions, "_stratoflow_cached", False)
+    fast = _script(aws.dynamodb)
+    for name, value in LOCAL_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        plain = _script(AwsClients("us-east-1").dynamodb)
+    assert len(fast) == len(plain) == 24
+    for n, (got, want) in enumerate(zip(fast, plain, strict=True)):
+        assert got == want, f"call {n}"
+    # Each cached check passes and refuses the same text with other names or values.
+    errors = [a[1] for a in fast if isinstance(a, tuple)]
+    assert sum("overlap" in e for e in errors) == 4  # the pair with names {a, a}, and a, a
+    assert sum("can only be used once" in e for e in errors) == 2
+    assert sum("conditional request failed" in e for e in errors) == 2
+    assert [isinstance(a, dict) for a in fast[6:12]] == [True, True, False, False, True, True]
+    assert fast[21]["Item"] == {"pk": {"S": "p"}, "sk": {"S": "typed"}, **_ITEM_TYPES}

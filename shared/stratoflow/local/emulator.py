@@ -209,12 +209,199 @@ def _speed_up_moto_message_clock() -> None:
     Queue._stratoflow_clock = True  # type: ignore[attr-defined]
 
 
+_EXPRESSION_CACHE_SIZE = 1024
+
+
+def _speed_up_moto_expressions() -> None:
+    """Parse each DynamoDB expression once, not on every request.
+
+    The engine sends the same few expressions over and over, with new values. moto parsed
+    an update expression twice per UpdateItem, deep-copied its syntax tree once or twice
+    (in pure Python), walked the tree once per each of its ten validators with ABC
+    isinstance checks at every node, and lexed every condition expression with a dozen
+    regular expressions: about 60% of the emulator's time. Here a parsed tree is cached
+    per expression text and copied from its pickled form (moto's validators work on their
+    own copy, never on the parsed tree), the walkers remember which node types they act
+    on, and condition expressions are lexed once per text. Every answer stays the same.
+    """
+    import copy
+    import functools
+    import pickle
+    from collections import deque
+
+    from moto.dynamodb import comparisons
+    from moto.dynamodb.parsing import ast_nodes, expressions, validators
+
+    if getattr(expressions, "_stratoflow_cached", False):
+        return
+    parser = expressions.UpdateExpressionParser
+    parse = parser.make.__func__  # type: ignore[attr-defined]
+    # Each cached tree with its pickled form; the tree is held here so that its id stays its.
+    pickled: dict[int, tuple[Any, bytes]] = {}
+
+    @functools.lru_cache(maxsize=_EXPRESSION_CACHE_SIZE)
+    def make(expression: str) -> Any:
+        tree = parse(parser, expression)
+        if len(pickled) >= _EXPRESSION_CACHE_SIZE:
+            make.cache_clear()
+            pickled.clear()
+            passed.clear()  # keyed by the ids of trees that are gone
+        pickled[id(tree)] = (tree, pickle.dumps(tree, pickle.HIGHEST_PROTOCOL))
+        return tree
+
+    def cached_make(cls: Any, expression: str) -> Any:
+        return make(expression)
+
+    parser.make = classmethod(cached_make)  # type: ignore[method-assign,assignment]
+    deepcopy = copy.deepcopy
+
+    def copy_tree(value: Any, memo: Any = None) -> Any:
+        entry = pickled.get(id(value))
+        if entry is not None and entry[0] is value:
+            return pickle.loads(entry[1])
+        return deepcopy(value, memo)
+
+    # The validators module's own name for deepcopy: its validators copy the tree with it.
+    validators.deepcopy = copy_tree
+
+    # Two of the validators look at the expression's shape and names only (one clause of
+    # each kind, no path updated twice): a cached tree that passed them with the same names
+    # passes them again, so they run once per expression instead of on every request.
+    shape_checks = (validators.ActionCountValidator, validators.OverlappingPathsValidator)
+    passed: set[tuple[int, tuple[tuple[str, str], ...]]] = set()
+    update_validator = validators.UpdateExpressionValidator
+    update_init = update_validator.__init__
+    update_validate = update_validator.validate
+
+    def init_update(
+        self: Any, expression: Any, expression_attribute_names: Any, *a: Any, **k: Any
+    ) -> None:
+        update_init(self, expression, expression_attribute_names, *a, **k)
+        entry = pickled.get(id(expression))
+        self._stratoflow_shape = None
+        if entry is not None and entry[0] is expression:
+            key = (id(expression), tuple(sorted((expression_attribute_names or {}).items())))
+            self._stratoflow_shape = key
+            if key in passed:
+                self.processors = [p for p in self.processors if not isinstance(p, shape_checks)]
+
+    def validate_update(self: Any) -> Any:
+        result = update_validate(self)
+        if self._stratoflow_shape is not None:
+            passed.add(self._stratoflow_shape)
+        return result
+
+    update_validator.__init__ = init_update  # type: ignore[method-assign]
+    update_validator.validate = validate_update  # type: ignore[method-assign]
+
+    traverser = ast_nodes.DepthFirstTraverser
+    node_class = ast_nodes.Node
+    base_pre = traverser.pre_processing_of_child
+    is_node: dict[type, bool] = {}
+    acts_on: dict[tuple[type, type], bool] = {}
+
+    def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+        kind = type(node)
+        node_like = is_node.get(kind)
+        if node_like is None:
+            node_like = is_node[kind] = isinstance(node, node_class)
+        if not node_like:
+            return node
+        parent_node = node.parent
+        if node.children is not None:
+            pre = None if type(self).pre_processing_of_child is base_pre else self
+            for i, child_node in enumerate(node.children):
+                if pre is not None:
+                    pre.pre_processing_of_child(node, i)
+                traverse_node_recursively(self, child_node, i)
+        key = (type(self), kind)
+        acts = acts_on.get(key)
+        if acts is None:
+            # Which node types a walker processes depends on its class alone.
+            acts = acts_on[key] = isinstance(node, self.nodes_to_be_processed())
+        if acts:
+            node = self.process(node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+        return node
+
+    traverser.traverse_node_recursively = traverse_node_recursively  # type: ignore[method-assign]
+
+    lexer = comparisons.ConditionExpressionParser
+    lex = lexer._lex_condition_expression
+
+    @functools.lru_cache(maxsize=_EXPRESSION_CACHE_SIZE)
+    def lexed(expression: str) -> tuple[Any, ...]:
+        probe = lexer(expression, {}, {})
+        return tuple(lex(probe))
+
+    def cached_lex(self: Any) -> Any:
+        # The lexer's nodes are immutable named tuples: each parse gets its own deque.
+        return deque(lexed(self.condition_expression))
+
+    lexer._lex_condition_expression = cached_lex  # type: ignore[method-assign]
+    expressions._stratoflow_cached = True  # type: ignore[attr-defined]
+
+
+_SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
+
+
+def _plain_attribute(value: Any) -> bool:
+    """A DynamoDB attribute value that JSON carries as it is (no binary, nothing to format)."""
+    if type(value) is not dict or len(value) != 1:
+        return False
+    ((kind, inner),) = value.items()
+    scalar = _SCALARS.get(kind)
+    if scalar is not None:
+        return type(inner) is scalar
+    if kind in ("SS", "NS"):
+        return type(inner) is list and all(type(x) is str for x in inner)
+    if kind == "M":
+        return type(inner) is dict and all(_plain_attribute(x) for x in inner.values())
+    if kind == "L":
+        return type(inner) is list and all(_plain_attribute(x) for x in inner)
+    return False
+
+
+def _speed_up_moto_responses() -> None:
+    """Answer DynamoDB items without walking the response model member by member.
+
+    moto's response serializer visits every member of a shape for every value: an
+    AttributeValue has ten (S, N, B, SS, …) and each is looked up under several spellings,
+    so one item of a dozen attributes cost hundreds of lookups. An attribute value that is
+    already what JSON carries (anything but binary) is written as it is: the same bytes.
+    moto also listed its handler's methods with `inspect` on every request; that list is
+    fixed per class.
+    """
+    import functools
+
+    import moto.core.responses as responses
+    from moto.core.serialize import BaseJSONSerializer
+
+    if getattr(BaseJSONSerializer, "_stratoflow_fast", False):
+        return
+    responses.method_names_from_class = functools.cache(responses.method_names_from_class)
+    structure = BaseJSONSerializer._serialize_type_structure
+
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue" and _plain_attribute(value):
+            serialized[self.get_serialized_name(shape, key)] = value
+            return
+        structure(self, serialized, value, shape, key)
+
+    BaseJSONSerializer._serialize_type_structure = serialize_structure  # type: ignore[method-assign]
+    BaseJSONSerializer._stratoflow_fast = True  # type: ignore[attr-defined]
+
+
 def speed_up_moto() -> None:
     """Apply the emulator's fixes (idempotent): faster, and writes made atomic."""
     _speed_up_moto_sqs()
     _speed_up_moto_message_clock()
     _speed_up_moto_transactions()
     _speed_up_moto_routing()
+    _speed_up_moto_expressions()
+    _speed_up_moto_responses()
 
 
 class EmbeddedEmulator:

@@ -95,7 +95,10 @@ class LocalRuntime:
         self._pool: ThreadPoolExecutor | None = None
         # Messages held at once: the ones running plus a prefetch, so that one receive
         # serves up to ten tasks, as Lambda's event-source mapping polls in batches.
-        self._slots = threading.Semaphore(workers + PREFETCH)
+        self._capacity = workers + PREFETCH
+        self._held = 0  # received and not yet finished
+        self._waiting = 0  # received and not yet started
+        self._flow = threading.Condition()
         self._deletes: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._finished: dict[str, threading.Event] = {}
         self._finished_lock = threading.Lock()
@@ -161,6 +164,8 @@ class LocalRuntime:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._flow:
+            self._flow.notify_all()
         for t in self._threads:
             if t.name != "stratoflow-deleter":
                 t.join(timeout=LONG_POLL_SECONDS + 5)
@@ -330,24 +335,35 @@ class LocalRuntime:
         assert self.settings is not None and self._pool is not None
         url = self.settings.task_queue_url
         while not self._stop.is_set():
-            self._slots.acquire()
-            taken = 1
-            while taken < 10 and self._slots.acquire(blocking=False):
-                taken += 1
+            # Receive when the prefetched tasks are about to run out, not each time one
+            # finishes: a busy queue is then read ten messages at a time (as the
+            # event-source mapping does) while the workers never wait for a receive.
+            with self._flow:
+                self._flow.wait_for(
+                    lambda: (
+                        self._stop.is_set()
+                        or (self._held < self._capacity and self._waiting <= self.workers)
+                    )
+                )
+                taken = min(10, self._capacity - self._held)
+                self._held += taken
+                self._waiting += taken
             try:
-                messages = self._receive(url, taken)
+                messages = self._receive(url, taken) if not self._stop.is_set() else []
             except Exception:
                 messages = []
-                if self._stop.is_set():
-                    break
-            for _ in range(taken - len(messages)):
-                self._slots.release()
+            with self._flow:
+                self._held -= taken - len(messages)
+                self._waiting -= taken - len(messages)
             for m in messages:
                 self._pool.submit(self._execute_one, url, m)
 
     def _execute_one(self, url: str, message: dict[str, Any]) -> None:
         assert self.settings is not None
         run_id = _run_of(message["Body"])
+        with self._flow:
+            self._waiting -= 1
+            self._flow.notify_all()
         with self._progress_lock:
             self.progress.running += 1
             if run_id:
@@ -366,7 +382,9 @@ class LocalRuntime:
                     self.progress.running_runs[run_id] -= 1
                     if self.progress.running_runs[run_id] <= 0:
                         del self.progress.running_runs[run_id]
-            self._slots.release()
+            with self._flow:
+                self._held -= 1
+                self._flow.notify_all()
 
     def _run_fargate_entrypoint(self, message: dict[str, Any]) -> dict[str, Any]:
         """Run an `executor: fargate` attempt as its container would: a process running

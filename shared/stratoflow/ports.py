@@ -62,6 +62,16 @@ class FinalizeOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Finalized:
+    """What `RunStore.finalize_task` did."""
+
+    outcome: FinalizeOutcome
+    waiting: frozenset[str] = frozenset()
+    """Guarded dependents (`Settlement.guards`) that were pending and still wait for other
+    parents after this count (APPLIED only): none of them can have been decided by it."""
+
+
+@dataclass(frozen=True)
 class Settlement:
     """A task reaching a final state, and what that changes around it."""
 
@@ -77,6 +87,11 @@ class Settlement:
     """Dependents decided by this settlement alone (single parent), written with it."""
     require_running: bool = False
     """Apply only while the run is running (FinalizeOutcome.RUN_ENDED otherwise)."""
+    guards: Mapping[str, int] = field(default_factory=dict)
+    """Dependents this settlement can decide only as the last of their parents (child →
+    its number of parents; see `rules.decided_only_by_last`): each is counted on condition
+    that it is still pending and this is not its last parent, and reported back as waiting
+    when so, which spares reading it back."""
 
     @property
     def bad_leaf(self) -> bool:
@@ -216,7 +231,7 @@ class RunStore(Protocol):
         run_id: str,
         settlement: Settlement,
         on_chunk: Callable[[Sequence[str]], None] | None = None,
-    ) -> FinalizeOutcome:
+    ) -> Finalized:
         """Record the final state and, atomically with it, count it in each child's upstream
         counters and in the run's counters. Idempotent under redelivery. A wide fan-out is
         written in several transactions; on the first application `on_chunk` gets the

@@ -33,7 +33,7 @@ from stratoflow.core.records import (
     iso,
     parse_iso,
 )
-from stratoflow.core.rules import Decision, UpstreamCounts, decide
+from stratoflow.core.rules import Decision, UpstreamCounts, decide, decided_only_by_last
 from stratoflow.core.states import (
     COUNTER_FOR_STATUS,
     RunStatus,
@@ -518,6 +518,7 @@ def _settle(
             settlement = replace(
                 settlement, children=tuple(children), decided=decided, require_running=True
             )
+        settlement = replace(settlement, guards=_guards(plan, settlement, decided))
 
         def start_decided(
             children: Sequence[str], decided: dict[str, TaskStatus] = decided
@@ -528,20 +529,20 @@ def _settle(
             if queued:
                 _make_ready(ports, plan, context, queued)
 
-        outcome = ports.runs.finalize_task(run_id, settlement, start_decided if decided else None)
-        if outcome is FinalizeOutcome.RUN_ENDED:
+        result = ports.runs.finalize_task(run_id, settlement, start_decided if decided else None)
+        if result.outcome is FinalizeOutcome.RUN_ENDED:
             # Cancelled meanwhile: record this task's end, start nothing.
-            outcome = ports.runs.finalize_task(
-                run_id, replace(settlement, decided={}, require_running=False)
-            )
+            ports.runs.finalize_task(run_id, replace(settlement, decided={}, require_running=False))
             run = ports.runs.get_run(run_id)
             fresh = True
             continue
-        if outcome is FinalizeOutcome.STALE:
+        if result.outcome is FinalizeOutcome.STALE:
             continue
         fresh = False
-        redelivered = outcome is FinalizeOutcome.ALREADY
-        if decided and not redelivered:
+        redelivered = result.outcome is FinalizeOutcome.ALREADY
+        # Dependents still waiting for other parents cannot have been decided by this count.
+        to_read = [c for c in settlement.children if c not in decided and c not in result.waiting]
+        if fold and not redelivered:
             assert context is not None
             run = run or context
             for child_id, status in decided.items():
@@ -549,11 +550,13 @@ def _settle(
                     made_ready = True  # started by start_decided, chunk by chunk
                 else:
                     worklist.append(_decided_settlement(plan, child_id, status, now))
-            to_read = [c for c in settlement.children if c not in decided]
-            check_end = check_end or settlement.task_id in plan.may_end_run
+            # A dependent left pending means the run goes on: only otherwise may this
+            # settlement have been the run's last.
+            if not result.waiting:
+                check_end = check_end or settlement.task_id in plan.may_end_run
             if not to_read:
                 continue
-        else:
+        elif redelivered:
             to_read = list(settlement.children)
         run, children = ports.runs.get_run_and_tasks(run_id, to_read)
         fresh = True
@@ -610,16 +613,37 @@ def _settle(
         _finish_run(ports, plan, run)
 
 
+def _guards(
+    plan: Plan, settlement: Settlement, decided: Mapping[str, TaskStatus]
+) -> dict[str, int]:
+    """The dependents this settlement can decide only as their last parent (all_success
+    and a success): counted on that condition, the ones it leaves waiting need no read."""
+    field = _UPSTREAM_FIELD[settlement.status]
+    guards = {}
+    for child_id in settlement.children:
+        spec = plan.tasks[child_id]
+        parents = len(spec.depends)
+        if (
+            parents > 1
+            and child_id not in decided
+            and decided_only_by_last(spec.trigger_rule, field)
+        ):
+            guards[child_id] = parents
+    return guards
+
+
+_UPSTREAM_FIELD = {
+    TaskStatus.SUCCEEDED: "succeeded",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.UPSTREAM_FAILED: "upstream_failed",
+    TaskStatus.SKIPPED: "skipped",
+    TaskStatus.CANCELLED: "cancelled",
+}
+
+
 def _single_parent(settlement: Settlement) -> UpstreamCounts:
     """The upstream counts of a dependent whose only parent is the settled task."""
-    counter = {
-        TaskStatus.SUCCEEDED: "succeeded",
-        TaskStatus.FAILED: "failed",
-        TaskStatus.UPSTREAM_FAILED: "upstream_failed",
-        TaskStatus.SKIPPED: "skipped",
-        TaskStatus.CANCELLED: "cancelled",
-    }[settlement.status]
-    return UpstreamCounts(total=1, **{counter: 1})
+    return UpstreamCounts(total=1, **{_UPSTREAM_FIELD[settlement.status]: 1})
 
 
 def _decided_status(decision: Decision) -> TaskStatus:

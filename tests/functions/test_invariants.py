@@ -156,21 +156,8 @@ def test_duplicate_delivered_while_the_attempt_runs_is_parked_not_run(
 def test_two_parents_completing_at_once_enqueue_their_child_exactly_once(
     bare: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run_id, _ = _start(
-        bare,
-        {
-            "tasks": [
-                {"id": "left", "command": "true"},
-                {"id": "right", "command": "true"},
-                {"id": "child", "command": "true", "depends": ["left", "right"]},
-            ]
-        },
-        tmp_path,
-    )
-    roots = _tasks(bare)
-    assert _execute(bare, roots) == {"batchItemFailures": []}
-    reports = _reports(bare)
-    assert len(reports) == 2
+    # all_done: each parent's count may decide the child, so each reads it back.
+    run_id, reports = _two_parents_done(bare, tmp_path, "all_done")
     # Force the worst interleaving: both parents' counter updates commit before either
     # reads the child's counters, so both see it decidable.
     runs = bare.ports.runs  # type: ignore[union-attr]
@@ -183,6 +170,104 @@ def test_two_parents_completing_at_once_enqueue_their_child_exactly_once(
         return original(run, ids)
 
     monkeypatch.setattr(runs, "get_run_and_tasks", racing_read)
+    assert _complete_at_once(bare, reports) == [{"batchItemFailures": []}] * 2
+    assert _task_ids(_tasks(bare)) == ["child"]
+    _, tasks = original(run_id, ["child"])
+    assert tasks["child"].status == "queued"
+    assert tasks["child"].counters == {"u_ok": 2}
+
+
+def test_only_the_last_parent_to_succeed_reads_an_all_success_child(
+    bare: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # all_success: a success decides the child only as its last parent's, so the first
+    # parent's count is written on that condition and the child is not read back for it.
+    run_id, reports = _two_parents_done(bare, tmp_path, "all_success")
+    runs = bare.ports.runs  # type: ignore[union-attr]
+    original = runs.get_run_and_tasks
+    reads: list[list[str]] = []
+
+    def counted_read(run: str, ids: Any) -> Any:
+        reads.append(list(ids))
+        return original(run, ids)
+
+    monkeypatch.setattr(runs, "get_run_and_tasks", counted_read)
+    assert _complete_at_once(bare, reports) == [{"batchItemFailures": []}] * 2
+    assert reads == [["child"]]
+    assert _task_ids(_tasks(bare)) == ["child"]
+    _, tasks = original(run_id, ["child"])
+    assert tasks["child"].status == "queued"
+    assert tasks["child"].counters == {"u_ok": 2}
+
+
+def test_a_wide_shared_fan_in_is_read_back_only_by_its_last_parent(
+    bare: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 150 children of the same two parents: written in two transactions per parent, each
+    # child counted on condition; the last parent's counts fail that condition and are
+    # written again without it, and only then are the children read and started, once.
+    children = [f"c{n:03}" for n in range(150)]
+    run_id, _ = _start(
+        bare,
+        {
+            "tasks": [
+                {"id": "left", "command": "true"},
+                {"id": "right", "command": "true"},
+                *({"id": c, "command": "true", "depends": ["left", "right"]} for c in children),
+            ]
+        },
+        tmp_path,
+    )
+    assert _execute(bare, _tasks(bare)) == {"batchItemFailures": []}
+    first, second = _reports(bare)
+    runs = bare.ports.runs  # type: ignore[union-attr]
+    original = runs.get_run_and_tasks
+    reads: list[str] = []
+
+    def counted_read(run: str, ids: Any) -> Any:
+        reads.extend(ids)
+        return original(run, ids)
+
+    monkeypatch.setattr(runs, "get_run_and_tasks", counted_read)
+    assert _complete(bare, [first]) == {"batchItemFailures": []}
+    assert reads == []
+    assert _tasks(bare) == []
+    assert _complete(bare, [second]) == {"batchItemFailures": []}
+    assert sorted(reads) == children
+    assert _task_ids(_tasks(bare)) == children
+    _, tasks = original(run_id, children)
+    assert {(t.status, tuple(t.counters.items())) for t in tasks.values()} == {
+        ("queued", (("u_ok", 2),))
+    }
+
+
+def _two_parents_done(
+    bare: LocalRuntime, tmp_path: Path, rule: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """A child of two parents, both of which have run and reported (not yet recorded)."""
+    run_id, _ = _start(
+        bare,
+        {
+            "tasks": [
+                {"id": "left", "command": "true"},
+                {"id": "right", "command": "true"},
+                {
+                    "id": "child",
+                    "command": "true",
+                    "depends": ["left", "right"],
+                    "trigger_rule": rule,
+                },
+            ]
+        },
+        tmp_path,
+    )
+    assert _execute(bare, _tasks(bare)) == {"batchItemFailures": []}
+    reports = _reports(bare)
+    assert len(reports) == 2
+    return run_id, reports
+
+
+def _complete_at_once(bare: LocalRuntime, reports: list[dict[str, Any]]) -> list[Any]:
     results: list[dict[str, Any]] = []
     threads = [
         threading.Thread(target=lambda m=m: results.append(_complete(bare, [m]))) for m in reports
@@ -191,11 +276,7 @@ def test_two_parents_completing_at_once_enqueue_their_child_exactly_once(
         t.start()
     for t in threads:
         t.join()
-    assert results == [{"batchItemFailures": []}] * 2
-    assert _task_ids(_tasks(bare)) == ["child"]
-    _, tasks = original(run_id, ["child"])
-    assert tasks["child"].status == "queued"
-    assert tasks["child"].counters == {"u_ok": 2}
+    return results
 
 
 def test_a_redelivered_completion_is_counted_once(bare: LocalRuntime, tmp_path: Path) -> None:
@@ -525,7 +606,7 @@ def test_a_crash_after_a_skip_was_decided_is_repaired_by_the_redelivery(
         decided={"b": TaskStatus.SKIPPED},
         require_running=True,
     )
-    assert bare.ports.runs.finalize_task(run_id, first).value == "applied"
+    assert bare.ports.runs.finalize_task(run_id, first).outcome.value == "applied"
     assert bare.ports.runs.get_task(run_id, "c").status is TaskStatus.PENDING
 
     assert _complete(bare, [report]) == {"batchItemFailures": []}  # the redelivery
@@ -575,10 +656,10 @@ def test_a_wide_fan_out_hands_out_each_written_chunk_at_once(
         decided=dict.fromkeys(children, TaskStatus.QUEUED),
         require_running=True,
     )
-    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).value == "applied"
+    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).outcome.value == "applied"
     assert [len(c) for c in chunks] == [98, 99, 53]
     assert sorted(t for c in chunks for t in c) == sorted(children)
     # a redelivery writes nothing new and hands nothing out again
     chunks.clear()
-    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).value == "already"
+    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).outcome.value == "already"
     assert chunks == []

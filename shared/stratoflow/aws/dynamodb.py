@@ -48,7 +48,14 @@ from stratoflow.core.records import (
     iso,
 )
 from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
-from stratoflow.ports import Claim, ClaimOutcome, DefinitionNotFound, FinalizeOutcome, Settlement
+from stratoflow.ports import (
+    Claim,
+    ClaimOutcome,
+    DefinitionNotFound,
+    Finalized,
+    FinalizeOutcome,
+    Settlement,
+)
 
 _SER = TypeSerializer()
 _DE = TypeDeserializer()
@@ -438,7 +445,7 @@ class DynamoRunStore:
         run_id: str,
         settlement: Settlement,
         on_chunk: Callable[[Sequence[str]], None] | None = None,
-    ) -> FinalizeOutcome:
+    ) -> Finalized:
         s = settlement
         pk = _run_pk(run_id)
         counter = COUNTER_FOR_STATUS[s.status]
@@ -504,23 +511,28 @@ class DynamoRunStore:
         ]
         now = str(s.fields.get("settled_at") or iso(datetime.now(UTC)))
         outcome = FinalizeOutcome.APPLIED
-        reasons = self._transact_reasons(
-            first + self._child_updates(pk, chunks[0], counter, s.decided, now)
-        )
-        if reasons is not None:
-            if reasons[0].get("Code") != "ConditionalCheckFailed":
-                return FinalizeOutcome.RUN_ENDED  # only the run's condition failed
-            reason = reasons[0]
-            old = _task_from(
-                s.task_id, reason.get("Item") or self._get_task_item(run_id, s.task_id)
-            )
-            done_before = old.status is s.status and (
-                (s.attempt is not None and old.attempt == s.attempt and old.drive == s.drive)
-                or s.attempt is None
-            )
-            if not done_before:
-                return FinalizeOutcome.STALE
-            outcome = FinalizeOutcome.ALREADY
+        guards = dict(s.guards)
+        while True:
+            children = self._child_updates(pk, chunks[0], counter, s.decided, now, guards)
+            reasons = self._transact_reasons(first + children)
+            if reasons is None:
+                break
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                reason = reasons[0]
+                old = _task_from(
+                    s.task_id, reason.get("Item") or self._get_task_item(run_id, s.task_id)
+                )
+                done_before = old.status is s.status and (
+                    (s.attempt is not None and old.attempt == s.attempt and old.drive == s.drive)
+                    or s.attempt is None
+                )
+                if not done_before:
+                    return Finalized(FinalizeOutcome.STALE)
+                outcome = FinalizeOutcome.ALREADY
+                break
+            if reasons[1].get("Code") == "ConditionalCheckFailed":
+                return Finalized(FinalizeOutcome.RUN_ENDED)
+            self._drop_failed_guards(guards, chunks[0], reasons[2:])
         applied = outcome is FinalizeOutcome.APPLIED
         if applied and on_chunk is not None:
             on_chunk(chunks[0])
@@ -532,12 +544,33 @@ class DynamoRunStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
-            reason = self._transact(
-                [marker, *self._child_updates(pk, chunk, counter, s.decided, now)]
-            )
-            if applied and reason is None and on_chunk is not None:
+            while True:
+                children = self._child_updates(pk, chunk, counter, s.decided, now, guards)
+                reasons = self._transact_reasons([marker, *children])
+                if reasons is None or reasons[0].get("Code") == "ConditionalCheckFailed":
+                    break  # written now, or by an earlier delivery
+                self._drop_failed_guards(guards, chunk, reasons[1:])
+            if applied and reasons is None and on_chunk is not None:
                 on_chunk(chunk)
-        return outcome
+        if not applied:
+            return Finalized(outcome)
+        return Finalized(outcome, frozenset(guards))
+
+    @staticmethod
+    def _drop_failed_guards(
+        guards: dict[str, int], children: Sequence[str], reasons: Sequence[dict[str, Any]]
+    ) -> None:
+        """The children whose guard failed (decided already, or this is their last parent)
+        are counted again without one; any other failure is not ours to retry."""
+        failed = [
+            child
+            for child, reason in zip(children, reasons, strict=False)
+            if reason.get("Code") == "ConditionalCheckFailed"
+        ]
+        if not failed or any(child not in guards for child in failed):
+            raise RuntimeError(f"transaction cancelled: {list(reasons)}")
+        for child in failed:
+            del guards[child]
 
     def _child_updates(
         self,
@@ -546,6 +579,7 @@ class DynamoRunStore:
         counter: str,
         decided: Mapping[str, TaskStatus],
         now: str,
+        guards: Mapping[str, int],
     ) -> list[dict[str, Any]]:
         updates = []
         for child in children:
@@ -568,6 +602,19 @@ class DynamoRunStore:
                 update["ExpressionAttributeNames"] = {"#st": "status"}
                 update["ExpressionAttributeValues"].update(
                     {":decided": {"S": status.value}, ":now": {"S": now}}
+                )
+            elif child in guards:
+                # Still pending, and not its last parent: this count cannot decide it.
+                update["ConditionExpression"] = (
+                    f"(attribute_not_exists(#st) OR #st = :pending) AND "
+                    f"(attribute_not_exists({counter}) OR {counter} < :last)"
+                )
+                update["ExpressionAttributeNames"] = {"#st": "status"}
+                update["ExpressionAttributeValues"].update(
+                    {
+                        ":pending": {"S": TaskStatus.PENDING.value},
+                        ":last": {"N": str(guards[child] - 1)},
+                    }
                 )
             updates.append({"Update": update})
         return updates

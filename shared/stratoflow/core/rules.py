@@ -8,8 +8,10 @@ each task exactly once from counters updated by its parents.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import cache
+from itertools import product
 
 from stratoflow.core.model import TriggerRule
 
@@ -86,3 +88,30 @@ def decide(rule: TriggerRule, up: UpstreamCounts) -> Decision:
                 return Decision.SKIP
             return Decision.RUN if up.all_done else Decision.WAIT
     raise ValueError(f"unknown trigger rule {rule!r}")  # pragma: no cover
+
+
+@cache
+def decided_only_by_last(rule: TriggerRule, status: str) -> bool:
+    """Whether a parent ending in `status` can decide a task under `rule` only by being the
+    last of its parents to end in that status (all_success and a success, say).
+
+    Then a parent whose count leaves fewer than all parents at `status` cannot have made
+    the task decidable, and the engine need not read the task back. Found by trying every
+    way the other parents may have ended, so it holds for whatever `decide` says.
+    """
+    fields = ("succeeded", "failed", "upstream_failed", "skipped", "cancelled")
+    if status not in fields:
+        raise ValueError(f"not an upstream status: {status!r}")
+    for total in range(2, 5):
+        if decide(rule, UpstreamCounts(total)) is not Decision.WAIT:
+            return False  # decided before any parent ends: the first one must look
+        for counts in product(range(total), repeat=len(fields)):
+            if sum(counts) >= total:
+                continue  # this parent is one still to end
+            before = UpstreamCounts(total, *counts)
+            after = replace(before, **{status: getattr(before, status) + 1})
+            if decide(rule, before) is not Decision.WAIT:
+                continue  # decided already, by the parent that made it so (and looked)
+            if decide(rule, after) is not Decision.WAIT and getattr(after, status) < total:
+                return False
+    return True

@@ -195,7 +195,7 @@ def _script(db: Any) -> list[Any]:
                 ExpressionAttributeValues={":v": {"S": "v"}},
             )
     call("put_item", TableName="d", Item={**key, "sk": {"S": "typed"}, **_ITEM_TYPES})
-    for limit in ("100", "1"):
+    for limit in ("100", "100", "1"):
         call(
             "transact_write_items",
             TransactItems=[
@@ -249,7 +249,7 @@ def test_the_speed_fixes_answer_as_moto_does_without_them(
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         plain = _script(AwsClients("us-east-1").dynamodb)
-    assert len(fast) == len(plain) == 24
+    assert len(fast) == len(plain) == 25
     for n, (got, want) in enumerate(zip(fast, plain, strict=True)):
         assert got == want, f"call {n}"
     # Each cached check passes and refuses the same text with other names or values.
@@ -257,5 +257,6 @@ def test_the_speed_fixes_answer_as_moto_does_without_them(
     assert sum("overlap" in e for e in errors) == 4  # the pair with names {a, a}, and a, a
     assert sum("can only be used once" in e for e in errors) == 2
     assert sum("conditional request failed" in e for e in errors) == 2
+    assert [isinstance(a, dict) for a in fast[19:22]] == [True, True, False]
     assert [isinstance(a, dict) for a in fast[6:12]] == [True, True, False, False, True, True]
-    assert fast[21]["Item"] == {"pk": {"S": "p"}, "sk": {"S": "typed"}, **_ITEM_TYPES}
+    assert fast[22]["Item"] == {"pk": {"S": "p"}, "sk": {"S": "typed"}, **_ITEM_TYPES}

@@ -341,6 +341,41 @@ def _speed_up_moto_expressions() -> None:
         return deque(lexed(self.condition_expression))
 
     lexer._lex_condition_expression = cached_lex  # type: ignore[method-assign]
+
+    # A condition is parsed up to three times per transaction item (checked, evaluated, then
+    # again by the update): parsed once per text, names and values. The parsed condition
+    # is only evaluated against items, never changed.
+    parse_condition = lexer.parse
+    parsed: dict[tuple[str, str, str], tuple[Any, list[str], list[str]]] = {}
+
+    def cached_parse(self: Any) -> Any:
+        try:
+            key = (
+                self.condition_expression or "",
+                json.dumps(self.expression_attribute_names, sort_keys=True),
+                json.dumps(self.expression_attribute_values, sort_keys=True),
+            )
+        except TypeError:  # binary values: not worth a key
+            return parse_condition(self)
+        hit = parsed.get(key)
+        if hit is None:
+            names_before = len(self.expr_attr_names_found)
+            values_before = len(self.expr_attr_values_found)
+            op = parse_condition(self)
+            if len(parsed) >= _EXPRESSION_CACHE_SIZE:
+                parsed.clear()
+            hit = parsed[key] = (
+                op,
+                self.expr_attr_names_found[names_before:],
+                self.expr_attr_values_found[values_before:],
+            )
+            return op
+        op, names_found, values_found = hit
+        self.expr_attr_names_found.extend(names_found)
+        self.expr_attr_values_found.extend(values_found)
+        return op
+
+    lexer.parse = cached_parse  # type: ignore[method-assign]
     expressions._stratoflow_cached = True  # type: ignore[attr-defined]
 
 

@@ -1,10 +1,12 @@
 """Trigger rules, as Airflow defines them (airflow/ti_deps/deps/trigger_rule_dep.py)."""
 
+from dataclasses import replace
+
 import pytest
 
 from stratoflow.core.model import TriggerRule as R
 from stratoflow.core.rules import Decision as D
-from stratoflow.core.rules import UpstreamCounts, decide
+from stratoflow.core.rules import UpstreamCounts, decide, decided_only_by_last
 
 
 def up(total: int, **kw: int) -> UpstreamCounts:
@@ -83,3 +85,44 @@ def test_decisions_never_revert_to_wait_as_parents_finish(rule: R) -> None:
                 assert d is not D.WAIT, (rule, seq)
             decided = decided or d is not D.WAIT
         assert decided, (rule, seq)
+
+
+_OUTCOMES = ("succeeded", "failed", "upstream_failed", "skipped", "cancelled")
+
+
+def test_only_a_success_under_all_success_decides_a_task_only_as_its_last_parent() -> None:
+    found = {
+        (rule, status) for rule in R for status in _OUTCOMES if decided_only_by_last(rule, status)
+    }
+    assert found == {(R.ALL_SUCCESS, "succeeded")}
+
+
+@pytest.mark.parametrize(
+    ("rule", "status", "before"),
+    [
+        # Each: a parent that is not the last to end this way turns a waiting task decidable.
+        (R.ALL_DONE, "succeeded", up(2, failed=1)),
+        (R.ALL_SUCCESS, "failed", up(2)),
+        (R.ALL_SUCCESS, "skipped", up(2)),
+        (R.ONE_SUCCESS, "succeeded", up(3)),
+        (R.NONE_FAILED, "succeeded", up(2, skipped=1)),
+    ],
+)
+def test_an_outcome_that_decides_early_is_not_guarded(
+    rule: R, status: str, before: UpstreamCounts
+) -> None:
+    after = replace(before, **{status: getattr(before, status) + 1})
+    assert decide(rule, before) is D.WAIT
+    assert decide(rule, after) is not D.WAIT
+    assert getattr(after, status) < after.total
+    assert not decided_only_by_last(rule, status)
+
+
+def test_a_rule_decided_before_any_parent_ends_is_not_guarded() -> None:
+    assert decide(R.ALWAYS, up(2)) is D.RUN
+    assert not any(decided_only_by_last(R.ALWAYS, status) for status in _OUTCOMES)
+
+
+def test_an_unknown_outcome_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an upstream status"):
+        decided_only_by_last(R.ALL_SUCCESS, "running")

@@ -7,11 +7,13 @@ with its endpoint, then serves until its standard input closes (its parent ended
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import socket
 import sys
+from http import HTTPStatus
 from typing import Any
 
 
@@ -70,18 +72,23 @@ def _run_wsgi(self: Any) -> None:
         state["status"], state["headers"] = status, headers
         return lambda data: state.setdefault("chunks", []).append(data)
 
-    app_iter = self.server.app(environ, start_response)
-    try:
-        chunks = state.pop("chunks", []) + [bytes(c) for c in app_iter]
-    finally:
-        if hasattr(app_iter, "close"):
-            app_iter.close()
+    direct = _direct_handler(environ)
+    if direct is not None:
+        status, headers, chunks = _dispatch(direct, environ)
+    else:
+        app_iter = self.server.app(environ, start_response)
+        try:
+            chunks = state.pop("chunks", []) + [bytes(c) for c in app_iter]
+        finally:
+            if hasattr(app_iter, "close"):
+                app_iter.close()
+        status, headers = state["status"], state["headers"]
     payload = b"" if environ["REQUEST_METHOD"] == "HEAD" else b"".join(chunks)
-    code, _, reason = state["status"].partition(" ")
+    code, _, reason = status.partition(" ")
     lines = [f"HTTP/1.1 {code} {reason}"]
     lines += [
         f"{k}: {v}"
-        for k, v in state["headers"]
+        for k, v in headers
         if k.lower() not in ("content-length", "connection", "transfer-encoding")
     ]
     lines.append(f"Content-Length: {len(b''.join(chunks))}")
@@ -92,6 +99,58 @@ def _run_wsgi(self: Any) -> None:
         self.close_connection = False
     self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
     self.wfile.flush()
+
+
+@functools.cache
+def _direct_routes() -> tuple[dict[str, Any], type]:
+    """moto's handlers for the JSON-protocol services the engine calls, and its request type
+    as its server builds it."""
+    from moto.core.request import Request
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.sqs.responses import SQSResponse
+
+    class ServerRequest(Request):
+        from_wsgi_server = True
+
+    return {"DynamoDB_20120810": DynamoHandler, "AmazonSQS": SQSResponse}, ServerRequest
+
+
+def _direct_handler(environ: dict[str, Any]) -> Any:
+    """The moto handler of a JSON-protocol DynamoDB or SQS call, or None for anything else.
+
+    Such a call names its operation in X-Amz-Target, so it can go straight to moto's
+    handler: moto's own route (a lock-guarded service lookup, a Flask app with CORS, URL
+    matching, a response object) cost about a millisecond per call, a fifth of the
+    emulator's time, and decides nothing for these.
+    """
+    if environ["REQUEST_METHOD"] != "POST" or environ.get("PATH_INFO", "/") != "/":
+        return None
+    routes, _ = _direct_routes()
+    return routes.get(environ.get("HTTP_X_AMZ_TARGET", "").partition(".")[0])
+
+
+def _dispatch(
+    handler: Any, environ: dict[str, Any]
+) -> tuple[str, list[tuple[str, str]], list[bytes]]:
+    """What moto's Flask route would answer (`moto.core.utils.convert_to_flask_response`)."""
+    from botocore.exceptions import ClientError
+
+    request = _direct_routes()[1](environ)
+    try:
+        result = handler.dispatch(request, request.raw_url, dict(request.headers))
+    except ClientError as exc:
+        result = 400, {}, exc.response["Error"]["Message"]
+    if len(result) == 3:
+        code, headers, content = result
+    else:
+        code, headers, content = 200, {}, result
+    code = int(code)
+    body = content.encode("utf-8") if isinstance(content, str) else bytes(content or b"")
+    pairs = [(str(k), str(v)) for k, v in headers.items() if str(k).lower() != "status"]
+    if not any(k.lower() == "content-type" for k, _ in pairs):
+        pairs.append(("Content-Type", "text/html; charset=utf-8"))
+    reason = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else ""
+    return f"{code} {reason}", pairs, [body]
 
 
 if __name__ == "__main__":

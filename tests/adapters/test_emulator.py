@@ -260,3 +260,61 @@ def test_the_speed_fixes_answer_as_moto_does_without_them(
     assert [isinstance(a, dict) for a in fast[19:22]] == [True, True, False]
     assert [isinstance(a, dict) for a in fast[6:12]] == [True, True, False, False, True, True]
     assert fast[22]["Item"] == {"pk": {"S": "p"}, "sk": {"S": "typed"}, **_ITEM_TYPES}
+
+
+def _sqs_script(sqs: Any) -> list[Any]:
+    """Deletes by current, earlier and unknown receipt handles, and what remains after."""
+    url = sqs.create_queue(QueueName="deletes")["QueueUrl"]
+    for start in range(0, 30, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(start, start + 10)],
+        )
+
+    def receive(n: int, visibility: int) -> list[dict[str, Any]]:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=n, VisibilityTimeout=visibility)
+        return list(got.get("Messages", []))
+
+    first = receive(10, 0)  # visible again at once: received anew below, with new handles
+    again = {m["Body"]: m for m in receive(10, 30)}
+    answers: list[Any] = []
+    earlier = [m for m in first if m["Body"] in again][:3]
+    entries = [
+        {"Id": f"old{n}", "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(earlier)
+    ]
+    entries.append({"Id": "bogus", "ReceiptHandle": "not-a-handle"})
+    current = [m for body, m in sorted(again.items()) if body not in {e["Body"] for e in earlier}]
+    entries += [
+        {"Id": f"now{n}", "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(current[:4])
+    ]
+    resp = sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    answers.append(sorted(e["Id"] for e in resp.get("Successful", [])))
+    answers.append(sorted((e["Id"], e["Code"]) for e in resp.get("Failed", [])))
+    # Deleting the same handle twice is accepted, as SQS does.
+    again_resp = sqs.delete_message_batch(QueueUrl=url, Entries=entries[:1])
+    answers.append(sorted(e["Id"] for e in again_resp.get("Successful", [])))
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    answers.append(
+        (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"])
+    )
+    left = sorted(m["Body"] for m in receive(10, 30) + receive(10, 30) + receive(10, 30))
+    answers.append(left)
+    return answers
+
+
+def test_deletes_by_receipt_handle_answer_as_moto_does(
+    aws: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto import mock_aws
+
+    fast = _sqs_script(aws.sqs)
+    for name, value in LOCAL_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        plain = _sqs_script(AwsClients("us-east-1").sqs)
+    assert fast == plain
+    assert fast[0] == ["now0", "now1", "now2", "now3", "old0", "old1", "old2"]
+    assert fast[1] == [("bogus", "ReceiptHandleIsInvalid")]
+    assert fast[3] == ("20", "3")  # 7 deleted, 3 received and kept
+    assert len(fast[4]) == 20

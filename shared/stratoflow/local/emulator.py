@@ -83,6 +83,49 @@ def _speed_up_moto_sqs() -> None:
     Queue._stratoflow_lazy = True  # type: ignore[attr-defined]
 
 
+def _speed_up_moto_deletes() -> None:
+    """Find a deleted message by its receipt handle instead of asking every message.
+
+    moto's DeleteMessage asked each message in the queue, twice, whether it ever had the
+    handle (building a list of its handles each time): with 10,000 messages queued, deletes
+    took a quarter of the emulator's time. Every handle moto hands out is now indexed when
+    it is handed out; a handle the index does not know falls back to moto's own search.
+    """
+    import weakref
+
+    from moto.sqs.models import Message, Queue
+
+    if getattr(Queue, "_stratoflow_deletes", False):
+        return
+    by_handle: weakref.WeakValueDictionary[str, Message] = weakref.WeakValueDictionary()
+    mark_received = Message.mark_received
+    delete_message = Queue.delete_message
+
+    def received(self: Message, visibility_timeout: int | None = None) -> None:
+        mark_received(self, visibility_timeout)
+        by_handle[str(self.receipt_handle)] = self
+
+    def delete(self: Queue, receipt_handle: str) -> None:
+        if receipt_handle in self.deleted_messages:
+            return
+        message = by_handle.get(receipt_handle)
+        try:
+            if message is None:
+                raise ValueError(receipt_handle)
+            # In place and in one step (list.remove holds the interpreter lock throughout):
+            # moto's copy-and-replace could drop a message sent meanwhile.
+            self._messages.remove(message)
+        except ValueError:
+            delete_message(self, receipt_handle)
+            return
+        self.pending_messages.discard(message)
+        self.deleted_messages.update(message.all_receipt_handles)
+
+    Message.mark_received = received  # type: ignore[method-assign]
+    Queue.delete_message = delete  # type: ignore[method-assign]
+    Queue._stratoflow_deletes = True  # type: ignore[attr-defined]
+
+
 _WRITE_LOCK = threading.RLock()
 
 
@@ -433,6 +476,7 @@ def speed_up_moto() -> None:
     """Apply the emulator's fixes (idempotent): faster, and writes made atomic."""
     _speed_up_moto_sqs()
     _speed_up_moto_message_clock()
+    _speed_up_moto_deletes()
     _speed_up_moto_transactions()
     _speed_up_moto_routing()
     _speed_up_moto_expressions()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,19 +20,23 @@ def aws() -> Iterator[AwsClients]:
         os.environ.setdefault(name, value)
     with EmbeddedEmulator() as emulator:
         clients = AwsClients("us-east-1", emulator.endpoint_url)
-        clients.dynamodb.create_table(
-            TableName="t",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        _create_table(clients.dynamodb, "t")
         yield clients
+
+
+def _create_table(db: Any, name: str) -> None:
+    db.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 def _key(sk: str) -> dict[str, Any]:
@@ -136,18 +140,7 @@ def _script(db: Any) -> list[Any]:
                 )
             )
 
-    db.create_table(
-        TableName="d",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    _create_table(db, "d")
     key = {"pk": {"S": "p"}}
     counter = (
         "SET #a = if_not_exists(#a, :zero) + :inc, "
@@ -173,25 +166,22 @@ def _script(db: Any) -> list[Any]:
                 ReturnValues=("ALL_NEW", "UPDATED_NEW", "ALL_OLD")[n],
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-    # One expression text, names that make its two paths one: refused every time.
+    # One expression text, names that make its two paths one: refused every time; then
+    # texts refused whatever the names. Each twice: the second meets the caches.
     pair = "SET #p = :v, #q = :v"
-    for names in ({"#p": "a", "#q": "b"}, {"#p": "a", "#q": "a"}, {"#p": "c", "#q": "d"}):
+    cases: list[tuple[str, dict[str, str]]] = [
+        (pair, names)
+        for names in ({"#p": "a", "#q": "b"}, {"#p": "a", "#q": "a"}, {"#p": "c", "#q": "d"})
+    ]
+    cases += [(bad, {}) for bad in ("SET a = :v SET b = :v", "SET sk = :v", "SET a = :v, a = :v")]
+    for expression, names in cases:
         for _ in range(2):
             call(
                 "update_item",
                 TableName="d",
                 Key={**key, "sk": {"S": "x"}},
-                UpdateExpression=pair,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":v": {"S": "v"}},
-            )
-    for bad in ("SET a = :v SET b = :v", "SET sk = :v", "SET a = :v, a = :v"):
-        for _ in range(2):
-            call(
-                "update_item",
-                TableName="d",
-                Key={**key, "sk": {"S": "x"}},
-                UpdateExpression=bad,
+                UpdateExpression=expression,
+                **({"ExpressionAttributeNames": names} if names else {}),
                 ExpressionAttributeValues={":v": {"S": "v"}},
             )
     call("put_item", TableName="d", Item={**key, "sk": {"S": "typed"}, **_ITEM_TYPES})
@@ -226,6 +216,7 @@ def _script(db: Any) -> list[Any]:
         "batch_get_item",
         RequestItems={"d": {"Keys": [{**key, "sk": {"S": s}} for s in ("x", "y", "typed")]}},
     )
+    call("get_item", TableName="missing", Key={**key, "sk": {"S": "x"}})
     call(
         "query",
         TableName="d",
@@ -235,23 +226,32 @@ def _script(db: Any) -> list[Any]:
     return answers
 
 
+def _on_plain_moto(
+    monkeypatch: pytest.MonkeyPatch, script: Callable[[AwsClients], list[Any]]
+) -> list[Any]:
+    """The script's answers from moto in this process, which the fixes never touch."""
+    from moto import mock_aws
+
+    for name, value in LOCAL_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        return script(AwsClients("us-east-1"))
+
+
 def test_the_speed_fixes_answer_as_moto_does_without_them(
     aws: AwsClients, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from moto import mock_aws
     from moto.dynamodb.parsing import expressions
 
     # This process's moto is unpatched (the fixes are applied in the emulator's process).
     assert not getattr(expressions, "_stratoflow_cached", False)
     fast = _script(aws.dynamodb)
-    for name, value in LOCAL_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        plain = _script(AwsClients("us-east-1").dynamodb)
-    assert len(fast) == len(plain) == 25
+    plain = _on_plain_moto(monkeypatch, lambda clients: _script(clients.dynamodb))
+    assert len(fast) == len(plain) == 26
     for n, (got, want) in enumerate(zip(fast, plain, strict=True)):
         assert got == want, f"call {n}"
+    assert fast[24][0] == "ResourceNotFoundException"
     # Each cached check passes and refuses the same text with other names or values.
     errors = [a[1] for a in fast if isinstance(a, tuple)]
     assert sum("overlap" in e for e in errors) == 4  # the pair with names {a, a}, and a, a
@@ -293,6 +293,12 @@ def _sqs_script(sqs: Any) -> list[Any]:
     # Deleting the same handle twice is accepted, as SQS does.
     again_resp = sqs.delete_message_batch(QueueUrl=url, Entries=entries[:1])
     answers.append(sorted(e["Id"] for e in again_resp.get("Successful", [])))
+    try:
+        sqs.get_queue_url(QueueName="no-such-queue")
+    except ClientError as err:  # an error answer, as SQS's JSON protocol spells it
+        answers.append(
+            (err.response["Error"]["Code"], err.response["ResponseMetadata"]["HTTPStatusCode"])
+        )
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     answers.append(
         (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"])
@@ -305,16 +311,11 @@ def _sqs_script(sqs: Any) -> list[Any]:
 def test_deletes_by_receipt_handle_answer_as_moto_does(
     aws: AwsClients, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from moto import mock_aws
-
     fast = _sqs_script(aws.sqs)
-    for name, value in LOCAL_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        plain = _sqs_script(AwsClients("us-east-1").sqs)
+    plain = _on_plain_moto(monkeypatch, lambda clients: _sqs_script(clients.sqs))
     assert fast == plain
     assert fast[0] == ["now0", "now1", "now2", "now3", "old0", "old1", "old2"]
     assert fast[1] == [("bogus", "ReceiptHandleIsInvalid")]
-    assert fast[3] == ("20", "3")  # 7 deleted, 3 received and kept
-    assert len(fast[4]) == 20
+    assert fast[3][1] == 400
+    assert fast[4] == ("20", "3")  # 7 deleted, 3 received and kept
+    assert len(fast[5]) == 20

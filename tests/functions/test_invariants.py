@@ -171,10 +171,7 @@ def test_two_parents_completing_at_once_enqueue_their_child_exactly_once(
 
     monkeypatch.setattr(runs, "get_run_and_tasks", racing_read)
     assert _complete_at_once(bare, reports) == [{"batchItemFailures": []}] * 2
-    assert _task_ids(_tasks(bare)) == ["child"]
-    _, tasks = original(run_id, ["child"])
-    assert tasks["child"].status == "queued"
-    assert tasks["child"].counters == {"u_ok": 2}
+    _assert_child_queued_once(bare, run_id, original)
 
 
 def test_only_the_last_parent_to_succeed_reads_an_all_success_child(
@@ -194,10 +191,7 @@ def test_only_the_last_parent_to_succeed_reads_an_all_success_child(
     monkeypatch.setattr(runs, "get_run_and_tasks", counted_read)
     assert _complete_at_once(bare, reports) == [{"batchItemFailures": []}] * 2
     assert reads == [["child"]]
-    assert _task_ids(_tasks(bare)) == ["child"]
-    _, tasks = original(run_id, ["child"])
-    assert tasks["child"].status == "queued"
-    assert tasks["child"].counters == {"u_ok": 2}
+    _assert_child_queued_once(bare, run_id, original)
 
 
 def test_a_wide_shared_fan_in_is_read_back_only_by_its_last_parent(
@@ -239,6 +233,13 @@ def test_a_wide_shared_fan_in_is_read_back_only_by_its_last_parent(
     assert {(t.status, tuple(t.counters.items())) for t in tasks.values()} == {
         ("queued", (("u_ok", 2),))
     }
+
+
+def _assert_child_queued_once(bare: LocalRuntime, run_id: str, read: Any) -> None:
+    assert _task_ids(_tasks(bare)) == ["child"]
+    _, tasks = read(run_id, ["child"])
+    assert tasks["child"].status == "queued"
+    assert tasks["child"].counters == {"u_ok": 2}
 
 
 def _two_parents_done(

@@ -182,17 +182,24 @@ def measure(name: str, w4_width: int, workers: int, timeout: float | None) -> di
     first_latencies = _first_dispatch_latencies(dag, tasks_doc)
     engine_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
+    inv = timer.invocations
+    ex = inv.get("executor", [])
+    co = inv.get("completion", [])
+    di = inv.get("dispatcher", [])
+
     by_op = {f"{svc}.{op}": c for (svc, op), c in sorted(calls.items())}
+    # The event-source mapping deletes each invocation's processed batch with one
+    # DeleteMessageBatch; the local pumps gather deletes across invocations (fewer
+    # requests, off every task's path), so the deletes AWS would bill are counted per
+    # invocation, and the local count is kept apart.
+    local_deletes = by_op.get("sqs.DeleteMessageBatch", 0)
+    by_op["sqs.DeleteMessageBatch"] = len(ex) + len(co)
     polling = {k: v for k, v in by_op.items() if k.split(".", 1)[1] in POLLING_OPERATIONS}
     engine = {k: v for k, v in by_op.items() if k not in polling}
     empty_receives = detail.receives["empty"]
     billable_polling = sum(polling.values()) - empty_receives
 
     # -- Lambda: invocations and durations, the executor's command time taken out
-    inv = timer.invocations
-    ex = inv.get("executor", [])
-    co = inv.get("completion", [])
-    di = inv.get("dispatcher", [])
     ex_overhead = [max(0.0, d - c) for d, _, c in ex]
     lambda_stats = {
         "executor": {
@@ -245,7 +252,12 @@ def measure(name: str, w4_width: int, workers: int, timeout: float | None) -> di
             "engine": engine_rss_kib / 1024,
             "emulator": (emulator_hwm / 1024) if emulator_hwm else None,
         },
-        "calls": {"engine": engine, "polling": polling, "empty_receives": empty_receives},
+        "calls": {
+            "engine": engine,
+            "polling": polling,
+            "empty_receives": empty_receives,
+            "local_delete_requests": local_deletes,
+        },
         "calls_per_task": {
             "engine": sum(engine.values()) / n,
             "polling_billable": billable_polling / n,
@@ -673,6 +685,13 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[li
     return head, rows
 
 
+def _local_deletes(r: dict[str, Any]) -> int | None:
+    """DeleteMessageBatch requests the local pumps sent (results from before they were
+    counted apart have none)."""
+    value = r["calls"].get("local_delete_requests")
+    return None if value is None else int(value)
+
+
 def calls_rows(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     ops: list[str] = sorted(
         {op for r in results.values() for op in r["calls_per_task"]["by_operation"]}
@@ -694,12 +713,27 @@ def calls_rows(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
         ]
     )
     for op in polling_ops:
+        label = f"{op} (event-source polling)"
+        if op.endswith(".DeleteMessageBatch"):
+            label = f"{op} (event-source polling: one per invocation)"
         rows.append(
             [
-                f"{op} (event-source polling)",
+                label,
                 *(_f(r["calls_per_task"]["by_operation"].get(op, 0), 3) for r in results.values()),
             ]
         )
+        if op.endswith(".DeleteMessageBatch"):
+            rows.append(
+                [
+                    "  sent here by the local pumps (not billed)",
+                    *(
+                        _f(_local_deletes(r) / r["tasks"], 3)
+                        if _local_deletes(r) is not None
+                        else "—"
+                        for r in results.values()
+                    ),
+                ]
+            )
     rows.append(
         [
             "  of which empty receives",
@@ -749,7 +783,12 @@ def time_rows(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[
 
     def per_call(r: dict[str, Any]) -> str:
         v = (r.get("cpu_s") or {}).get("emulator")
-        calls = sum(r["calls"]["engine"].values()) + sum(r["calls"]["polling"].values())
+        # The requests the emulator served: deletes as the local pumps sent them.
+        polling = dict(r["calls"]["polling"])
+        local = _local_deletes(r)
+        if local is not None:
+            polling["sqs.DeleteMessageBatch"] = local
+        calls = sum(r["calls"]["engine"].values()) + sum(polling.values())
         return "—" if v is None or not calls else f"{v / calls * 1000:.1f}"
 
     def latency(r: dict[str, Any]) -> str:

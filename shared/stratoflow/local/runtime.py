@@ -42,6 +42,7 @@ from stratoflow.services import CommandRunner, Ports
 LONG_POLL_SECONDS = 1
 PREFETCH = 10
 COMPLETION_PUMPS = 3
+DELETE_LINGER_SECONDS = 0.05
 
 
 @dataclass
@@ -307,15 +308,24 @@ class LocalRuntime:
                 )
 
     def _delete_processed(self) -> None:
-        """Delete processed messages in batches of up to ten (one request per batch)."""
+        """Delete processed messages in batches of up to ten (one request per batch).
+
+        A processed message only has to be gone before its visibility timeout (minutes), so
+        the first waits up to DELETE_LINGER_SECONDS for others to share its request: a busy
+        queue is then deleted ten at a time, off every task's path.
+        """
         assert self.clients is not None
         stopping = False
         while not stopping:
             first = self._deletes.get()
             pending = [first]
-            while len(pending) < 64:
+            deadline = time.monotonic() + DELETE_LINGER_SECONDS
+            while len(pending) < 20 and None not in pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
                 try:
-                    pending.append(self._deletes.get_nowait())
+                    pending.append(self._deletes.get(timeout=left))
                 except queue.Empty:
                     break
             stopping = None in pending

@@ -619,7 +619,7 @@ def _guards(
     """The dependents this settlement can decide only as their last parent (all_success
     and a success): counted on that condition, the ones it leaves waiting need no read."""
     field = _UPSTREAM_FIELD[settlement.status]
-    guards = {}
+    guards: dict[str, int] = {}
     for child_id in settlement.children:
         spec = plan.tasks[child_id]
         parents = len(spec.depends)

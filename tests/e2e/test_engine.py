@@ -230,6 +230,24 @@ def test_concurrency_cap_limits_running_tasks(runtime: LocalRuntime, tmp_path: P
         tmp_path,
     )
     assert doc["status"] == "succeeded"
+    assert _peak(spans) == 2  # the 4 workers would allow 4
+
+
+def test_the_local_workers_bound_the_commands_running_at_once(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    # The runtime has more executor threads than workers (an attempt sends its report after
+    # giving its slot up), yet never more than `workers` commands run at once.
+    spans = tmp_path / "spans"
+    cmd = f'echo "start $(date +%s%N)" >> {spans}; sleep 0.3; echo "end $(date +%s%N)" >> {spans}'
+    doc = run_workflow(
+        runtime, {"tasks": [{"id": f"t{i}", "command": cmd} for i in range(12)]}, tmp_path
+    )
+    assert doc["status"] == "succeeded"
+    assert _peak(spans) == runtime.workers == 4
+
+
+def _peak(spans: Path) -> int:
     events = sorted(
         (int(stamp), kind)
         for kind, stamp in (line.split() for line in spans.read_text().splitlines())
@@ -238,7 +256,7 @@ def test_concurrency_cap_limits_running_tasks(runtime: LocalRuntime, tmp_path: P
     for _, kind in events:
         running += 1 if kind == "start" else -1
         peak = max(peak, running)
-    assert peak == 2  # the 4 workers would allow 4
+    return peak
 
 
 def test_ready_tasks_start_by_priority_under_the_cap(runtime: LocalRuntime, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ nothing here sleeps to wait for work.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import subprocess
@@ -97,6 +98,8 @@ class LocalRuntime:
         # Messages held at once: the ones running plus a prefetch, so that one receive
         # serves up to ten tasks, as Lambda's event-source mapping polls in batches.
         self._capacity = workers + PREFETCH
+        self._slots = threading.Semaphore(workers)
+        self._slot_held = threading.local()
         self._held = 0  # received and not yet finished
         self._waiting = 0  # received and not yet started
         self._flow = threading.Condition()
@@ -138,9 +141,11 @@ class LocalRuntime:
             cancel=self.cancel,
             default_cwd=self._default_workdir,
         )
-        self.runner = runner
+        self.runner = self._releasing_its_slot(runner)
         self.install()
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stratoflow-executor")
+        # More executor threads than command slots: an attempt gives its slot up as soon as
+        # its command ends, and sends its report while the next one claims and runs.
+        self._pool = ThreadPoolExecutor(2 * self.workers, thread_name_prefix="stratoflow-executor")
         self._spawn(self._delete_processed, "stratoflow-deleter")
         if self._pump:
             self._spawn(self._pump_tasks, "stratoflow-task-pump")
@@ -368,12 +373,41 @@ class LocalRuntime:
             for m in messages:
                 self._pool.submit(self._execute_one, url, m)
 
+    def _releasing_its_slot(self, runner: CommandRunner) -> CommandRunner:
+        """The runner, giving the executor's command slot back when the command ends."""
+
+        @functools.wraps(runner)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return runner(*args, **kwargs)
+            finally:
+                self._release_slot()
+
+        return run
+
+    def _release_slot(self) -> None:
+        if getattr(self._slot_held, "value", False):
+            self._slot_held.value = False
+            self._slots.release()
+
     def _execute_one(self, url: str, message: dict[str, Any]) -> None:
         assert self.settings is not None
         run_id = _run_of(message["Body"])
+        # `workers` is how many commands run at once: an attempt holds a slot from its
+        # claim (so that no lease runs out while it waits) until its command ends.
+        self._slots.acquire()
+        self._slot_held.value = True
         with self._flow:
             self._waiting -= 1
             self._flow.notify_all()
+        if self._stop.is_set():
+            # Stopping: leave the message to be delivered again, as an attempt not yet
+            # started would be.
+            self._release_slot()
+            with self._flow:
+                self._held -= 1
+                self._flow.notify_all()
+            return
         with self._progress_lock:
             self.progress.running += 1
             if run_id:
@@ -392,6 +426,7 @@ class LocalRuntime:
                     self.progress.running_runs[run_id] -= 1
                     if self.progress.running_runs[run_id] <= 0:
                         del self.progress.running_runs[run_id]
+            self._release_slot()
             with self._flow:
                 self._held -= 1
                 self._flow.notify_all()

@@ -146,6 +146,23 @@ def _task_message(plan: Plan, run: RunRecord, task_id: str, attempt: int, now: s
     )
 
 
+def _start_tasks(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str], now: str) -> bool:
+    """Decide pending tasks to run and send them; True if any was this call's to start.
+
+    Decided and enqueued batch by batch: a 10,000-wide fan-out must not hold every
+    dependent back until the last one is decided."""
+    status = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
+    started = False
+    for start in range(0, len(task_ids), DECIDE_BATCH):
+        won = ports.runs.decide_tasks(
+            run.run_id, task_ids[start : start + DECIDE_BATCH], status, now
+        )
+        if won:
+            _make_ready(ports, plan, run, won)
+            started = True
+    return started
+
+
 def _make_ready(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str]) -> None:
     """Send decided-to-run tasks to the queue, through the run's concurrency cap if any."""
     if not task_ids:
@@ -587,14 +604,7 @@ def _settle(
             settled = _decided_status(decision)
             if ports.runs.decide_task(run_id, child_id, settled, now):
                 worklist.append(_decided_settlement(plan, child_id, settled, now))
-        # Decide in batches and enqueue each batch at once: a 10,000-wide fan-out must not
-        # hold every dependent back until the last one is decided.
-        status = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
-        for start in range(0, len(to_run), DECIDE_BATCH):
-            won = ports.runs.decide_tasks(run_id, to_run[start : start + DECIDE_BATCH], status, now)
-            if won:
-                _make_ready(ports, plan, run, won)
-                made_ready = True
+        made_ready = _start_tasks(ports, plan, run, to_run, now) or made_ready
     if run is None:
         return
     if check_end and not fresh:
@@ -889,24 +899,15 @@ def retry_run(ports: Ports, run_id: str) -> RunRecord:
     to_run: list[str] = []
     for task_id in frontier:
         spec = plan.tasks[task_id]
-        decision = (
-            Decision.RUN
-            if spec.trigger_rule is TriggerRule.ALWAYS
-            else decide(
-                spec.trigger_rule,
-                _counts(len(spec.depends), TaskRecord(task_id=task_id, counters=counters[task_id])),
-            )
-        )
+        record = TaskRecord(task_id=task_id, counters=counters[task_id])
+        decision = decide(spec.trigger_rule, _counts(len(spec.depends), record))
         if decision is Decision.RUN:
             to_run.append(task_id)
         elif decision is not Decision.WAIT:
             settled = _decided_status(decision)
             if ports.runs.decide_task(run_id, task_id, settled, now):
                 _settle(ports, plan, run_id, _decided_settlement(plan, task_id, settled, now))
-    queued = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
-    for start in range(0, len(to_run), DECIDE_BATCH):
-        won = ports.runs.decide_tasks(run_id, to_run[start : start + DECIDE_BATCH], queued, now)
-        _make_ready(ports, plan, run, won)
+    _start_tasks(ports, plan, run, to_run, now)
     if not reset:
         _finish_run(ports, plan, run)
     return run

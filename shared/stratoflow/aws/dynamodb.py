@@ -650,69 +650,38 @@ class DynamoRunStore:
                 _backoff(attempt)
 
     def decide_task(self, run_id: str, task_id: str, status: TaskStatus, now: str) -> bool:
-        extra = ""
-        values: dict[str, Any] = {
-            ":s": {"S": status.value},
-            ":pending": {"S": TaskStatus.PENDING.value},
-            ":now": {"S": now},
-        }
-        if status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED):
-            extra = ", settled_at = :now"
-        return _applied(
-            self._db.update_item,
-            TableName=self.table,
-            Key=_key(_run_pk(run_id), f"T#{task_id}"),
-            UpdateExpression="SET #st = :s, decided_at = :now" + extra,
-            ConditionExpression="attribute_not_exists(#st) OR #st = :pending",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues=values,
-        )
+        return _applied(self._db.update_item, **self._decision(run_id, task_id, status, now))
 
     def decide_tasks(
         self, run_id: str, task_ids: Sequence[str], status: TaskStatus, now: str
     ) -> list[str]:
-        if len(task_ids) <= 1:
-            return [t for t in task_ids if self.decide_task(run_id, t, status, now)]
-        updates = [
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": _key(_run_pk(run_id), f"T#{task_id}"),
-                    "UpdateExpression": "SET #st = :s, decided_at = :now",
-                    "ConditionExpression": "attribute_not_exists(#st) OR #st = :pending",
-                    "ExpressionAttributeNames": {"#st": "status"},
-                    "ExpressionAttributeValues": {
-                        ":s": {"S": status.value},
-                        ":pending": {"S": TaskStatus.PENDING.value},
-                        ":now": {"S": now},
-                    },
-                }
-            }
-            for task_id in task_ids
-        ]
-        # All-or-nothing in one request; when another parent decided one of them first
-        # (a race), fall back to deciding each alone so that each has one winner.
-        if self._transact_all(updates):
-            return list(task_ids)
-        return [t for t in task_ids if self.decide_task(run_id, t, status, now)]
+        # All-or-nothing per transaction; when another parent decided one of them first
+        # (a race), each is decided alone so that each has one winner.
+        return self._conditional_batch(
+            task_ids, lambda task_id: self._decision(run_id, task_id, status, now)
+        )
+
+    def _decision(self, run_id: str, task_id: str, status: TaskStatus, now: str) -> dict[str, Any]:
+        """pending → status, as an UpdateItem request (or a transaction's Update)."""
+        extra = ""
+        if status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED):
+            extra = ", settled_at = :now"
+        return {
+            "TableName": self.table,
+            "Key": _key(_run_pk(run_id), f"T#{task_id}"),
+            "UpdateExpression": "SET #st = :s, decided_at = :now" + extra,
+            "ConditionExpression": "attribute_not_exists(#st) OR #st = :pending",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": status.value},
+                ":pending": {"S": TaskStatus.PENDING.value},
+                ":now": {"S": now},
+            },
+        }
 
     def _transact_all(self, items: list[dict[str, Any]]) -> bool:
         """True if the transaction applied; False if any item's condition failed."""
-        attempt = 0
-        while True:
-            try:
-                self._db.transact_write_items(TransactItems=items)
-                return True
-            except ClientError as err:
-                if _code(err) != "TransactionCanceledException":
-                    raise
-                codes = {r.get("Code") for r in err.response.get("CancellationReasons") or []}
-                if "ConditionalCheckFailed" in codes:
-                    return False
-                if not codes & _RETRYABLE_TX or attempt >= 12:
-                    raise
-                attempt += 1
-                _backoff(attempt)
+        return self._transact_reasons(items) is None
 
     # -- concurrency cap
 

@@ -25,6 +25,12 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
     yield from _runtime(tmp_path_factory, workers=4, redelivery_delay=0.05)
 
 
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    """The engine's resources and handlers with nobody pumping the queues."""
+    yield from _runtime(tmp_path_factory, pump=False)
+
+
 @pytest.fixture(autouse=True)
 def _handlers_use_this_modules_runtime(request: pytest.FixtureRequest) -> None:
     # Handlers reach AWS through process-wide defaults; re-point them at the runtime of the

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from stratoflow import services
 from stratoflow.core.model import Workflow
@@ -63,6 +66,48 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` is still running (a zombie has exited; only its parent has yet
+    to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def json_payload(body: Any, text: str | None) -> str | None:
+    """A request body: `text` as it is if given, else `body` as JSON (None for no body)."""
+    return text if text is not None else (None if body is None else json.dumps(body))
+
+
+def http_json(
+    base: str,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    text: str | None = None,
+    headers: dict[str, str] | None = None,
+    query: list[tuple[str, str]] | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any]:
+    """`METHOD base+path?query` with a JSON (or raw `text`) body; (status, the parsed JSON
+    reply), error statuses included."""
+    payload = json_payload(body, text)
+    req = urllib.request.Request(
+        base + path + ("?" + urlencode(query) if query else ""),
+        data=payload.encode() if payload is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 def cli_env(home: Path) -> dict[str, str]:

@@ -15,7 +15,8 @@ from stratoflow.client import ApiClient, TargetError, api_target, resolve, stack
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fixed credentials and region in the environment, no endpoint, session or profile."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
         "AWS_SECRET_ACCESS_KEY": "secret",
@@ -24,6 +25,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws(aws_credentials: None) -> Iterator[None]:
     with mock_aws():
         yield
 
@@ -80,12 +85,8 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 def test_requests_to_api_gateway_are_signed_with_sigv4_for_execute_api(
-    monkeypatch: pytest.MonkeyPatch,
+    aws_credentials: None,
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:

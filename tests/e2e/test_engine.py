@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stratoflow.local.runtime import LocalRuntime
-from tests.support import run_workflow, statuses
+from tests.support import alive, run_workflow, statuses
 
 
 def _times(path: Path) -> list[float]:
@@ -181,14 +181,6 @@ def test_a_task_out_of_retries_fails_with_its_last_exit_code(
     assert task["output_tail"] == "try 2\n"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 def test_timeout_kills_the_whole_process_tree_and_is_retried(
     runtime: LocalRuntime, tmp_path: Path
 ) -> None:
@@ -216,9 +208,9 @@ def test_timeout_kills_the_whole_process_tree_and_is_retried(
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) == 4  # two per attempt
     deadline = time.monotonic() + 3
-    while any(_alive(p) for p in started) and time.monotonic() < deadline:
+    while any(alive(p) for p in started) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [p for p in started if _alive(p)]
+    assert not [p for p in started if alive(p)]
 
 
 def test_concurrency_cap_limits_running_tasks(runtime: LocalRuntime, tmp_path: Path) -> None:

@@ -15,9 +15,6 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return cli(home, *args, timeout=60)
 
 
-_until = wait_until
-
-
 def _workflows(home: Path) -> list[dict[str, Any]]:
     return json.loads(_cli(home, "workflows", "--json").stdout)["workflows"]
 
@@ -39,14 +36,14 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
         (folder / "every.yaml").write_text(EVERY_MINUTE)
         # 60x clock: a minute passes every second; the first slot runs within a few seconds
         ticks = folder / "ticks.txt"
-        _until(lambda: ticks.exists() and ticks.read_text().strip(), 30, "a scheduled run")
+        wait_until(lambda: ticks.exists() and ticks.read_text().strip(), 30, "a scheduled run")
 
         def succeeded_runs() -> list[dict[str, Any]]:
             result = _cli(home, "runs", "every-minute", "--json")
             assert result.returncode == 0, result.stderr
             return [r for r in json.loads(result.stdout) if r["status"] == "succeeded"]
 
-        [first, *_] = _until(succeeded_runs, 30, "a succeeded scheduled run")
+        [first, *_] = wait_until(succeeded_runs, 30, "a succeeded scheduled run")
         assert first["trigger"] == "schedule" and first["run_id"].startswith("every-minute@")
         status = _cli(home, "status", first["run_id"], "--json")
         assert json.loads(status.stdout)["tasks"]["tick"]["status"] == "succeeded"
@@ -62,7 +59,7 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
         (folder / "every.yaml").write_text(
             EVERY_MINUTE.replace("max_active_runs: 3", "max_active_runs: 2")
         )
-        _until(
+        wait_until(
             lambda: _workflows(home)[0]["version"] == 2,
             30,
             "version 2",
@@ -85,7 +82,7 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
 
         # a broken edit is reported where the user looks, and version 2 stays active
         (folder / "every.yaml").write_text("id: every-minute\ntasks: [\n")
-        listing = _until(
+        listing = wait_until(
             lambda: (lambda d: d["load_errors"] and d)(
                 json.loads(_cli(home, "workflows", "--json").stdout)
             ),
@@ -98,7 +95,7 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
 
         # deleting the file deactivates the workflow
         (folder / "every.yaml").unlink()
-        _until(
+        wait_until(
             lambda: _workflows(home)[0]["active"] is False,
             30,
             "deactivation",

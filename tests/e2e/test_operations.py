@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,8 +22,8 @@ from stratoflow.core.model import Workflow
 from stratoflow.core.records import AttemptReport
 from stratoflow.local.emulator import package_root
 from stratoflow.local.runtime import LocalRuntime
+from tests.support import alive, http_json, local_up, unique_id, wait_until
 from tests.support import cli as run_cli
-from tests.support import local_up, unique_id, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +40,6 @@ def cli(srv: dict[str, Any], *args: str, timeout: float = 90) -> subprocess.Comp
     return run_cli(srv["home"], *args, timeout=timeout)
 
 
-_until = wait_until
-
-
-def http(srv: dict[str, Any], method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        srv["api"] + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
 def test_upload_trigger_status_logs_runs_over_the_local_api(server: dict[str, Any]) -> None:
     wf = unique_id("hello")
     src = server["base"] / f"{wf}.yaml"
@@ -71,7 +53,7 @@ def test_upload_trigger_status_logs_runs_over_the_local_api(server: dict[str, An
     assert json.loads(up.stdout) == {"workflow_id": wf, "version": 1, "key": f"workflows/{wf}.yaml"}
     assert (server["folder"] / f"{wf}.yaml").read_text() == src.read_text()  # in the folder
 
-    status, detail = http(server, "GET", f"/workflows/{wf}")
+    status, detail = http_json(server["api"], "GET", f"/workflows/{wf}")
     assert status == 200 and detail["active_version"] == 1
 
     trig = cli(server, "trigger", wf, "--param", "who=ops", "--wait", "--json")
@@ -82,7 +64,7 @@ def test_upload_trigger_status_logs_runs_over_the_local_api(server: dict[str, An
 
     st = cli(server, "status", run_id, "--json")
     assert st.returncode == 0 and json.loads(st.stdout) == doc
-    assert http(server, "GET", f"/runs/{run_id}") == (200, doc)
+    assert http_json(server["api"], "GET", f"/runs/{run_id}") == (200, doc)
 
     logs = cli(server, "logs", run_id, "greet")
     assert (logs.returncode, logs.stdout) == (0, "hello ops\n")
@@ -91,7 +73,7 @@ def test_upload_trigger_status_logs_runs_over_the_local_api(server: dict[str, An
     assert [r["run_id"] for r in json.loads(runs.stdout)] == [run_id]
 
     assert cli(server, "pause", wf).returncode == 0
-    assert http(server, "GET", f"/workflows/{wf}")[1]["paused"] is True
+    assert http_json(server["api"], "GET", f"/workflows/{wf}")[1]["paused"] is True
     assert cli(server, "unpause", wf).returncode == 0
 
     # the caller's mistakes: exit 2, one line naming what was wrong, nothing done
@@ -101,7 +83,7 @@ def test_upload_trigger_status_logs_runs_over_the_local_api(server: dict[str, An
     bad.write_text(f"id: {wf}\ntasks:\n  - id: a\n    command: x\n    timeout: soon\n")
     rejected = cli(server, "upload", str(bad))
     assert rejected.returncode == 2 and "timeout" in rejected.stderr and "soon" in rejected.stderr
-    assert http(server, "GET", f"/workflows/{wf}")[1]["latest_version"] == 1
+    assert http_json(server["api"], "GET", f"/workflows/{wf}")[1]["latest_version"] == 1
 
 
 def test_fail_fix_retry_from_the_cli(server: dict[str, Any]) -> None:
@@ -146,22 +128,23 @@ def test_cancel_and_follow_logs_from_the_cli(server: dict[str, Any]) -> None:
     run_id = cli(server, "trigger", wf).stdout.strip()
     follow = cli(server, "logs", run_id, "talk", "--follow")
     assert follow.returncode == 0 and follow.stdout == "line 1\nline 2\nline 3\n"
-    _until(
-        lambda: http(server, "GET", f"/runs/{run_id}")[1]["tasks"]["hang"]["attempts"] == 1,
+    wait_until(
+        lambda: (
+            http_json(server["api"], "GET", f"/runs/{run_id}")[1]["tasks"]["hang"]["attempts"] == 1
+        ),
         30,
         "hang to start",
     )
     cancelled = cli(server, "cancel", run_id)
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stderr
-    doc = _until(
-        lambda: (
-            lambda d: (
-                d["status"] == "cancelled" and d["tasks"]["hang"]["status"] == "cancelled" and d
-            )
-        )(http(server, "GET", f"/runs/{run_id}")[1]),
-        10,
-        "the cancelled attempt",
-    )
+
+    def cancelled_run() -> dict[str, Any] | None:
+        d = http_json(server["api"], "GET", f"/runs/{run_id}")[1]
+        if d["status"] == "cancelled" and d["tasks"]["hang"]["status"] == "cancelled":
+            return d
+        return None
+
+    doc = wait_until(cancelled_run, 10, "the cancelled attempt")
     assert doc["tasks"]["never"]["attempts"] == 0
     twice = cli(server, "cancel", run_id)
     assert twice.returncode == 0 and "already cancelled" in twice.stderr
@@ -203,14 +186,6 @@ def metadata_url() -> Iterator[str]:
     httpd.shutdown()
 
 
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(state_dir=tmp_path_factory.mktemp("bare-ops"), pump=False)
-    rt.start()
-    yield rt
-    rt.stop()
-
-
 def test_the_fargate_runner_records_its_task_and_takes_sigterm_as_a_cancel(
     bare: LocalRuntime, metadata_url: str, tmp_path: Path
 ) -> None:
@@ -244,7 +219,7 @@ def test_the_fargate_runner_records_its_task_and_takes_sigterm_as_a_cancel(
     }
     container = subprocess.Popen([sys.executable, "-m", "stratoflow.runner.fargate"], env=env)
     try:
-        _until(lambda: pids.exists() and pids.read_text().strip(), 30, "the command to start")
+        wait_until(lambda: pids.exists() and pids.read_text().strip(), 30, "the command to start")
         task = bare.ports.runs.get_task(run.run_id, "crunch")
         assert task.worker == "arn:aws:ecs:eu-west-1:123456789012:task/stratoflow/0f9e8d7c"
         container.send_signal(signal.SIGTERM)  # what ECS StopTask does first
@@ -252,14 +227,7 @@ def test_the_fargate_runner_records_its_task_and_takes_sigterm_as_a_cancel(
     finally:
         container.kill()
     grandchild = int(pids.read_text())
-    _until(
-        lambda: (
-            not Path(f"/proc/{grandchild}").exists()
-            or "Z" in Path(f"/proc/{grandchild}/stat").read_text().rsplit(")", 1)[1].split()[:1]
-        ),
-        5,
-        "the tree to die",
-    )
+    wait_until(lambda: not alive(grandchild), 5, "the tree to die")
     [report_msg] = bare.clients.sqs.receive_message(
         QueueUrl=bare.settings.completion_queue_url, WaitTimeSeconds=1
     )["Messages"]
@@ -298,13 +266,12 @@ def test_an_aws_endpoint_is_operated_with_the_api_handler_in_process(
     assert cli(server, "upload", str(src), "--endpoint-url", endpoint).returncode == 0
     run_id = cli(server, "trigger", wf, "--endpoint-url", endpoint).stdout.strip()
     # local up's runtime executes it; the in-process API reads the same table
-    doc = _until(
-        lambda: (lambda d: d["status"] == "succeeded" and d)(
-            json.loads(cli(server, "status", run_id, "--json", "--endpoint-url", endpoint).stdout)
-        ),
-        30,
-        "the run",
-    )
-    assert doc == http(server, "GET", f"/runs/{run_id}")[1]
+
+    def succeeded_run() -> dict[str, Any] | None:
+        d = json.loads(cli(server, "status", run_id, "--json", "--endpoint-url", endpoint).stdout)
+        return d if d["status"] == "succeeded" else None
+
+    doc = wait_until(succeeded_run, 30, "the run")
+    assert doc == http_json(server["api"], "GET", f"/runs/{run_id}")[1]
     missing = cli(server, "status", "no-such-run", "--endpoint-url", endpoint)
     assert missing.returncode == 2 and "no-such-run" in missing.stderr

@@ -7,11 +7,10 @@ sends (REST API, proxy integration), once over HTTP through the local server's a
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,10 @@ from stratoflow.handlers import api
 from stratoflow.local.events import LambdaContext, api_gateway_event
 from stratoflow.local.http import ApiServer
 from stratoflow.local.runtime import LocalRuntime
-from tests.support import unique_id, wait_until
+from tests.support import alive, http_json, json_payload, unique_id, wait_until
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 Call = Callable[..., tuple[int, Any]]
-
-
-def _payload(body: Any, text: str | None) -> str | None:
-    return text if text is not None else (None if body is None else json.dumps(body))
 
 
 def _event_call(
@@ -48,7 +43,7 @@ def _event_call(
         path,
         query=query,
         headers={"Content-Type": "application/json", **(headers or {})},
-        body=_payload(body, text),
+        body=json_payload(body, text),
     )
     resp = api.handler(event, LambdaContext("stratoflow-api", 29))
     content_type = (resp.get("headers") or {}).get("Content-Type") or ",".join(
@@ -56,35 +51,6 @@ def _event_call(
     )
     assert content_type == "application/json"
     return resp["statusCode"], json.loads(resp["body"])
-
-
-def _http_caller(base: str) -> Call:
-    def call(
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        text: str | None = None,
-        headers: dict[str, str] | None = None,
-        query: list[tuple[str, str]] | None = None,
-    ) -> tuple[int, Any]:
-        from urllib.parse import urlencode
-
-        payload = _payload(body, text)
-        url = base + path + ("?" + urlencode(query) if query else "")
-        req = urllib.request.Request(
-            url,
-            data=payload.encode() if payload is not None else None,
-            method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
-
-    return call
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +64,7 @@ def http_base(runtime: LocalRuntime) -> Iterator[str]:
 def call(request: pytest.FixtureRequest, runtime: LocalRuntime) -> Call:
     if request.param == "event":
         return _event_call
-    return _http_caller(request.getfixturevalue("http_base"))
+    return functools.partial(http_json, request.getfixturevalue("http_base"))
 
 
 def _upload(call: Call, text: str, name: str = "wf.yaml") -> dict[str, Any]:
@@ -272,14 +238,6 @@ def test_logs_of_each_attempt(call: Call, runtime: LocalRuntime, tmp_path: Path)
     assert call("GET", "/runs/nope/tasks/a/logs")[0] == 404
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"  # a zombie has exited; only its parent has yet to reap it
-
-
 def test_cancel_kills_the_process_tree_and_starts_nothing_more(
     call: Call, runtime: LocalRuntime, tmp_path: Path
 ) -> None:
@@ -299,12 +257,12 @@ def test_cancel_kills_the_process_tree_and_starts_nothing_more(
     run_id = call("POST", f"/workflows/{wf}/runs")[1]["run_id"]
     wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30, "the sleepers")
     tree = [int(p) for p in pids.read_text().split()]
-    assert all(_alive(p) for p in tree)
+    assert all(alive(p) for p in tree)
 
     asked = time.monotonic()
     status, doc = call("POST", f"/runs/{run_id}/cancel")
     assert (status, doc) == (200, {"run_id": run_id, "status": "cancelled", "changed": True})
-    wait_until(lambda: not any(_alive(p) for p in tree), 5, "the process tree to die")
+    wait_until(lambda: not any(alive(p) for p in tree), 5, "the process tree to die")
     assert time.monotonic() - asked < 5  # at the next status check, not at the timeout
 
     def settled() -> dict[str, Any] | None:

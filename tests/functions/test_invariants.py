@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,6 @@ from stratoflow.handlers import completion, dispatcher, executor, loader
 from stratoflow.local.events import LambdaContext, eventbridge_event, s3_event, sqs_event
 from stratoflow.local.runtime import LocalRuntime
 from tests.support import unique_id
-
-
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    """The engine's resources and handlers with nobody pumping the queues."""
-    rt = LocalRuntime(state_dir=tmp_path_factory.mktemp("bare"), pump=False)
-    rt.start()
-    yield rt
-    rt.stop()
 
 
 def _drain(rt: LocalRuntime, url: str, wait: int = 0) -> list[dict[str, Any]]:

@@ -34,15 +34,6 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    """Resources and handlers, nobody executing tasks: started runs stay running."""
-    rt = LocalRuntime(state_dir=tmp_path_factory.mktemp("sched"), pump=False)
-    rt.start()
-    yield rt
-    rt.stop()
-
-
 @pytest.fixture
 def clock(bare: LocalRuntime) -> Iterator[FakeClock]:
     assert bare.ports is not None

@@ -15,7 +15,15 @@ from stratoflow_infra.settings import StackSettings
 from stratoflow.config import API_ROUTES, API_TIMEOUT_SECONDS, HANDLER_ENV_VARS, OUTPUT_API_URL
 
 from .conftest import Synthesized
-from .test_permissions import SEND, TABLE_READ, actions_on, arn_of, s3_objects, statements
+from .test_permissions import (
+    SEND,
+    TABLE_READ,
+    actions_on,
+    arn_of,
+    s3_grants,
+    s3_objects,
+    statements,
+)
 
 ROUTES = set(API_ROUTES)
 START_RUN = ("POST", "/workflows/{workflow_id}/runs")
@@ -86,7 +94,7 @@ def test_every_method_is_a_lambda_proxy_to_the_api_function(synth: Synthesized) 
 def test_api_gateway_may_invoke_the_api_function_for_each_method_only(
     synth: Synthesized,
 ) -> None:
-    api = {"Fn::GetAtt": [synth.logical_id(synth.stack.functions["api"].function), "Arn"]}
+    api = arn_of(synth, synth.stack.functions["api"].function)
     permissions = [
         p["Properties"]
         for p in synth.resources("AWS::Lambda::Permission").values()
@@ -227,11 +235,7 @@ def test_api_starts_runs_and_enqueues_tasks_and_completions(synth: Synthesized) 
 
 
 def test_api_reads_definitions_and_reads_and_writes_uploads(synth: Synthesized) -> None:
-    s3 = {
-        (s["action"], json.dumps(s["resource"]))
-        for s in statements(synth, synth.stack.functions["api"].role)
-        if s["action"].startswith("s3:")
-    }
+    s3 = s3_grants(synth, synth.stack.functions["api"].role)
     workflows, definitions = s3_objects("workflows/"), s3_objects("definitions/")
     assert s3 == {
         ("s3:GetObject", json.dumps(definitions)),

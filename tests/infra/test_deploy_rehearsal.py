@@ -28,6 +28,7 @@ import pytest
 from stratoflow_infra.functions import LAMBDA_PROVIDED_ENV_VARS
 
 from stratoflow.config import (
+    API_ROUTES,
     EXECUTOR_TIMEOUT_SECONDS,
     HANDLER_ENV_VARS,
     MAX_RECEIVE_COUNT,
@@ -262,7 +263,7 @@ def test_rest_api_exists_with_its_routes_signed(deployed: dict) -> None:
         for resource in resources
         for verb, method in resource.get("resourceMethods", {}).items()
     }
-    assert len(routes) == 11
+    assert len(routes) == len(API_ROUTES)
     assert ("POST", "/workflows/{workflow_id}/runs") in routes
     assert set(routes.values()) == {"AWS_IAM"}
 

@@ -89,6 +89,15 @@ def role(synth: Synthesized, name: str) -> Any:
     return synth.stack.functions[name].role
 
 
+def s3_grants(synth: Synthesized, role: Any) -> set[tuple[str, str]]:
+    """(action, resource as JSON) of every S3 action granted to `role`."""
+    return {
+        (s["action"], json.dumps(s["resource"]))
+        for s in statements(synth, role)
+        if s["action"].startswith("s3:")
+    }
+
+
 # --- everywhere --------------------------------------------------------------------------
 
 
@@ -154,11 +163,7 @@ def test_executor_reports_to_the_completion_queue_and_cannot_enqueue_tasks(
 
 @pytest.mark.parametrize("name", ["executor", "fargate-task"])
 def test_executor_reads_definitions_only(synth: Synthesized, name: str) -> None:
-    s3 = {
-        (s["action"], json.dumps(s["resource"]))
-        for s in statements(synth, role(synth, name))
-        if s["action"].startswith("s3:")
-    }
+    s3 = s3_grants(synth, role(synth, name))
     assert s3 == {
         (a, json.dumps(s3_objects("definitions/"))) for a in ("s3:GetObject", "s3:GetObjectVersion")
     }
@@ -221,11 +226,7 @@ def test_completion_consumes_the_completion_queue(synth: Synthesized) -> None:
 
 
 def test_loader_reads_uploads_and_writes_definitions_and_reports_only(synth: Synthesized) -> None:
-    s3 = {
-        (s["action"], json.dumps(s["resource"]))
-        for s in statements(synth, role(synth, "loader"))
-        if s["action"].startswith("s3:")
-    }
+    s3 = s3_grants(synth, role(synth, "loader"))
     workflows, definitions = s3_objects("workflows/"), s3_objects("definitions/")
     assert s3 == {
         ("s3:GetObject", json.dumps(workflows)),

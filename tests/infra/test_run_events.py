@@ -11,7 +11,7 @@ from stratoflow_infra.settings import StackSettings
 from stratoflow.config import ENV_EVENT_BUS, EVENT_RUN_FINISHED, EVENT_SOURCE, OUTPUT_EVENT_BUS
 
 from .conftest import Synthesized
-from .test_permissions import all_actions, role, statements
+from .test_permissions import all_actions, arn_of, role, statements
 
 PUBLISHERS = ["dispatcher", "completion", "api"]
 FAILED_RUNS = {
@@ -57,7 +57,7 @@ def test_functions_that_finish_runs_may_put_events_on_the_bus_only(
 ) -> None:
     puts = [s for s in statements(synth, role(synth, name)) if s["action"].startswith("events:")]
     assert [(s["action"], s["resource"]) for s in puts] == [
-        ("events:PutEvents", {"Fn::GetAtt": [synth.logical_id(synth.stack.run_events.bus), "Arn"]})
+        ("events:PutEvents", arn_of(synth, synth.stack.run_events.bus))
     ]
 
 
@@ -119,11 +119,7 @@ def test_only_the_failed_runs_rule_may_publish_and_only_over_tls(
         {
             "Action": "sns:Publish",
             "Condition": {
-                "ArnEquals": {
-                    "aws:SourceArn": {
-                        "Fn::GetAtt": [synth_custom.logical_id(events.failed_runs_rule), "Arn"]
-                    }
-                }
+                "ArnEquals": {"aws:SourceArn": arn_of(synth_custom, events.failed_runs_rule)}
             },
             "Effect": "Allow",
             "Principal": {"Service": "events.amazonaws.com"},

@@ -20,7 +20,12 @@ from enum import StrEnum
 from typing import Any
 
 from stratoflow.core.cron import fire_times_between, next_fire_times, recent_fire_times
-from stratoflow.core.model import TriggerRule, Workflow, check_params_size
+from stratoflow.core.model import (
+    TriggerRule,
+    Workflow,
+    check_param_names_distinct,
+    check_params_size,
+)
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import (
     OUTPUT_TAIL_BYTES,
@@ -102,6 +107,7 @@ def start_run(
     """
     now = ports.clock.now()
     all_params = {**plan.workflow.params, **(params or {})}
+    check_param_names_distinct(all_params)
     check_params_size(all_params)
     run = RunRecord(
         run_id=run_id or ports.ids.new_id(),
@@ -357,7 +363,9 @@ def execute_task(
         started_at=result.started_at,
         finished_at=result.finished_at,
         output_tail=result.output_tail,
-        log_ref=result.log_ref,
+        # The reference the claim recorded, which `logs` reads; a runner without one may
+        # still say where the output went.
+        log_ref=log_ref or result.log_ref,
     )
     ports.completions.send_reports([report])
     return ExecuteResult(ExecuteOutcome.RAN, report=report)
@@ -1067,6 +1075,16 @@ def register_workflow(ports: Ports, workflow: Workflow, source: str) -> Workflow
         active_runs=old.active_runs if old else 0,
     )
     ports.definitions.activate(meta)
+    return meta
+
+
+def register_source(ports: Ports, workflow: Workflow, source: str) -> WorkflowMeta:
+    """Register a workflow file's content as its workflow's active version, remember which
+    workflow that file defines (its deletion deactivates it), and clear the file's last
+    error."""
+    meta = register_workflow(ports, workflow, source)
+    ports.definitions.link_source(source, workflow.id)
+    ports.definitions.record_source_error(source, None, ports.clock.now().isoformat())
     return meta
 
 

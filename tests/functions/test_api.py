@@ -144,6 +144,10 @@ def test_trigger_with_params_returns_the_run_document(call: Call, runtime: Local
     assert final["tasks"]["a"]["output_tail"] == "api\n"
     assert runtime.ports is not None
     assert final == services.run_status(runtime.ports, doc["run_id"])  # = `run --json`
+    # The listing names each workflow's newest run (what `stratoflow workflows` shows).
+    [summary] = [w for w in call("GET", "/workflows")[1]["workflows"] if w["workflow_id"] == wf]
+    assert (summary["last_run"], summary["last_status"]) == (doc["run_id"], "succeeded")
+    assert call("GET", f"/workflows/{wf}")[1]["last_run"] == doc["run_id"]
 
 
 def test_an_idempotency_key_yields_one_run_however_often_it_is_sent(
@@ -426,6 +430,19 @@ def test_bad_params_of_a_known_workflow_are_a_400(call: Call) -> None:
     status, doc = call("POST", f"/workflows/{wf}/runs", body={"params": {"bad-name": "x"}})
     assert status == 400 and "bad-name" in doc["message"]
     status, doc = call("POST", f"/workflows/{wf}/runs", body={"params": {"big": "x" * 40_000}})
+    assert status == 400 and "bytes" in doc["message"]
+    assert call("GET", f"/workflows/{wf}/runs")[1]["runs"] == []
+
+
+def test_params_that_clash_with_the_workflows_own_are_a_400(call: Call) -> None:
+    # Each is fine alone; with the workflow's defaults (region, a 30,000-byte note) one
+    # differs only in case and the other makes the whole too large: refused, no run.
+    wf = unique_id("params")
+    extra = f"params:\n  region: eu\n  note: '{'n' * 30_000}'\n"
+    _upload(call, _yaml(wf, "  - id: a\n    command: 'true'\n", extra))
+    status, doc = call("POST", f"/workflows/{wf}/runs", body={"params": {"REGION": "us"}})
+    assert status == 400 and "'region' and 'REGION'" in doc["message"]
+    status, doc = call("POST", f"/workflows/{wf}/runs", body={"params": {"more": "m" * 3_000}})
     assert status == 400 and "bytes" in doc["message"]
     assert call("GET", f"/workflows/{wf}/runs")[1]["runs"] == []
 

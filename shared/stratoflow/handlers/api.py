@@ -113,6 +113,8 @@ class WorkflowSummary(BaseModel):
     timezone: str
     next_run: str | None
     active_runs: int
+    last_run: str | None = Field(description="the newest run's id")
+    last_status: str | None = Field(description="the newest run's status")
 
 
 class LoadError(BaseModel):
@@ -196,8 +198,13 @@ def _not_found(message: str) -> ApiError:
     return ApiError(HTTPStatus.NOT_FOUND, message)
 
 
-def _summary(meta: WorkflowMeta) -> dict[str, Any]:
+def _summary(meta: WorkflowMeta, ports: services.Ports) -> dict[str, Any]:
+    # The newest run, looked up here: the CLI's listing would otherwise make one signed
+    # request per workflow.
+    last = ports.runs.list_runs(meta.workflow_id, 1)
     return {
+        "last_run": last[0].run_id if last else None,
+        "last_status": last[0].status.public if last else None,
         "workflow_id": meta.workflow_id,
         "active_version": meta.active_version,
         "latest_version": meta.latest_version,
@@ -260,7 +267,7 @@ def list_workflows() -> WorkflowList:
     metas = sorted(ports.definitions.list_workflows(), key=lambda m: m.workflow_id)
     return WorkflowList.model_validate(
         {
-            "workflows": [_summary(m) for m in metas],
+            "workflows": [_summary(m, ports) for m in metas],
             "load_errors": ports.definitions.source_errors(),
         }
     )
@@ -287,20 +294,18 @@ def upload_workflow(
     raw = app.current_event.body or ""
     if app.current_event.is_base64_encoded:
         raise ApiError(HTTPStatus.BAD_REQUEST, "send the workflow file as text, not base64")
-    if len(raw.encode()) > MAX_UPLOAD_BYTES:
+    data = raw.encode()
+    if len(data) > MAX_UPLOAD_BYTES:
         raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{name} is over 5 MiB")
     try:
         workflow = load_workflow_text(raw, name)
     except WorkflowFileError as err:
         raise ApiError(HTTPStatus.BAD_REQUEST, err.message) from err
     key = WORKFLOWS_PREFIX + name
-    source = bootstrap.default_uploader()(key, raw.encode())
-    ports = bootstrap.default_ports()
+    source = bootstrap.default_uploader()(key, data)
     # Registered now, so that a trigger right after the upload runs this version; the
     # upload's own notification later finds the same content and changes nothing.
-    meta = services.register_workflow(ports, workflow, source)
-    ports.definitions.link_source(source, workflow.id)
-    ports.definitions.record_source_error(source, None, ports.clock.now().isoformat())
+    meta = services.register_source(bootstrap.default_ports(), workflow, source)
     return _json(
         HTTPStatus.CREATED,
         {"workflow_id": workflow.id, "version": meta.active_version, "key": key},
@@ -319,7 +324,7 @@ def get_workflow(workflow_id: WorkflowId) -> WorkflowDetail:
         definition = plan.workflow.model_dump(mode="json", by_alias=True, exclude_unset=True)
     return WorkflowDetail.model_validate(
         {
-            **_summary(meta),
+            **_summary(meta, ports),
             "definition": definition,
             "versions": [
                 {
@@ -397,6 +402,8 @@ def trigger(
         raise ApiError(HTTPStatus.CONFLICT, str(err)) from err
     except services.IdempotencyConflict as err:
         raise ApiError(HTTPStatus.CONFLICT, str(err)) from err
+    except ValueError as err:  # the params with the workflow's defaults (size, case)
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"params: {err}") from err
     except LookupError as err:
         raise _not_found(str(err)) from err
     logger.info("run triggered", extra={"run_id": run.run_id, "new_run": created})

@@ -58,9 +58,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             ports.definitions.record_source_error(source, err.message, _now(ports))
             errors.append(err.message)
             continue
-        meta = services.register_workflow(ports, workflow, source)
-        ports.definitions.link_source(source, workflow.id)
-        ports.definitions.record_source_error(source, None, _now(ports))
+        meta = services.register_source(ports, workflow, source)
         s3.delete_object(Bucket=bucket, Key=key + ERROR_SUFFIX)
         registered.append({"workflow_id": workflow.id, "version": meta.active_version, "key": key})
         logger.info("workflow registered", extra=registered[-1])

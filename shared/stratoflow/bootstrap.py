@@ -93,8 +93,10 @@ def default_uploader() -> Uploader:
     if _default_uploader is not None:
         return _default_uploader
     clients = default_clients()
-    # The bucket the definitions use: from the environment, or the installed engine's.
-    bucket = Settings.from_env().bucket or getattr(default_ports().definitions, "bucket", "")
+    # The bucket of the engine this process uses (built from the environment, or installed).
+    bucket = getattr(default_ports().definitions, "bucket", None)
+    if not bucket:
+        raise RuntimeError("no workflows bucket is configured: cannot store an upload")
 
     def put(key: str, body: bytes) -> str:
         clients.s3.put_object(Bucket=bucket, Key=key, Body=body)
@@ -136,15 +138,20 @@ def command_runner(
     echo_logs: bool | None = None,
     cancel: threading.Event | None = None,
     default_cwd: str | None = None,
+    on_command_end: Callable[[], None] | None = None,
 ) -> CommandRunner:
     """The runner the executor uses: full output to a log file per attempt.
 
     With a `log_dir` (local runs) the files stay there and an attempt's log reference is
     `file:<path>`; without one (Lambda, Fargate) the output is also streamed, as it comes,
     to this process's stdout between markers, i.e. to CloudWatch Logs, and the file removed:
-    the reference is then `cwl|<group>|<stream>|<log name>`.
+    the reference is then `cwl|<group>|<stream>|<log name>`. `cancel` stops every command
+    of this runner (the process is stopping); `on_command_end` is called as soon as each
+    command has ended, before its outcome is reported.
     """
     from stratoflow.runner.process import AnyEvent, run_command
+
+    process_cancel = cancel
 
     echo = (log_dir is None) if echo_logs is None else echo_logs
     base = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "stratoflow-logs"
@@ -168,6 +175,7 @@ def command_runner(
         cancel: threading.Event | None = None,
     ) -> CommandOutcome:
         log_path = base / log_name
+        ref = log_ref(log_name)  # from before the command starts: where its output begins
         scratch = None
         cwd = cwd or default_cwd
         if cwd is None:
@@ -181,7 +189,7 @@ def command_runner(
                 cwd=cwd or scratch,
                 timeout=timeout,
                 log_path=str(log_path),
-                cancel=AnyEvent(*stops) if len(stops) > 1 else (stops[0] if stops else None),  # type: ignore[arg-type]
+                cancel=AnyEvent(*stops) if stops else None,  # type: ignore[arg-type]
             )
         except (OSError, ValueError) as exc:
             # The command could not start (its folder is gone, say): a failed attempt with
@@ -201,6 +209,8 @@ def command_runner(
                 echoing.finish()
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
+            if on_command_end is not None:
+                on_command_end()
         return CommandOutcome(
             exit_code=result.exit_code,
             timed_out=result.timed_out,
@@ -208,10 +218,9 @@ def command_runner(
             output_tail=result.output_tail,
             started_at=iso(result.started_at) or "",
             finished_at=iso(result.finished_at) or "",
-            log_ref=log_ref(log_name) or None,
+            log_ref=ref or None,
         )
 
-    process_cancel = cancel
     run.log_ref = log_ref  # type: ignore[attr-defined]
     return run
 

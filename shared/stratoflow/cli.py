@@ -24,6 +24,7 @@ from stratoflow.cli_common import (
     EXIT_OK,
     INTERRUPTED,
     err_console,
+    progress_line,
 )
 from stratoflow.cli_common import invalid as _invalid
 from stratoflow.cli_common import load as _load
@@ -35,6 +36,7 @@ from stratoflow.core.model import (
     check_param_names_distinct,
     check_params_size,
 )
+from stratoflow.local.http import DEFAULT_API_PORT
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,8 +153,6 @@ def _engine(endpoint_url: str | None) -> Any:
         return connect(endpoint_url)
     except NoEngine as err:
         _invalid(str(err))
-    except Exception as exc:  # an unreachable endpoint, missing resources: bad input
-        _invalid(f"cannot reach the engine at {endpoint_url or '(local server)'}: {exc}")
 
 
 @main.command()
@@ -229,7 +229,7 @@ def local() -> None:
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=8686,
+    default=DEFAULT_API_PORT,
     show_default=True,
     help="Port of the REST API on 127.0.0.1 (0: a free one).",
 )
@@ -410,9 +410,7 @@ def _follow(runtime: Any, run_id: str, total: int) -> None:
         while not done.wait(0.125):
             p = runtime.progress
             live.update(
-                f"[bold]{p.succeeded}[/] succeeded  [bold red]{p.failed}[/] failed  "
-                f"[bold cyan]{p.running}[/] running  of {total}  "
-                f"[dim]{time.monotonic() - started:6.1f}s[/]"
+                progress_line(p.succeeded, p.failed, p.running, total, time.monotonic() - started)
             )
     if "error" in result:
         raise result["error"]

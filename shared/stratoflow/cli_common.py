@@ -72,3 +72,11 @@ def print_table(doc: dict[str, Any]) -> None:
     console.print(table)
     for c in doc.get("compensations", []):
         console.print(f"compensation {c['task_id']}: {c['status']}")
+
+
+def progress_line(succeeded: int, failed: int, running: int, total: int, seconds: float) -> str:
+    """The live line under a run being followed (rich markup)."""
+    return (
+        f"[bold]{succeeded}[/] succeeded  [bold red]{failed}[/] failed  "
+        f"[bold cyan]{running}[/] running  of {total}  [dim]{seconds:6.1f}s[/]"
+    )

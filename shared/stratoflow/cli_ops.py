@@ -28,6 +28,7 @@ from stratoflow.cli_common import (
     load,
     parse_params,
     print_table,
+    progress_line,
 )
 from stratoflow.client import ApiResponse, Target, TargetError, resolve
 
@@ -113,10 +114,13 @@ def follow_run(target: Target, run_id: str, *, quiet: bool = False) -> dict[str,
                     for t in doc["tasks"].values():
                         counts[t["status"]] = counts.get(t["status"], 0) + 1
                     live.update(
-                        f"[bold]{counts.get('succeeded', 0)}[/] succeeded  "
-                        f"[bold red]{counts.get('failed', 0)}[/] failed  "
-                        f"[bold cyan]{counts.get('running', 0)}[/] running  "
-                        f"of {len(doc['tasks'])}  [dim]{time.monotonic() - started:6.1f}s[/]"
+                        progress_line(
+                            counts.get("succeeded", 0),
+                            counts.get("failed", 0),
+                            counts.get("running", 0),
+                            len(doc["tasks"]),
+                            time.monotonic() - started,
+                        )
                     )
                 time.sleep(FOLLOW_INTERVAL_SECONDS)
     except KeyboardInterrupt:
@@ -163,8 +167,6 @@ def workflows(api: str | None, stack: str | None, endpoint_url: str | None, as_j
     listing = _call(target, "GET", "/workflows")
     rows = []
     for w in listing["workflows"]:
-        page = _call(target, "GET", f"/workflows/{w['workflow_id']}/runs", query={"limit": 1})
-        last = page["runs"][0] if page["runs"] else None
         rows.append(
             {
                 "workflow_id": w["workflow_id"],
@@ -175,8 +177,8 @@ def workflows(api: str | None, stack: str | None, endpoint_url: str | None, as_j
                 "paused": w["paused"],
                 "active": w["active_version"] is not None,
                 "next_run": w["next_run"],
-                "last_run": last["run_id"] if last else None,
-                "last_status": last["status"] if last else None,
+                "last_run": w["last_run"],
+                "last_status": w["last_status"],
             }
         )
     errors = listing["load_errors"]

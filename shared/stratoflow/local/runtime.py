@@ -8,7 +8,6 @@ nothing here sleeps to wait for work.
 
 from __future__ import annotations
 
-import functools
 import os
 import queue
 import subprocess
@@ -140,8 +139,9 @@ class LocalRuntime:
             echo_logs=False,
             cancel=self.cancel,
             default_cwd=self._default_workdir,
+            on_command_end=self._release_slot,
         )
-        self.runner = self._releasing_its_slot(runner)
+        self.runner = runner
         self.install()
         # More executor threads than command slots: an attempt gives its slot up as soon as
         # its command ends, and sends its report while the next one claims and runs.
@@ -373,41 +373,36 @@ class LocalRuntime:
             for m in messages:
                 self._pool.submit(self._execute_one, url, m)
 
-    def _releasing_its_slot(self, runner: CommandRunner) -> CommandRunner:
-        """The runner, giving the executor's command slot back when the command ends."""
-
-        @functools.wraps(runner)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return runner(*args, **kwargs)
-            finally:
-                self._release_slot()
-
-        return run
-
     def _release_slot(self) -> None:
+        """Give the executor's command slot back (its command has ended); a no-op in a
+        thread that holds none, such as a test calling a handler itself."""
         if getattr(self._slot_held, "value", False):
             self._slot_held.value = False
             self._slots.release()
 
     def _execute_one(self, url: str, message: dict[str, Any]) -> None:
         assert self.settings is not None
-        run_id = _run_of(message["Body"])
         # `workers` is how many commands run at once: an attempt holds a slot from its
         # claim (so that no lease runs out while it waits) until its command ends.
         self._slots.acquire()
         self._slot_held.value = True
-        with self._flow:
-            self._waiting -= 1
-            self._flow.notify_all()
-        if self._stop.is_set():
-            # Stopping: leave the message to be delivered again, as an attempt not yet
-            # started would be.
+        try:
+            with self._flow:
+                self._waiting -= 1
+                self._flow.notify_all()
+            if not self._stop.is_set():
+                # (Stopping: the message is left to be delivered again, as an attempt not
+                # yet started would be.)
+                self._invoke_executor(url, message)
+        finally:
             self._release_slot()
             with self._flow:
                 self._held -= 1
                 self._flow.notify_all()
-            return
+
+    def _invoke_executor(self, url: str, message: dict[str, Any]) -> None:
+        assert self.settings is not None
+        run_id = _run_of(message["Body"])
         with self._progress_lock:
             self.progress.running += 1
             if run_id:
@@ -426,10 +421,6 @@ class LocalRuntime:
                     self.progress.running_runs[run_id] -= 1
                     if self.progress.running_runs[run_id] <= 0:
                         del self.progress.running_runs[run_id]
-            self._release_slot()
-            with self._flow:
-                self._held -= 1
-                self._flow.notify_all()
 
     def _run_fargate_entrypoint(self, message: dict[str, Any]) -> dict[str, Any]:
         """Run an `executor: fargate` attempt as its container would: a process running

@@ -17,7 +17,8 @@ STATE_FILE = "local.json"
 
 
 class NoEngine(LookupError):
-    """No endpoint was given and no local server is running."""
+    """No engine to talk to: no endpoint was given and no local server runs, or the
+    endpoint cannot be reached or lacks the engine's resources."""
 
 
 def home() -> Path:
@@ -51,14 +52,12 @@ def resolve_endpoint(endpoint_url: str | None) -> tuple[str, str]:
     """(endpoint, prefix): the one given, else the running local server's."""
     if endpoint_url:
         return endpoint_url, "stratoflow"
-    path = home() / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError) as exc:
+    state = read_state()
+    if state is None or "endpoint_url" not in state:
         raise NoEngine(
             "no engine to talk to: start one with `stratoflow local up`, or pass "
             "--endpoint-url (e.g. http://localhost:4566 for LocalStack)"
-        ) from exc
+        )
     return str(state["endpoint_url"]), str(state.get("prefix", "stratoflow"))
 
 
@@ -81,6 +80,15 @@ def connect(endpoint_url: str | None) -> Ports:
 
 def _engine(endpoint_url: str | None) -> tuple[Ports, AwsClients]:
     endpoint, prefix = resolve_endpoint(endpoint_url)
+    try:
+        return _connect(endpoint, prefix)
+    except Exception as exc:  # an unreachable endpoint, missing resources
+        raise NoEngine(
+            f"cannot reach the engine at {endpoint_url or '(local server)'}: {exc}"
+        ) from exc
+
+
+def _connect(endpoint: str, prefix: str) -> tuple[Ports, AwsClients]:
     for name, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(name, value)
     clients = AwsClients(os.environ.get("AWS_REGION", LOCAL_REGION), endpoint)

@@ -13,8 +13,6 @@ from constructs import Construct
 
 from stratoflow.config import API_ROUTES
 
-ROUTES = API_ROUTES
-"""Every method of the API, all served by the one `api` function (Lambda proxy)."""
 UPLOAD = ("POST", "/workflows")
 """An upload: the body is the workflow file's text, query `name` its file name."""
 START_RUN = ("POST", "/workflows/{workflow_id}/runs")
@@ -123,7 +121,7 @@ class StratoflowApi(Construct):
         )
         integration = apigateway.LambdaIntegration(handler, proxy=True, allow_test_invoke=False)
         self.methods: dict[tuple[str, str], apigateway.Method] = {}
-        for method, path in ROUTES:
+        for method, path in API_ROUTES:
             self.methods[(method, path)] = self.api.root.resource_for_path(path).add_method(
                 method,
                 integration,

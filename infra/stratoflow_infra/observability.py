@@ -13,11 +13,8 @@ from aws_cdk import ArnFormat, Aws, Duration, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -36,6 +33,7 @@ from .contract import (
     SERVICE_DIMENSION,
     WORKFLOW_DIMENSION,
 )
+from .topics import email_topic
 
 PERIOD = Duration.minutes(5)
 WIDTH = 8  # three graphs per dashboard row (24 columns)
@@ -295,22 +293,14 @@ class Observability(Construct):
         return alarm
 
     def _notification_topic(self, email: str) -> sns.Topic:
-        # CloudWatch cannot publish to a topic under the AWS managed SNS key, so the topic
-        # gets its own key that the CloudWatch service may use.
-        key = kms.Key(
+        return email_topic(
             self,
-            "AlarmTopicKey",
+            "AlarmTopic",
+            publisher="cloudwatch.amazonaws.com",
             description="stratoflow alarm notifications",
-            enable_key_rotation=True,
+            display_name="stratoflow alarms",
+            email=email,
         )
-        key.grant(
-            iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey"
-        )
-        topic = sns.Topic(
-            self, "AlarmTopic", display_name="stratoflow alarms", master_key=key, enforce_ssl=True
-        )
-        topic.add_subscription(subscriptions.EmailSubscription(email))
-        return topic
 
 
 def _pascal(name: str) -> str:

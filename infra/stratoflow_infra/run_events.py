@@ -14,12 +14,11 @@ from typing import Any
 import jsii
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from .contract import EVENT_RUN_FINISHED, EVENT_SOURCE, RunStatus
+from .topics import email_topic
 
 EVENTS_PRINCIPAL = "events.amazonaws.com"
 FAILED_RUN_PATTERN = events.EventPattern(
@@ -75,24 +74,14 @@ class RunEvents(Construct):
             )
 
     def _failed_run_topic(self, email: str) -> sns.Topic:
-        # EventBridge cannot publish to a topic under the AWS managed SNS key, so the topic
-        # gets its own key that the EventBridge service may use.
-        key = kms.Key(
-            self,
-            "FailedRunTopicKey",
-            description="stratoflow failed-run notifications",
-            enable_key_rotation=True,
-        )
-        key.grant(iam.ServicePrincipal(EVENTS_PRINCIPAL), "kms:Decrypt", "kms:GenerateDataKey")
-        topic = sns.Topic(
+        return email_topic(
             self,
             "FailedRunTopic",
+            publisher=EVENTS_PRINCIPAL,
+            description="stratoflow failed-run notifications",
             display_name="stratoflow failed runs",
-            master_key=key,
-            enforce_ssl=True,
+            email=email,
         )
-        topic.add_subscription(subscriptions.EmailSubscription(email))
-        return topic
 
 
 @jsii.implements(events.IRuleTarget)

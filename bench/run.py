@@ -713,27 +713,21 @@ def calls_rows(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list
         ]
     )
     for op in polling_ops:
-        label = f"{op} (event-source polling)"
-        if op.endswith(".DeleteMessageBatch"):
-            label = f"{op} (event-source polling: one per invocation)"
+        per_task = [_f(r["calls_per_task"]["by_operation"].get(op, 0), 3) for r in results.values()]
+        if not op.endswith(".DeleteMessageBatch"):
+            rows.append([f"{op} (event-source polling)", *per_task])
+            continue
+        rows.append([f"{op} (event-source polling: one per invocation)", *per_task])
+        local = [_local_deletes(r) for r in results.values()]
         rows.append(
             [
-                label,
-                *(_f(r["calls_per_task"]["by_operation"].get(op, 0), 3) for r in results.values()),
+                "  sent here by the local pumps (not billed)",
+                *(
+                    "—" if sent is None else _f(sent / r["tasks"], 3)
+                    for sent, r in zip(local, results.values(), strict=True)
+                ),
             ]
         )
-        if op.endswith(".DeleteMessageBatch"):
-            rows.append(
-                [
-                    "  sent here by the local pumps (not billed)",
-                    *(
-                        _f(_local_deletes(r) / r["tasks"], 3)
-                        if _local_deletes(r) is not None
-                        else "—"
-                        for r in results.values()
-                    ),
-                ]
-            )
     rows.append(
         [
             "  of which empty receives",

@@ -1,4 +1,9 @@
-"""Shared fixtures: an engine on the embedded emulator, driven in-process."""
+"""Shared fixtures: engines driven in-process.
+
+`runtime` and `bare` run on the embedded engine (SQLite in a temporary home), the local
+default; `emulator_runtime` and `emulator_bare` run the AWS adapters on the embedded moto
+server, for what only the AWS code path can show (API calls made, item layouts).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pytest
 from stratoflow.local.runtime import LocalRuntime
 
 
-def _runtime(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> Iterator[LocalRuntime]:
+def make_runtime(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> Iterator[LocalRuntime]:
     rt = LocalRuntime(state_dir=tmp_path_factory.mktemp("state"), **kwargs)
     rt.start()
     try:
@@ -21,20 +26,35 @@ def _runtime(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> Iterato
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    """A running engine (queues pumped into the real handlers); redeliveries are quick."""
-    yield from _runtime(tmp_path_factory, workers=4, redelivery_delay=0.05)
+    """A running embedded engine (queues pumped into the real handlers); quick redeliveries."""
+    yield from make_runtime(tmp_path_factory, workers=4, redelivery_delay=0.05)
 
 
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    """The engine's resources and handlers with nobody pumping the queues."""
-    yield from _runtime(tmp_path_factory, pump=False)
+    """The embedded engine's resources and handlers with nobody pumping the queues."""
+    yield from make_runtime(tmp_path_factory, pump=False)
+
+
+@pytest.fixture(scope="module")
+def emulator_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    """Like `runtime`, on the AWS adapters and the embedded moto server."""
+    yield from make_runtime(tmp_path_factory, workers=4, redelivery_delay=0.05, emulator=True)
+
+
+@pytest.fixture(scope="module")
+def emulator_bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
+    """Like `bare`, on the AWS adapters and the embedded moto server."""
+    yield from make_runtime(tmp_path_factory, pump=False, emulator=True)
+
+
+_RUNTIMES = ("runtime", "bare", "emulator_runtime", "emulator_bare")
 
 
 @pytest.fixture(autouse=True)
 def _handlers_use_this_modules_runtime(request: pytest.FixtureRequest) -> None:
-    # Handlers reach AWS through process-wide defaults; re-point them at the runtime of the
-    # module under test, whichever module ran before in this worker.
-    for name in ("runtime", "bare"):
+    # Handlers reach their engine through process-wide defaults; re-point them at the
+    # runtime of the test, whichever module ran before in this worker.
+    for name in _RUNTIMES:
         if name in request.fixturenames:
             request.getfixturevalue(name).install()

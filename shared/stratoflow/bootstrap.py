@@ -2,7 +2,9 @@
 
 Handlers call `default_ports()`; it is built on first use and cached for the life of the
 Lambda execution environment (or the local process), so clients and the definition cache
-are reused across invocations.
+are reused across invocations. With STRATOFLOW_ENGINE_HOME set (a process the embedded
+engine started, such as a local `executor: fargate` attempt) the ports are the embedded
+engine's; otherwise the AWS adapters.
 """
 
 from __future__ import annotations
@@ -25,12 +27,21 @@ from stratoflow.aws.observability import EventBridgePublisher, NoMetrics, Powert
 from stratoflow.aws.sqs import SqsCompletionQueue, SqsTaskQueue
 from stratoflow.config import Settings
 from stratoflow.core.records import iso
-from stratoflow.ports import EventPublisher, Metrics, NoWorkers
+from stratoflow.embedded.definitions import SqliteDefinitionStore
+from stratoflow.embedded.engine import EmbeddedEngine
+from stratoflow.embedded.queues import EmbeddedCompletionQueue, EmbeddedTaskQueue
+from stratoflow.embedded.runs import SqliteRunStore
+from stratoflow.ports import EventPublisher, Metrics, NoEvents, NoWorkers
+from stratoflow.runner.logfiles import FileLogReader
+from stratoflow.runner.process import ProcessGuard
 from stratoflow.services import CommandOutcome, CommandRunner, Ports, RandomIds, SystemClock
 
 _lock = threading.Lock()
 _default: Ports | None = None
-_default_clients: AwsClients | None = None
+Clients = AwsClients | EmbeddedEngine
+"""What a handler reaches S3 (and the runtime SQS) through: AWS's clients or the embedded
+engine, which answers the same calls."""
+_default_clients: Clients | None = None
 _default_runner: CommandRunner | None = None
 
 
@@ -60,14 +71,42 @@ def build_ports(
     )
 
 
-def default_clients() -> AwsClients:
-    """AWS clients for this process, from the environment; built once."""
+def build_embedded_ports(
+    settings: Settings,
+    engine: EmbeddedEngine,
+    *,
+    events: EventPublisher | None = None,
+    metrics: Metrics | None = None,
+) -> Ports:
+    """Wire the embedded adapters of `engine` (queues named by `settings`)."""
+    return Ports(
+        runs=SqliteRunStore(engine.db, owner=engine.channel),
+        definitions=SqliteDefinitionStore(engine.db),
+        tasks=EmbeddedTaskQueue(engine.sqs, settings.task_queue_url),
+        completions=EmbeddedCompletionQueue(engine.sqs, settings.completion_queue_url),
+        clock=SystemClock(),
+        ids=RandomIds(),
+        events=events or NoEvents(),
+        metrics=metrics or NoMetrics(),
+        workers=NoWorkers(),
+        logs=FileLogReader(),
+    )
+
+
+def default_clients() -> Clients:
+    """This process's clients, from the environment; built once."""
     global _default_clients
     if _default_clients is None:
         with _lock:
             if _default_clients is None:
                 settings = Settings.from_env()
-                _default_clients = AwsClients(settings.region, settings.endpoint_url)
+                if settings.engine_home:
+                    # A process the engine started: its channel belongs to that engine.
+                    _default_clients = EmbeddedEngine(
+                        settings.engine_home, settings.channel, own_channel=False
+                    )
+                else:
+                    _default_clients = AwsClients(settings.region, settings.endpoint_url)
     return _default_clients
 
 
@@ -78,13 +117,18 @@ def default_ports() -> Ports:
         clients = default_clients()
         with _lock:
             if _default is None:
-                _default = build_ports(Settings.from_env(), clients=clients)
+                settings = Settings.from_env()
+                if isinstance(clients, EmbeddedEngine):
+                    _default = build_embedded_ports(settings, clients)
+                else:
+                    _default = build_ports(settings, clients=clients)
     return _default
 
 
 Uploader = Callable[[str, bytes], str]
 """put(key, body) → the source URI under which the loader registers that file."""
 _default_uploader: Uploader | None = None
+_default_bucket: str | None = None
 
 
 def default_uploader() -> Uploader:
@@ -93,8 +137,8 @@ def default_uploader() -> Uploader:
     if _default_uploader is not None:
         return _default_uploader
     clients = default_clients()
-    # The bucket of the engine this process uses (built from the environment, or installed).
-    bucket = getattr(default_ports().definitions, "bucket", None)
+    # The bucket of the engine this process uses (installed, or built from the environment).
+    bucket = _default_bucket or getattr(default_ports().definitions, "bucket", None)
     if not bucket:
         raise RuntimeError("no workflows bucket is configured: cannot store an upload")
 
@@ -121,12 +165,17 @@ def default_runner() -> CommandRunner:
 
 
 def install_defaults(
-    ports: Ports | None, clients: AwsClients | None = None, runner: CommandRunner | None = None
+    ports: Ports | None,
+    clients: Clients | None = None,
+    runner: CommandRunner | None = None,
+    bucket: str | None = None,
 ) -> None:
-    """Make the handlers of this process use these (the local runtime), or reset with None."""
-    global _default, _default_clients, _default_runner
+    """Make the handlers of this process use these (the local runtime), or reset with None.
+    `bucket`: where uploaded workflow files go (the engine's workflows bucket)."""
+    global _default, _default_clients, _default_runner, _default_bucket
     with _lock:
         _default, _default_clients, _default_runner = ports, clients, runner
+        _default_bucket = bucket
 
 
 def _in_lambda() -> bool:
@@ -139,6 +188,7 @@ def command_runner(
     cancel: threading.Event | None = None,
     default_cwd: str | None = None,
     on_command_end: Callable[[], None] | None = None,
+    guard: ProcessGuard | None = None,
 ) -> CommandRunner:
     """The runner the executor uses: full output to a log file per attempt.
 
@@ -190,6 +240,7 @@ def command_runner(
                 timeout=timeout,
                 log_path=str(log_path),
                 cancel=AnyEvent(*stops) if stops else None,  # type: ignore[arg-type]
+                guard=guard,
             )
         except (OSError, ValueError) as exc:
             # The command could not start (its folder is gone, say): a failed attempt with

@@ -191,9 +191,29 @@ def _iso_arg(option: str, value: str) -> Any:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+_EMULATOR = click.option(
+    "--emulator",
+    is_flag=True,
+    help="Run the AWS adapters on an embedded moto server instead of the embedded engine "
+    "(needs the extra: pip install 'stratoflow[emulator]').",
+)
+
+
+def _check_emulator(emulator: bool) -> None:
+    if not emulator:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("moto") is None:
+        _invalid(
+            "--emulator needs moto, an optional extra: pip install 'stratoflow[emulator]' "
+            "(or leave --emulator out to use the embedded engine)"
+        )
+
+
 @main.group()
 def local() -> None:
-    """A long-lived local engine on the embedded emulator."""
+    """A long-lived local engine: the embedded engine (SQLite in STRATOFLOW_HOME)."""
 
 
 @local.command()
@@ -233,18 +253,31 @@ def local() -> None:
     show_default=True,
     help="Port of the REST API on 127.0.0.1 (0: a free one).",
 )
+@_EMULATOR
 def up(
-    folder: str, workers: int, emulator_port: int, grace: float, clock_speed: float, port: int
+    folder: str,
+    workers: int,
+    emulator_port: int,
+    grace: float,
+    clock_speed: float,
+    port: int,
+    emulator: bool,
 ) -> None:
     """Serve FOLDER: register its workflow files (hot reload), run their schedules, and
-    serve the REST API on 127.0.0.1:PORT (what `stratoflow status/trigger/logs/…` use)."""
+    serve the REST API on 127.0.0.1:PORT (what `stratoflow status/trigger/logs/…` use).
+    State lives in STRATOFLOW_HOME (default ./.stratoflow) and survives restarts."""
     from stratoflow.local.runtime import LocalRuntime
     from stratoflow.local.server import FolderServer
-    from stratoflow.local.target import home
+    from stratoflow.local.target import EngineBusy, home
 
+    _check_emulator(emulator)
     root = Path(folder).resolve()
     runtime = LocalRuntime(
-        workers=workers, state_dir=home(), emulator_port=emulator_port, default_workdir=str(root)
+        workers=workers,
+        state_dir=home(),
+        emulator=emulator,
+        emulator_port=emulator_port,
+        default_workdir=str(root),
     )
     server = FolderServer(
         root,
@@ -255,6 +288,8 @@ def up(
     )
     try:
         server.start()
+    except EngineBusy as exc:
+        _invalid(str(exc))
     except OSError as exc:
         _invalid(f"cannot serve the API on 127.0.0.1:{port}: {exc}; pick another with --port")
     try:
@@ -267,13 +302,8 @@ def up(
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "--local",
-    "local",
-    is_flag=True,
-    default=True,
-    help="Run on the embedded AWS emulator (the default).",
-)
+@click.option("--local", "local", is_flag=True, default=True, hidden=True)
+@_EMULATOR
 @click.option(
     "--param",
     "params",
@@ -293,8 +323,8 @@ def up(
     "--endpoint-url",
     default=None,
     metavar="URL",
-    help="Use this AWS endpoint (e.g. LocalStack at http://localhost:4566) "
-    "instead of the embedded emulator.",
+    help="Use the AWS adapters at this endpoint (e.g. LocalStack at http://localhost:4566) "
+    "instead of the embedded engine.",
 )
 @click.option(
     "--stack",
@@ -306,6 +336,7 @@ def up(
 def run(
     file: str,
     local: bool,
+    emulator: bool,
     params: tuple[str, ...],
     workers: int,
     as_json: bool,
@@ -313,8 +344,8 @@ def run(
     stack: str | None,
     api: str | None,
 ) -> None:
-    """Run a workflow file now and wait for it to finish: on the embedded emulator by
-    default, or on a deployed stack (--stack/--api)."""
+    """Run a workflow file now and wait for it to finish: on the embedded engine by
+    default (its history kept in STRATOFLOW_HOME), or on a deployed stack (--stack/--api)."""
     wf = _load(file)
     param_values = _parse_params(params)
     try:
@@ -322,14 +353,15 @@ def run(
         check_params_size({**wf.params, **param_values})
     except ValueError as err:
         _invalid(f"--param: {err}")
+    if sum(bool(x) for x in (endpoint_url, stack or api, emulator)) > 1:
+        _invalid("give at most one of --endpoint-url, --stack/--api and --emulator")
+    _check_emulator(emulator)
     if stack or api:
-        if endpoint_url:
-            _invalid("give either --endpoint-url or --stack/--api, not both")
         cli_ops.run_remote(cli_ops.remote_target(api, stack), file, param_values, as_json)
     if workers < 1:
         _invalid(f"--workers must be at least 1, got {workers}")
     effective = min(workers, wf.concurrency) if wf.concurrency else workers
-    code = _run_locally(wf, Path(file), param_values, effective, as_json, endpoint_url)
+    code = _run_locally(wf, Path(file), param_values, effective, as_json, endpoint_url, emulator)
     sys.exit(code)
 
 
@@ -340,17 +372,28 @@ def _run_locally(
     workers: int,
     as_json: bool,
     endpoint_url: str | None,
+    emulator: bool,
 ) -> int:
     from stratoflow import services
     from stratoflow.local.runtime import LocalRuntime
+    from stratoflow.local.target import home
 
-    state_dir = Path(os.environ.get("STRATOFLOW_HOME", ".stratoflow"))
-    runtime = LocalRuntime(workers=workers, state_dir=state_dir, endpoint_url=endpoint_url)
+    # A channel of its own: other `stratoflow run` processes and a `local up` on the same
+    # home do not take this run's tasks (a `local up` adopts them if this process dies).
+    runtime = LocalRuntime(
+        workers=workers,
+        state_dir=home(),
+        endpoint_url=endpoint_url,
+        emulator=emulator,
+        channel=f"run-{os.getpid()}-{os.urandom(4).hex()}",
+    )
     interactive = err_console.is_terminal and not as_json
     try:
         runtime.start()
     except Exception as exc:
-        _invalid(f"cannot reach the AWS endpoint {endpoint_url or '(embedded)'}: {exc}")
+        if runtime.embedded:
+            _invalid(f"cannot open the engine in {home()}: {exc}")
+        _invalid(f"cannot reach the AWS endpoint {endpoint_url or '(emulator)'}: {exc}")
     try:
         version = runtime.register(wf, str(path.resolve()))
         run_id = runtime.request_run(

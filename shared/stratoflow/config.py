@@ -20,6 +20,10 @@ ENV_EVENT_BUS = "STRATOFLOW_EVENT_BUS"
 ENV_LOG_DIR = "STRATOFLOW_LOG_DIR"
 ENV_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 ENV_REGION = "AWS_REGION"
+ENV_ENGINE_HOME = "STRATOFLOW_ENGINE_HOME"
+"""Set: the handlers use the embedded engine whose home (its SQLite file) is there."""
+ENV_QUEUE_CHANNEL = "STRATOFLOW_QUEUE_CHANNEL"
+"""The embedded engine's queue channel of the process that started this one."""
 ENV_RUN_RETENTION_DAYS = "STRATOFLOW_RUN_RETENTION_DAYS"
 """Days a finished run's items are kept (DynamoDB TTL on TABLE_TTL_ATTRIBUTE)."""
 
@@ -241,6 +245,9 @@ class Settings:
     run_retention_days: int = DEFAULT_RUN_RETENTION_DAYS
     ecs: dict[str, str] = field(default_factory=dict)
     """The Fargate settings (FARGATE_ENV_VARS) when this function may start Fargate tasks."""
+    engine_home: str | None = None
+    """The embedded engine's home, when the handlers run on it instead of AWS."""
+    channel: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -256,6 +263,8 @@ class Settings:
             log_dir=env.get(ENV_LOG_DIR) or None,
             run_retention_days=int(env.get(ENV_RUN_RETENTION_DAYS) or DEFAULT_RUN_RETENTION_DAYS),
             ecs={name: env[name] for name in FARGATE_ENV_VARS if env.get(name)},
+            engine_home=env.get(ENV_ENGINE_HOME) or None,
+            channel=env.get(ENV_QUEUE_CHANNEL, ""),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -274,5 +283,8 @@ class Settings:
         if self.log_dir:
             env[ENV_LOG_DIR] = self.log_dir
         env[ENV_RUN_RETENTION_DAYS] = str(self.run_retention_days)
+        if self.engine_home:
+            env[ENV_ENGINE_HOME] = self.engine_home
+            env[ENV_QUEUE_CHANNEL] = self.channel
         env.update(self.ecs)
         return env

@@ -303,6 +303,13 @@ class EventPublisher(Protocol):
         ...
 
 
+class NoEvents:
+    """Announces nothing (a process that only runs attempts has nothing to announce)."""
+
+    def run_finished(self, run: RunRecord, failed_tasks: Sequence[str]) -> None:
+        return None
+
+
 class Metrics(Protocol):
     def count(self, name: str, workflow_id: str, value: float = 1.0) -> None: ...
 

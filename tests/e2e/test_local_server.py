@@ -105,7 +105,11 @@ def test_local_up_registers_a_dropped_file_and_runs_its_schedule(tmp_path: Path)
     assert not (home / "local.json").exists()
 
 
-def test_commands_without_a_running_engine_explain_what_to_do(tmp_path: Path) -> None:
-    result = _cli(tmp_path / "nothing-here", "workflows")
-    assert result.returncode == 2
-    assert "stratoflow local up" in result.stderr and "Traceback" not in result.stderr
+def test_commands_without_a_running_engine_read_the_homes_state(tmp_path: Path) -> None:
+    """The embedded engine's state is a file: it can be read with no engine running."""
+    result = _cli(tmp_path / "nothing-here", "workflows", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["workflows"] == []
+    missing = _cli(tmp_path / "nothing-here", "status", "no-such-run")
+    assert missing.returncode == 2 and "no-such-run" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -254,11 +254,22 @@ def test_run_a_file_on_an_api_uploads_triggers_and_follows(server: dict[str, Any
     assert rejected.returncode == 2 and "tasks" in rejected.stderr
 
 
+@pytest.fixture(scope="module")
+def emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`stratoflow local up --emulator`: the AWS adapters on the embedded moto server."""
+    base = tmp_path_factory.mktemp("ops-emulator")
+    folder, home = base / "flows", base / "home"
+    folder.mkdir()
+    with local_up(folder, home, "--emulator") as up:
+        yield {"home": home, "folder": folder, "api": up.api, "base": base}
+
+
 def test_an_aws_endpoint_is_operated_with_the_api_handler_in_process(
-    server: dict[str, Any],
+    emulator_server: dict[str, Any],
 ) -> None:
     """`--endpoint-url` (LocalStack's way): no HTTP API to talk to, so the CLI runs the API
     handler itself against that endpoint's resources; same documents, same exit codes."""
+    server = emulator_server
     endpoint = json.loads((server["home"] / "local.json").read_text())["endpoint_url"]
     wf = unique_id("inproc")
     src = server["base"] / f"{wf}.yaml"

@@ -25,6 +25,17 @@ from stratoflow.local.runtime import LocalRuntime
 from tests.support import unique_id
 
 
+@pytest.fixture(params=["embedded", "emulator"])
+def engine(request: pytest.FixtureRequest) -> LocalRuntime:
+    """The same handlers on either engine (nobody pumping the queues): the embedded one,
+    and the AWS adapters on the embedded moto server."""
+    rt: LocalRuntime = request.getfixturevalue(
+        "bare" if request.param == "embedded" else "emulator_bare"
+    )
+    rt.install()
+    return rt
+
+
 def _drain(rt: LocalRuntime, url: str, wait: int = 0) -> list[dict[str, Any]]:
     assert rt.clients is not None
     out: list[dict[str, Any]] = []
@@ -101,56 +112,56 @@ def _task_ids(messages: list[dict[str, Any]]) -> list[str]:
 
 
 def test_same_task_message_delivered_twice_runs_the_command_once(
-    bare: LocalRuntime, tmp_path: Path
+    engine: LocalRuntime, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
-    _start(bare, {"tasks": [{"id": "once", "command": f"echo run >> {marker}"}]}, tmp_path)
-    [message] = _tasks(bare)
-    assert _execute(bare, [message]) == {"batchItemFailures": []}
-    assert _execute(bare, [message]) == {"batchItemFailures": []}
+    _start(engine, {"tasks": [{"id": "once", "command": f"echo run >> {marker}"}]}, tmp_path)
+    [message] = _tasks(engine)
+    assert _execute(engine, [message]) == {"batchItemFailures": []}
+    assert _execute(engine, [message]) == {"batchItemFailures": []}
     assert marker.read_text() == "run\n"
-    assert len(_reports(bare)) == 1
+    assert len(_reports(engine)) == 1
 
 
 def test_duplicate_delivered_while_the_attempt_runs_is_parked_not_run(
-    bare: LocalRuntime, tmp_path: Path
+    engine: LocalRuntime, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
     _start(
-        bare,
+        engine,
         {"tasks": [{"id": "slow", "command": f"sleep 0.5; echo run >> {marker}"}]},
         tmp_path,
     )
-    [message] = _tasks(bare)
-    first = threading.Thread(target=_execute, args=(bare, [message]))
+    [message] = _tasks(engine)
+    first = threading.Thread(target=_execute, args=(engine, [message]))
     first.start()
     deadline = threading.Event()
     # wait until the first delivery has claimed the attempt
-    assert bare.ports is not None
+    assert engine.ports is not None
     for _ in range(100):
-        _, tasks = bare.ports.runs.get_run_and_tasks(
+        _, tasks = engine.ports.runs.get_run_and_tasks(
             json.loads(message["Body"])["run_id"], ["slow"]
         )
         if tasks["slow"].status == "running":
             break
         deadline.wait(0.01)
-    delayed_before = _delayed(bare)
-    assert _execute(bare, [message]) == {"batchItemFailures": []}
+    delayed_before = _delayed(engine)
+    assert _execute(engine, [message]) == {"batchItemFailures": []}
     first.join()
     assert marker.read_text() == "run\n"
-    assert len(_reports(bare)) == 1
+    assert len(_reports(engine)) == 1
     # the duplicate was re-sent with a delay, to be looked at again after the lease
-    assert _delayed(bare) == delayed_before + 1
+    assert _delayed(engine) == delayed_before + 1
 
 
 def test_two_parents_completing_at_once_enqueue_their_child_exactly_once(
-    bare: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # all_done: each parent's count may decide the child, so each reads it back.
-    run_id, reports = _two_parents_done(bare, tmp_path, "all_done")
+    run_id, reports = _two_parents_done(engine, tmp_path, "all_done")
     # Force the worst interleaving: both parents' counter updates commit before either
     # reads the child's counters, so both see it decidable.
-    runs = bare.ports.runs  # type: ignore[union-attr]
+    runs = engine.ports.runs  # type: ignore[union-attr]
     barrier = threading.Barrier(2, timeout=10)
     original = runs.get_run_and_tasks
 
@@ -160,17 +171,17 @@ def test_two_parents_completing_at_once_enqueue_their_child_exactly_once(
         return original(run, ids)
 
     monkeypatch.setattr(runs, "get_run_and_tasks", racing_read)
-    assert _complete_at_once(bare, reports) == [{"batchItemFailures": []}] * 2
-    _assert_child_queued_once(bare, run_id, original)
+    assert _complete_at_once(engine, reports) == [{"batchItemFailures": []}] * 2
+    _assert_child_queued_once(engine, run_id, original)
 
 
 def test_only_the_last_parent_to_succeed_reads_an_all_success_child(
-    bare: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # all_success: a success decides the child only as its last parent's, so the first
     # parent's count is written on that condition and the child is not read back for it.
-    run_id, reports = _two_parents_done(bare, tmp_path, "all_success")
-    runs = bare.ports.runs  # type: ignore[union-attr]
+    run_id, reports = _two_parents_done(engine, tmp_path, "all_success")
+    runs = engine.ports.runs  # type: ignore[union-attr]
     original = runs.get_run_and_tasks
     reads: list[list[str]] = []
 
@@ -179,20 +190,20 @@ def test_only_the_last_parent_to_succeed_reads_an_all_success_child(
         return original(run, ids)
 
     monkeypatch.setattr(runs, "get_run_and_tasks", counted_read)
-    assert _complete_at_once(bare, reports) == [{"batchItemFailures": []}] * 2
+    assert _complete_at_once(engine, reports) == [{"batchItemFailures": []}] * 2
     assert reads == [["child"]]
-    _assert_child_queued_once(bare, run_id, original)
+    _assert_child_queued_once(engine, run_id, original)
 
 
 def test_a_wide_shared_fan_in_is_read_back_only_by_its_last_parent(
-    bare: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 150 children of the same two parents: written in two transactions per parent, each
     # child counted on condition; the last parent's counts fail that condition and are
     # written again without it, and only then are the children read and started, once.
     children = [f"c{n:03}" for n in range(150)]
     run_id, _ = _start(
-        bare,
+        engine,
         {
             "tasks": [
                 {"id": "left", "command": "true"},
@@ -202,9 +213,9 @@ def test_a_wide_shared_fan_in_is_read_back_only_by_its_last_parent(
         },
         tmp_path,
     )
-    assert _execute(bare, _tasks(bare)) == {"batchItemFailures": []}
-    first, second = _reports(bare)
-    runs = bare.ports.runs  # type: ignore[union-attr]
+    assert _execute(engine, _tasks(engine)) == {"batchItemFailures": []}
+    first, second = _reports(engine)
+    runs = engine.ports.runs  # type: ignore[union-attr]
     original = runs.get_run_and_tasks
     reads: list[str] = []
 
@@ -213,31 +224,31 @@ def test_a_wide_shared_fan_in_is_read_back_only_by_its_last_parent(
         return original(run, ids)
 
     monkeypatch.setattr(runs, "get_run_and_tasks", counted_read)
-    assert _complete(bare, [first]) == {"batchItemFailures": []}
+    assert _complete(engine, [first]) == {"batchItemFailures": []}
     assert reads == []
-    assert _tasks(bare) == []
-    assert _complete(bare, [second]) == {"batchItemFailures": []}
+    assert _tasks(engine) == []
+    assert _complete(engine, [second]) == {"batchItemFailures": []}
     assert sorted(reads) == children
-    assert _task_ids(_tasks(bare)) == children
+    assert _task_ids(_tasks(engine)) == children
     _, tasks = original(run_id, children)
     assert {(t.status, tuple(t.counters.items())) for t in tasks.values()} == {
         ("queued", (("u_ok", 2),))
     }
 
 
-def _assert_child_queued_once(bare: LocalRuntime, run_id: str, read: Any) -> None:
-    assert _task_ids(_tasks(bare)) == ["child"]
+def _assert_child_queued_once(engine: LocalRuntime, run_id: str, read: Any) -> None:
+    assert _task_ids(_tasks(engine)) == ["child"]
     _, tasks = read(run_id, ["child"])
     assert tasks["child"].status == "queued"
     assert tasks["child"].counters == {"u_ok": 2}
 
 
 def _two_parents_done(
-    bare: LocalRuntime, tmp_path: Path, rule: str
+    engine: LocalRuntime, tmp_path: Path, rule: str
 ) -> tuple[str, list[dict[str, Any]]]:
     """A child of two parents, both of which have run and reported (not yet recorded)."""
     run_id, _ = _start(
-        bare,
+        engine,
         {
             "tasks": [
                 {"id": "left", "command": "true"},
@@ -252,16 +263,16 @@ def _two_parents_done(
         },
         tmp_path,
     )
-    assert _execute(bare, _tasks(bare)) == {"batchItemFailures": []}
-    reports = _reports(bare)
+    assert _execute(engine, _tasks(engine)) == {"batchItemFailures": []}
+    reports = _reports(engine)
     assert len(reports) == 2
     return run_id, reports
 
 
-def _complete_at_once(bare: LocalRuntime, reports: list[dict[str, Any]]) -> list[Any]:
+def _complete_at_once(engine: LocalRuntime, reports: list[dict[str, Any]]) -> list[Any]:
     results: list[dict[str, Any]] = []
     threads = [
-        threading.Thread(target=lambda m=m: results.append(_complete(bare, [m]))) for m in reports
+        threading.Thread(target=lambda m=m: results.append(_complete(engine, [m]))) for m in reports
     ]
     for t in threads:
         t.start()
@@ -270,9 +281,9 @@ def _complete_at_once(bare: LocalRuntime, reports: list[dict[str, Any]]) -> list
     return results
 
 
-def test_a_redelivered_completion_is_counted_once(bare: LocalRuntime, tmp_path: Path) -> None:
+def test_a_redelivered_completion_is_counted_once(engine: LocalRuntime, tmp_path: Path) -> None:
     run_id, _ = _start(
-        bare,
+        engine,
         {
             "tasks": [
                 {"id": "a", "command": "true"},
@@ -282,29 +293,29 @@ def test_a_redelivered_completion_is_counted_once(bare: LocalRuntime, tmp_path: 
         },
         tmp_path,
     )
-    _execute(bare, [m for m in _tasks(bare) if json.loads(m["Body"])["task_id"] == "a"])
-    [report_a] = _reports(bare)
+    _execute(engine, [m for m in _tasks(engine) if json.loads(m["Body"])["task_id"] == "a"])
+    [report_a] = _reports(engine)
     for _ in range(3):
-        assert _complete(bare, [report_a]) == {"batchItemFailures": []}
-    run, tasks = bare.ports.runs.get_run_and_tasks(run_id, ["a", "c"])  # type: ignore[union-attr]
+        assert _complete(engine, [report_a]) == {"batchItemFailures": []}
+    run, tasks = engine.ports.runs.get_run_and_tasks(run_id, ["a", "c"])  # type: ignore[union-attr]
     assert tasks["c"].counters == {"u_ok": 1}
     assert tasks["c"].status == "pending"  # b has not finished: one count must not look like two
     assert run.final_count == 1
 
 
-def test_poison_message_fails_alone_within_its_batch(bare: LocalRuntime, tmp_path: Path) -> None:
+def test_poison_message_fails_alone_within_its_batch(engine: LocalRuntime, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    _start(bare, {"tasks": [{"id": "fine", "command": f"echo ok > {marker}"}]}, tmp_path)
-    [good] = _tasks(bare)
+    _start(engine, {"tasks": [{"id": "fine", "command": f"echo ok > {marker}"}]}, tmp_path)
+    [good] = _tasks(engine)
     poison = {**good, "MessageId": "poison-1", "Body": "{not json"}
-    response = _execute(bare, [good, poison])
+    response = _execute(engine, [good, poison])
     assert response == {"batchItemFailures": [{"itemIdentifier": "poison-1"}]}
     assert marker.read_text() == "ok\n"
 
 
-def test_executor_reports_but_never_changes_run_state(bare: LocalRuntime, tmp_path: Path) -> None:
+def test_executor_reports_but_never_changes_run_state(engine: LocalRuntime, tmp_path: Path) -> None:
     run_id, _ = _start(
-        bare,
+        engine,
         {
             "tasks": [
                 {"id": "a", "command": "exit 3"},
@@ -313,44 +324,47 @@ def test_executor_reports_but_never_changes_run_state(bare: LocalRuntime, tmp_pa
         },
         tmp_path,
     )
-    _execute(bare, _tasks(bare))
-    run, tasks = bare.ports.runs.get_run_and_tasks(run_id, ["a", "b"])  # type: ignore[union-attr]
+    _execute(engine, _tasks(engine))
+    run, tasks = engine.ports.runs.get_run_and_tasks(run_id, ["a", "b"])  # type: ignore[union-attr]
     assert tasks["a"].status == "running"  # claimed, but its end is the completion handler's
     assert tasks["b"].status == "pending"
     assert run.final_count == 0
-    [report] = _reports(bare)
+    [report] = _reports(engine)
     assert AttemptReport.from_json(report["Body"]).exit_code == 3
 
 
 def test_an_attempt_whose_executor_died_is_detected_by_its_lease(
-    bare: LocalRuntime, tmp_path: Path
+    engine: LocalRuntime, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
     run_id, _ = _start(
-        bare, {"tasks": [{"id": "crashy", "command": f"echo run >> {marker}"}]}, tmp_path
+        engine, {"tasks": [{"id": "crashy", "command": f"echo run >> {marker}"}]}, tmp_path
     )
-    [message] = _tasks(bare)
+    [message] = _tasks(engine)
     msg = TaskMessage.from_json(message["Body"])
-    ports = bare.ports
+    ports = engine.ports
     assert ports is not None
     now = ports.clock.now().timestamp()
     # An executor claimed the attempt and died: its lease has passed, nothing was reported.
     ports.runs.claim_attempt(run_id, "crashy", 1, "2026-01-01T00:00:00Z", now - 1, now - 100)
-    assert _execute(bare, [message]) == {"batchItemFailures": []}
+    assert _execute(engine, [message]) == {"batchItemFailures": []}
     assert not marker.exists()  # the redelivery does not run a second copy
-    [report] = _reports(bare)
+    [report] = _reports(engine)
     lost = AttemptReport.from_json(report["Body"])
     assert lost.lost and lost.attempt == msg.attempt
-    _complete(bare, [report])
+    _complete(engine, [report])
     run, tasks = ports.runs.get_run_and_tasks(run_id, ["crashy"])
     assert tasks["crashy"].status == "failed"
     assert "lease" in (tasks["crashy"].error or "")
     assert run.status == "failed"
 
 
-def test_work_per_completion_does_not_grow_with_the_run(bare: LocalRuntime, tmp_path: Path) -> None:
+def test_work_per_completion_does_not_grow_with_the_run(
+    emulator_bare: LocalRuntime, tmp_path: Path
+) -> None:
     """Invariant 4: completing one task of a 400-wide fan-out costs what it costs in a 4-wide
     one; nothing scans the run's tasks on the hot path."""
+    aws = emulator_bare
 
     def calls_for_one_completion(width: int) -> int:
         spec = {
@@ -358,63 +372,66 @@ def test_work_per_completion_does_not_grow_with_the_run(bare: LocalRuntime, tmp_
             + [{"id": f"m{i}", "command": "true", "depends": ["root"]} for i in range(width)]
             + [{"id": "sink", "command": "true", "depends": [f"m{i}" for i in range(width)]}]
         }
-        _start(bare, spec, tmp_path)
-        _execute(bare, _tasks(bare))
-        _complete(bare, _reports(bare))  # the root: fans out
-        middle = _tasks(bare)
-        _execute(bare, middle[:1])
-        [report] = _reports(bare)
+        _start(aws, spec, tmp_path)
+        _execute(aws, _tasks(aws))
+        _complete(aws, _reports(aws))  # the root: fans out
+        middle = _tasks(aws)
+        _execute(aws, middle[:1])
+        [report] = _reports(aws)
         counter = ApiCallCounter()
-        assert bare.clients is not None
-        counter.attach(bare.clients.dynamodb)
-        counter.attach(bare.clients.sqs)
-        _complete(bare, [report])
-        bare.clients.dynamodb.meta.events.unregister("before-call.*.*", counter._count)
-        bare.clients.sqs.meta.events.unregister("before-call.*.*", counter._count)
+        assert aws.clients is not None
+        counter.attach(aws.clients.dynamodb)
+        counter.attach(aws.clients.sqs)
+        _complete(aws, [report])
+        aws.clients.dynamodb.meta.events.unregister("before-call.*.*", counter._count)
+        aws.clients.sqs.meta.events.unregister("before-call.*.*", counter._count)
         return counter.total()
 
     assert calls_for_one_completion(400) == calls_for_one_completion(4)
 
 
-def test_large_definitions_live_in_s3_with_a_pointer_in_the_item(bare: LocalRuntime) -> None:
+def test_large_definitions_live_in_s3_with_a_pointer_in_the_item(
+    emulator_bare: LocalRuntime,
+) -> None:
+    aws = emulator_bare
     big = Workflow.model_validate(
         {
             "id": unique_id("big"),
             "tasks": [{"id": f"t{i}", "command": "echo " + "x" * 200} for i in range(2000)],
         }
     )
-    assert bare.ports is not None and bare.settings is not None and bare.clients is not None
-    version = bare.ports.definitions.save_version(big, "test", bare.ports.clock.now())
-    item = bare.clients.dynamodb.get_item(
-        TableName=bare.settings.table,
+    assert aws.ports is not None and aws.settings is not None and aws.clients is not None
+    version = aws.ports.definitions.save_version(big, "test", aws.ports.clock.now())
+    item = aws.clients.dynamodb.get_item(
+        TableName=aws.settings.table,
         Key={"pk": {"S": f"WF#{big.id}"}, "sk": {"S": f"V#{version:08d}"}},
     )["Item"]
     assert "body" not in item and item["body_s3_key"]["S"].startswith("definitions/")
-    fresh = DynamoDefinitionStore(bare.clients, bare.settings.table, bare.settings.bucket)
+    fresh = DynamoDefinitionStore(aws.clients, aws.settings.table, aws.settings.bucket)
     assert fresh.get_plan(big.id, version).workflow == big
 
 
 def test_a_second_run_request_with_the_same_id_creates_nothing(
-    bare: LocalRuntime, tmp_path: Path
+    engine: LocalRuntime, tmp_path: Path
 ) -> None:
     wf = Workflow.model_validate(
         {"id": unique_id("dup"), "tasks": [{"id": "a", "command": "true"}]}
     )
-    version = bare.register(wf, "test")
-    _tasks(bare)
+    version = engine.register(wf, "test")
+    _tasks(engine)
     detail = {"workflow_id": wf.id, "version": version, "run_id": f"{wf.id}-r1"}
     first = dispatcher.handler(eventbridge_event("Run Requested", detail, "us-east-1"), None)
     second = dispatcher.handler(eventbridge_event("Run Requested", detail, "us-east-1"), None)
     assert (first["created"], second["created"]) == (True, False)
-    assert _task_ids(_tasks(bare)) == ["a"]
+    assert _task_ids(_tasks(engine)) == ["a"]
 
 
 def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
-    bare: LocalRuntime,
+    engine: LocalRuntime,
 ) -> None:
-    assert bare.clients is not None and bare.settings is not None
-    s3 = bare.clients.s3
-    bucket = bare.settings.bucket
+    assert engine.clients is not None and engine.settings is not None
+    s3 = engine.clients.s3
+    bucket = engine.settings.bucket
     wf_id = unique_id("uploaded")
     good_key = f"{WORKFLOWS_PREFIX}{wf_id}.yaml"
     s3.put_object(
@@ -428,7 +445,7 @@ def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
     s3.put_object(Bucket=bucket, Key=good_key, Body=b"id: [unclosed\n")
     result = loader.handler(s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None)
     assert result["registered"] == [] and good_key in result["errors"][0]
-    meta = bare.ports.definitions.get_meta(wf_id)  # type: ignore[union-attr]
+    meta = engine.ports.definitions.get_meta(wf_id)  # type: ignore[union-attr]
     assert meta is not None and meta.active_version == 1
     bad_key = f"{WORKFLOWS_PREFIX}{wf_id}-bad.yaml"
     s3.put_object(Bucket=bucket, Key=bad_key, Body=b"id: x\ntasks:\n  - id: a\n    timeout: 0\n")
@@ -438,15 +455,15 @@ def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
     assert bad_key in report and "timeout" in report
 
 
-def test_handlers_use_the_installed_ports(bare: LocalRuntime) -> None:
-    assert bootstrap.default_ports() is bare.ports
+def test_handlers_use_the_installed_ports(engine: LocalRuntime) -> None:
+    assert bootstrap.default_ports() is engine.ports
 
 
 def test_a_replayed_upload_event_is_processed_once_and_deleting_deactivates(
-    bare: LocalRuntime,
+    engine: LocalRuntime,
 ) -> None:
-    assert bare.clients is not None and bare.settings is not None and bare.ports is not None
-    s3, bucket = bare.clients.s3, bare.settings.bucket
+    assert engine.clients is not None and engine.settings is not None and engine.ports is not None
+    s3, bucket = engine.clients.s3, engine.settings.bucket
     wf_id = unique_id("deleted")
     key = f"{WORKFLOWS_PREFIX}{wf_id}.yaml"
     s3.put_object(
@@ -457,34 +474,34 @@ def test_a_replayed_upload_event_is_processed_once_and_deleting_deactivates(
     created = s3_event("ObjectCreated:Put", bucket, key, "us-east-1", version_id="v1")
     assert len(loader.handler(created, None)["registered"]) == 1
     assert loader.handler(created, None)["registered"] == []  # the same event again
-    meta = bare.ports.definitions.get_meta(wf_id)
+    meta = engine.ports.definitions.get_meta(wf_id)
     assert meta is not None and meta.active_version == 1 and meta.next_slot
 
     s3.delete_object(Bucket=bucket, Key=key)
     removed = s3_event("ObjectRemoved:Delete", bucket, key, "us-east-1", version_id="v1-del")
     assert loader.handler(removed, None)["deactivated"] == [wf_id]
-    meta = bare.ports.definitions.get_meta(wf_id)
+    meta = engine.ports.definitions.get_meta(wf_id)
     assert meta is not None and meta.active_version is None and meta.next_slot is None
     far_future = "9999-01-01T00:00:00Z"
-    assert wf_id not in bare.ports.definitions.due_workflows(far_future, 1000)
+    assert wf_id not in engine.ports.definitions.due_workflows(far_future, 1000)
 
 
 def test_the_tick_reports_an_attempt_whose_executor_died_without_a_redelivery(
-    bare: LocalRuntime, tmp_path: Path
+    engine: LocalRuntime, tmp_path: Path
 ) -> None:
     """A Fargate task that dies leaves no queue message behind: the tick finds its lease."""
     run_id, _ = _start(
-        bare, {"tasks": [{"id": "heavy", "command": "true", "executor": "fargate"}]}, tmp_path
+        engine, {"tasks": [{"id": "heavy", "command": "true", "executor": "fargate"}]}, tmp_path
     )
-    _tasks(bare)  # the message is consumed: the container started, then died
-    ports = bare.ports
+    _tasks(engine)  # the message is consumed: the container started, then died
+    ports = engine.ports
     assert ports is not None
     now = ports.clock.now().timestamp()
     ports.runs.claim_attempt(run_id, "heavy", 1, "2026-01-01T00:00:00Z", now - 5, now - 100)
     tick = eventbridge_event("Scheduled Event", {}, "us-east-1", source="aws.events")
     assert dispatcher.handler(tick, None)["lost"] == [f"{run_id}/heavy"]
-    [report] = _reports(bare)
-    _complete(bare, [report])
+    [report] = _reports(engine)
+    _complete(engine, [report])
     run, tasks = ports.runs.get_run_and_tasks(run_id, ["heavy"])
     assert tasks["heavy"].status == "failed" and run.status == "failed"
     # recorded: the next tick finds nothing more to report
@@ -492,14 +509,14 @@ def test_the_tick_reports_an_attempt_whose_executor_died_without_a_redelivery(
 
 
 def test_a_report_that_arrives_after_its_run_was_cancelled_starts_nothing(
-    bare: LocalRuntime, tmp_path: Path
+    engine: LocalRuntime, tmp_path: Path
 ) -> None:
     """A chain's dependent is decided inside its parent's settlement only while the run
     runs; once cancelled, the parent's end is recorded and its dependent stays unstarted."""
     from stratoflow import services
 
     run_id, _ = _start(
-        bare,
+        engine,
         {
             "tasks": [
                 {"id": "a", "command": "true"},
@@ -508,24 +525,27 @@ def test_a_report_that_arrives_after_its_run_was_cancelled_starts_nothing(
         },
         tmp_path,
     )
-    [message] = _tasks(bare)
-    _execute(bare, [message])
-    [report] = _reports(bare)
-    assert bare.ports is not None
-    assert services.cancel_run(bare.ports, run_id) is True
-    assert _complete(bare, [report]) == {"batchItemFailures": []}
-    assert _tasks(bare) == []  # b was not enqueued
-    a = bare.ports.runs.get_task(run_id, "a")
-    b = bare.ports.runs.get_task(run_id, "b")
+    [message] = _tasks(engine)
+    _execute(engine, [message])
+    [report] = _reports(engine)
+    assert engine.ports is not None
+    assert services.cancel_run(engine.ports, run_id) is True
+    assert _complete(engine, [report]) == {"batchItemFailures": []}
+    assert _tasks(engine) == []  # b was not enqueued
+    a = engine.ports.runs.get_task(run_id, "a")
+    b = engine.ports.runs.get_task(run_id, "b")
     assert (a.status.value, b.status.value, b.attempt) == ("succeeded", "pending", 0)
-    assert bare.ports.runs.get_run(run_id).status.value == "cancelled"  # type: ignore[union-attr]
+    assert engine.ports.runs.get_run(run_id).status.value == "cancelled"  # type: ignore[union-attr]
 
 
-def test_a_chain_moves_on_without_reading_the_run_back(bare: LocalRuntime, tmp_path: Path) -> None:
+def test_a_chain_moves_on_without_reading_the_run_back(
+    emulator_bare: LocalRuntime, tmp_path: Path
+) -> None:
     """The dependent of a single parent is decided in the parent's settlement: one
     transaction and one send per hop, no BatchGetItem and no separate decision write."""
+    aws = emulator_bare
     run_id, _ = _start(
-        bare,
+        aws,
         {
             "tasks": [
                 {"id": "a", "command": "true"},
@@ -535,33 +555,33 @@ def test_a_chain_moves_on_without_reading_the_run_back(bare: LocalRuntime, tmp_p
         },
         tmp_path,
     )
-    [message] = _tasks(bare)
-    _execute(bare, [message])
-    [report] = _reports(bare)
-    assert bare.clients is not None
-    with ApiCallCounter().attached(bare.clients.dynamodb, bare.clients.sqs) as counter:
-        _complete(bare, [report])
+    [message] = _tasks(aws)
+    _execute(aws, [message])
+    [report] = _reports(aws)
+    assert aws.clients is not None
+    with ApiCallCounter().attached(aws.clients.dynamodb, aws.clients.sqs) as counter:
+        _complete(aws, [report])
     assert counter.snapshot() == {
         ("dynamodb", "TransactWriteItems"): 1,
         ("sqs", "SendMessageBatch"): 1,
     }
-    [next_message] = _tasks(bare)
+    [next_message] = _tasks(aws)
     assert json.loads(next_message["Body"])["task_id"] == "b"
     # the leaf's settlement reads the run once, to end it
-    _execute(bare, [next_message])
-    _complete(bare, _reports(bare))
-    [last] = _tasks(bare)
-    _execute(bare, [last])
-    with ApiCallCounter().attached(bare.clients.dynamodb, bare.clients.sqs) as counter:
-        _complete(bare, _reports(bare))
+    _execute(aws, [next_message])
+    _complete(aws, _reports(aws))
+    [last] = _tasks(aws)
+    _execute(aws, [last])
+    with ApiCallCounter().attached(aws.clients.dynamodb, aws.clients.sqs) as counter:
+        _complete(aws, _reports(aws))
     calls = counter.snapshot()
     assert calls[("dynamodb", "GetItem")] + calls[("dynamodb", "BatchGetItem")] == 1
-    assert bare.ports is not None
-    assert bare.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]
+    assert aws.ports is not None
+    assert aws.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]
 
 
 def test_a_crash_after_a_skip_was_decided_is_repaired_by_the_redelivery(
-    bare: LocalRuntime, tmp_path: Path
+    engine: LocalRuntime, tmp_path: Path
 ) -> None:
     """The settlement that decided a dependent `skipped` is written, then the completion
     handler dies before propagating the skip: the report's redelivery must propagate it, or
@@ -570,7 +590,7 @@ def test_a_crash_after_a_skip_was_decided_is_repaired_by_the_redelivery(
     from stratoflow.ports import Settlement
 
     run_id, _ = _start(
-        bare,
+        engine,
         {
             "tasks": [
                 {"id": "a", "command": "true"},
@@ -580,10 +600,10 @@ def test_a_crash_after_a_skip_was_decided_is_repaired_by_the_redelivery(
         },
         tmp_path,
     )
-    [message] = _tasks(bare)
-    _execute(bare, [message])
-    [report] = _reports(bare)
-    assert bare.ports is not None
+    [message] = _tasks(engine)
+    _execute(engine, [message])
+    [report] = _reports(engine)
+    assert engine.ports is not None
     # what the first delivery wrote before its handler died
     body = AttemptReport.from_json(report["Body"])
     first = Settlement(
@@ -597,21 +617,22 @@ def test_a_crash_after_a_skip_was_decided_is_repaired_by_the_redelivery(
         decided={"b": TaskStatus.SKIPPED},
         require_running=True,
     )
-    assert bare.ports.runs.finalize_task(run_id, first).outcome.value == "applied"
-    assert bare.ports.runs.get_task(run_id, "c").status is TaskStatus.PENDING
+    assert engine.ports.runs.finalize_task(run_id, first).outcome.value == "applied"
+    assert engine.ports.runs.get_task(run_id, "c").status is TaskStatus.PENDING
 
-    assert _complete(bare, [report]) == {"batchItemFailures": []}  # the redelivery
-    statuses = {t: bare.ports.runs.get_task(run_id, t).status.value for t in "abc"}
+    assert _complete(engine, [report]) == {"batchItemFailures": []}  # the redelivery
+    statuses = {t: engine.ports.runs.get_task(run_id, t).status.value for t in "abc"}
     assert statuses == {"a": "succeeded", "b": "skipped", "c": "skipped"}
-    assert bare.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]
-    assert _tasks(bare) == []
+    assert engine.ports.runs.get_run(run_id).status.value == "succeeded"  # type: ignore[union-attr]
+    assert _tasks(engine) == []
 
 
 def test_a_wide_fan_out_hands_out_each_written_chunk_at_once(
-    bare: LocalRuntime, tmp_path: Path
+    emulator_bare: LocalRuntime, tmp_path: Path
 ) -> None:
     """A settlement with 250 single-parent dependents is three transactions; each chunk's
     dependents are handed out as soon as their chunk is written, not after the last."""
+    aws = emulator_bare
     from stratoflow.core.states import TaskStatus
     from stratoflow.ports import Settlement
 
@@ -622,18 +643,18 @@ def test_a_wide_fan_out_hands_out_each_written_chunk_at_once(
             *({"id": f"t{i}", "command": "true", "depends": ["root"]} for i in range(width)),
         ]
     }
-    run_id, _ = _start(bare, spec, tmp_path)
-    [message] = _tasks(bare)
-    _execute(bare, [message])
-    _reports(bare)
-    assert bare.ports is not None
+    run_id, _ = _start(aws, spec, tmp_path)
+    [message] = _tasks(aws)
+    _execute(aws, [message])
+    _reports(aws)
+    assert aws.ports is not None
     children = tuple(f"t{i}" for i in range(width))
     chunks: list[list[str]] = []
 
     def handed_out(chunk: Any) -> None:
         # the chunk is written when it is handed out
-        assert bare.ports is not None
-        assert bare.ports.runs.get_task(run_id, chunk[-1]).status is TaskStatus.QUEUED
+        assert aws.ports is not None
+        assert aws.ports.runs.get_task(run_id, chunk[-1]).status is TaskStatus.QUEUED
         chunks.append(list(chunk))
 
     settlement = Settlement(
@@ -647,10 +668,10 @@ def test_a_wide_fan_out_hands_out_each_written_chunk_at_once(
         decided=dict.fromkeys(children, TaskStatus.QUEUED),
         require_running=True,
     )
-    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).outcome.value == "applied"
+    assert aws.ports.runs.finalize_task(run_id, settlement, handed_out).outcome.value == "applied"
     assert [len(c) for c in chunks] == [98, 99, 53]
     assert sorted(t for c in chunks for t in c) == sorted(children)
     # a redelivery writes nothing new and hands nothing out again
     chunks.clear()
-    assert bare.ports.runs.finalize_task(run_id, settlement, handed_out).outcome.value == "already"
+    assert aws.ports.runs.finalize_task(run_id, settlement, handed_out).outcome.value == "already"
     assert chunks == []

@@ -17,12 +17,10 @@ from botocore.exceptions import ClientError
 
 from stratoflow.aws.clients import AwsClients
 from stratoflow.ports import LogText
+from stratoflow.runner.logfiles import MAX_LOG_BYTES, read_log_file
 
 START_MARKER = "----- stratoflow output {name} -----"
 END_MARKER = "----- end of output {name} -----"
-MAX_LOG_BYTES = 5 * 1024 * 1024
-"""At most this much of one attempt's output is returned (the end of it): an API response
-must stay under API Gateway's 10 MB and a terminal does not want more."""
 
 
 class AttemptLogReader:
@@ -33,14 +31,14 @@ class AttemptLogReader:
 
     def read(self, ref: str) -> LogText:
         if ref.startswith("file:"):
-            return _read_file(Path(ref[5:]))
+            return read_log_file(Path(ref[5:]))
         if ref.startswith("cwl|") and self._clients is not None:
             parts = ref.split("|")
             if len(parts) in (4, 5):
                 since = int(parts[4]) if len(parts) == 5 and parts[4].isdigit() else None
                 return self._read_cloudwatch(parts[1], parts[2], parts[3], since)
         if ref and not ref.startswith(("cwl|", "file:")):
-            return _read_file(Path(ref))  # a bare path, as older local runs recorded
+            return read_log_file(Path(ref))  # a bare path, as older local runs recorded
         return LogText(text="", found=False)
 
     def _read_cloudwatch(
@@ -78,18 +76,6 @@ class AttemptLogReader:
                 return LogText(text="", found=False)
             raise
         return LogText(text=_tail("".join(lines)), found=inside)
-
-
-def _read_file(path: Path) -> LogText:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - MAX_LOG_BYTES))
-            data = f.read()
-    except FileNotFoundError:
-        return LogText(text="", found=False)
-    return LogText(text=data.decode("utf-8", "replace"), found=True)
 
 
 def _tail(text: str) -> str:

@@ -1,9 +1,10 @@
 """The local runtime: plays the parts of Lambda's event-source mappings and EventBridge.
 
-It receives from the emulated queues and calls the real handlers with genuine event shapes,
-deleting what they processed and leaving the rest for redelivery, exactly as SQS's
-event-source mapping does with ReportBatchItemFailures. Long polling wakes on arrival, so
-nothing here sleeps to wait for work.
+It receives from the engine's queues (the embedded engine's by default; SQS at an AWS
+endpoint, or on the embedded moto emulator, when asked) and calls the real handlers with
+genuine event shapes, deleting what they processed and leaving the rest for redelivery,
+exactly as SQS's event-source mapping does with ReportBatchItemFailures. Long polling wakes
+on arrival, so nothing here sleeps to wait for work.
 """
 
 from __future__ import annotations
@@ -27,16 +28,12 @@ from stratoflow.aws.observability import CallbackPublisher, NoMetrics
 from stratoflow.config import ENV_TASK_MESSAGE, Resources, Settings
 from stratoflow.core.model import Workflow
 from stratoflow.core.records import AttemptReport, RunRecord, TaskMessage
+from stratoflow.embedded.engine import EmbeddedEngine
 from stratoflow.handlers import completion, dispatcher, executor
-from stratoflow.local.emulator import (
-    LOCAL_CREDENTIALS,
-    LOCAL_REGION,
-    EmbeddedEmulator,
-    package_root,
-    provision,
-)
+from stratoflow.local.emulator import LOCAL_CREDENTIALS, LOCAL_REGION, package_root
 from stratoflow.local.events import LambdaContext, eventbridge_event, sqs_event
 from stratoflow.ports import Metrics
+from stratoflow.runner.guardian import ProcessGuardian
 from stratoflow.services import CommandRunner, Ports
 
 LONG_POLL_SECONDS = 1
@@ -59,7 +56,8 @@ class Progress:
 
 
 class LocalRuntime:
-    """An engine on the embedded emulator (or any endpoint), driven in this process."""
+    """An engine driven in this process: the embedded engine in `state_dir` by default; the
+    AWS adapters at `endpoint_url`, or on the embedded moto emulator with `emulator`."""
 
     def __init__(
         self,
@@ -67,6 +65,8 @@ class LocalRuntime:
         workers: int = 4,
         state_dir: str | Path = ".stratoflow",
         endpoint_url: str | None = None,
+        emulator: bool = False,
+        channel: str = "",
         prefix: str = "stratoflow",
         redelivery_delay: float = 1.0,
         metrics: Metrics | None = None,
@@ -80,6 +80,8 @@ class LocalRuntime:
         self.workers = workers
         self.state_dir = Path(state_dir)
         self.endpoint_url = endpoint_url
+        self.emulator = emulator
+        self.channel = channel
         self.prefix = prefix
         self.redelivery_delay = redelivery_delay
         self.progress = Progress()
@@ -88,7 +90,9 @@ class LocalRuntime:
         self._pump = pump
         self._emulator_port = emulator_port
         self._default_workdir = default_workdir
-        self._emulator: EmbeddedEmulator | None = None
+        self._emulator: Any = None  # the moto server, with `emulator`
+        self.engine: EmbeddedEngine | None = None
+        self._guardian: ProcessGuardian | None = None
         self._stop = threading.Event()
         self.cancel = threading.Event()
         """Set to kill every running command (Ctrl-C): their attempts end as cancelled."""
@@ -107,39 +111,40 @@ class LocalRuntime:
         self._finished_lock = threading.Lock()
         self._progress_lock = threading.Lock()
         self.settings: Settings | None = None
-        self.clients: AwsClients | None = None
+        self.clients: AwsClients | EmbeddedEngine | None = None
         self.ports: Ports | None = None
         self.runner: CommandRunner | None = None
 
     # -- lifecycle
 
+    @property
+    def embedded(self) -> bool:
+        """Whether this runtime runs on the embedded engine (not on AWS adapters)."""
+        return self.endpoint_url is None and not self.emulator
+
     def start(self) -> LocalRuntime:
-        for name, value in LOCAL_CREDENTIALS.items():
-            os.environ.setdefault(name, value)
-        if self.endpoint_url is None:
-            self._emulator = EmbeddedEmulator(self._emulator_port).start()
-            self.endpoint_url = self._emulator.endpoint_url
-        self.clients = AwsClients(LOCAL_REGION, self.endpoint_url)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._redirect_handler_logs(self.state_dir / "handlers.log")
         log_dir = str((self.state_dir / "runs").resolve())
-        self.settings = provision(
-            self.clients,
-            Resources.named(self.prefix),
-            Settings(table=self.prefix, log_dir=log_dir),
-        )
-        self.ports = bootstrap.build_ports(
-            self.settings,
-            clients=self.clients,
-            events=CallbackPublisher(self._run_finished),
-            metrics=self._metrics,
-        )
+        events = CallbackPublisher(self._run_finished)
+        if self.embedded:
+            engine = EmbeddedEngine(self.state_dir, self.channel)
+            self.engine = self.clients = engine
+            self.settings = engine.provision(Resources.named(self.prefix), log_dir)
+            self.ports = bootstrap.build_embedded_ports(
+                self.settings, engine, events=events, metrics=self._metrics
+            )
+        else:
+            self._start_aws(log_dir, events)
+        # Commands do not outlive this engine, however it ends (SIGKILL included).
+        self._guardian = ProcessGuardian.start()
         runner = bootstrap.command_runner(
             log_dir=log_dir,
             echo_logs=False,
             cancel=self.cancel,
             default_cwd=self._default_workdir,
             on_command_end=self._release_slot,
+            guard=self._guardian,
         )
         self.runner = runner
         self.install()
@@ -155,9 +160,28 @@ class LocalRuntime:
                 self._spawn(self._pump_completions, f"stratoflow-completion-pump-{n}")
         return self
 
+    def _start_aws(self, log_dir: str, events: CallbackPublisher) -> None:
+        from stratoflow.local.emulator import EmbeddedEmulator, provision
+
+        for name, value in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
+        if self.endpoint_url is None:
+            self._emulator = EmbeddedEmulator(self._emulator_port).start()
+            self.endpoint_url = self._emulator.endpoint_url
+        clients = AwsClients(LOCAL_REGION, self.endpoint_url)
+        self.clients = clients
+        self.settings = provision(
+            clients, Resources.named(self.prefix), Settings(table=self.prefix, log_dir=log_dir)
+        )
+        self.ports = bootstrap.build_ports(
+            self.settings, clients=clients, events=events, metrics=self._metrics
+        )
+
     def install(self) -> None:
         """Make this process's handlers use this runtime's resources."""
-        bootstrap.install_defaults(self.ports, self.clients, self.runner)
+        bootstrap.install_defaults(
+            self.ports, self.clients, self.runner, self.settings.bucket if self.settings else None
+        )
 
     def _redirect_handler_logs(self, path: Path) -> None:
         """The handlers log JSON to stdout (CloudWatch on AWS); locally stdout is the CLI's,
@@ -184,6 +208,10 @@ class LocalRuntime:
         bootstrap.install_defaults(None)
         if self._emulator:
             self._emulator.stop()
+        if self.engine is not None:
+            self.engine.close()
+        if self._guardian is not None:
+            self._guardian.close()
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
@@ -434,13 +462,23 @@ class LocalRuntime:
                 p for p in (package_root(), os.environ.get("PYTHONPATH", "")) if p
             ),
         }
-        proc = subprocess.run(
+        # In a group of its own that the guardian knows: should this engine die, the
+        # guardian's SIGTERM reaches the runner, which takes it as a cancel (as on ECS).
+        proc = subprocess.Popen(
             [sys.executable, "-m", "stratoflow.runner.fargate"],
             env=env,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        if self._guardian is not None:
+            self._guardian.watch(proc.pid)
+        try:
+            proc.wait()
+        finally:
+            if self._guardian is not None:
+                self._guardian.release(proc.pid)
         if proc.returncode == 0:
             return {"batchItemFailures": []}
         return {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}

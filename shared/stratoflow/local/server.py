@@ -4,25 +4,27 @@ It registers every workflow file in the folder through the real loader handler (
 upload and its notification), re-registers a file when it changes and deactivates it when
 it is deleted, ticks the dispatcher every minute, and leaves its endpoint in
 STRATOFLOW_HOME so that other commands (`workflows`, `runs`, `status`, `backfill`, …) in
-another terminal reach it.
+another terminal reach it. One `local up` serves a home at a time (`EngineLock`); on the
+embedded engine it also adopts the work of `stratoflow run` processes that died.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from stratoflow import bootstrap, services
 from stratoflow.config import WORKFLOW_FILE_SUFFIXES, WORKFLOWS_PREFIX
+from stratoflow.embedded.runs import SqliteRunStore
 from stratoflow.handlers import loader
 from stratoflow.local.events import LambdaContext, s3_event
 from stratoflow.local.http import DEFAULT_API_PORT, ApiServer
 from stratoflow.local.runtime import LocalRuntime
-from stratoflow.local.target import clear_state, home, write_state
+from stratoflow.local.target import EngineLock, clear_state, home, write_state
 
 SCAN_SECONDS = 0.5
 """How often the folder is looked at (a file watcher without an inotify dependency)."""
@@ -61,10 +63,19 @@ class FolderServer:
         self.say = say
         self._seen: dict[Path, float] = {}
         self._stop = threading.Event()
+        self._lock = EngineLock(runtime.state_dir)
 
     def start(self) -> None:
-        rt = self.runtime.start()
-        assert rt.ports is not None and rt.endpoint_url
+        """Take the home's engine lock (EngineBusy if another engine has it), start the
+        runtime and the API, and record where they answer."""
+        self._lock.acquire()
+        try:
+            rt = self.runtime.start()
+        except BaseException:
+            self._lock.release()
+            raise
+        assert rt.ports is not None
+        self._recover()
         if self.speed != 1.0:
             rt.ports.clock = AcceleratedClock(self.speed, time.time(), datetime.now(UTC))
         if self.api_port is not None:
@@ -72,11 +83,13 @@ class FolderServer:
                 self.api = ApiServer(self.api_port).start()
             except OSError:
                 rt.stop()
+                self._lock.release()
                 raise
             # An upload through the API lands in the served folder, like a file saved there.
             bootstrap.install_uploader(self._store_upload)
-        write_state(rt.endpoint_url, rt.prefix, self.api.url if self.api else None)
-        self.say(f"stratoflow local engine at {rt.endpoint_url}, serving {self.folder}")
+        write_state(self.api.url if self.api else None, rt.endpoint_url, rt.prefix)
+        where = rt.endpoint_url or f"{rt.state_dir / 'engine.db'} (embedded)"
+        self.say(f"stratoflow local engine at {where}, serving {self.folder}")
         if self.api:
             self.say(f"REST API at {self.api.url}")
 
@@ -98,6 +111,7 @@ class FolderServer:
         while not self._stop.is_set():
             self.scan()
             if clock.now() >= next_tick:
+                self._adopt()
                 for run_id in self.runtime.tick():
                     self.say(f"started {run_id}")
                 next_tick = _next_minute(clock.now())
@@ -105,6 +119,35 @@ class FolderServer:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _recover(self) -> None:
+        """Pick up what the engine that last served this home left behind (it is gone: we
+        hold the engine lock): messages it had received but not settled are delivered again,
+        and its running attempts are reported lost by the tick that follows (their commands
+        died with it), then retried or failed as their retries say."""
+        rt = self.runtime
+        if rt.engine is None or rt.ports is None:
+            return
+        rt.engine.sqs.release_received()
+        self._adopt(also=[rt.engine.channel])
+        for run_id in rt.tick():
+            self.say(f"started {run_id}")
+
+    def _adopt(self, also: Sequence[str] = ()) -> None:
+        """Take over the work of `stratoflow run` processes on this home that died: their
+        queued messages now, their running attempts through their leases, ended now."""
+        engine, ports = self.runtime.engine, self.runtime.ports
+        if engine is None or ports is None:
+            return
+        adopted = engine.sqs.adopt_orphans(into=engine.channel)
+        owners = [*also, *adopted.channels]
+        assert isinstance(ports.runs, SqliteRunStore)
+        lost = ports.runs.expire_leases_of(owners)
+        if adopted.messages or lost:
+            self.say(
+                f"took over {adopted.messages} message(s) and {lost} running attempt(s) of "
+                "engines that stopped without finishing them"
+            )
 
     def scan(self) -> None:
         """Register new and changed workflow files; deactivate removed ones."""
@@ -167,6 +210,7 @@ class FolderServer:
             self.api.stop()
             bootstrap.install_uploader(None)
         rt.stop()
+        self._lock.release()
 
 
 def _next_minute(now: datetime) -> datetime:

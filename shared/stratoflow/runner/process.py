@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Protocol
 
 SHELL = "/bin/sh"
 READ_CHUNK_BYTES = 64 * 1024
@@ -95,6 +96,18 @@ class AnyEvent:
         return self.is_set()
 
 
+class ProcessGuard(Protocol):
+    """Something that kills a command's process group if this process dies before
+    `run_command` could (`stratoflow.runner.guardian.ProcessGuardian`). Neither method may
+    raise: `run_command` calls them with a command running or being cleaned up."""
+
+    def watch(self, pgid: int) -> None:
+        """Process group `pgid` has started."""
+
+    def release(self, pgid: int) -> None:
+        """Process group `pgid` has been killed; it must not be signalled any more."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -110,6 +123,7 @@ def run_command(
     cancel: threading.Event | None = None,
     kill_grace: float = 2.0,
     now: Callable[[], datetime] = _utc_now,
+    guard: ProcessGuard | None = None,
 ) -> CommandResult:
     """Run `command` with `/bin/sh -c` and return how it ended and the tail of its output.
 
@@ -120,6 +134,8 @@ def run_command(
     shell has exited is SIGKILLed too, after a short window to let background jobs finish
     writing: nothing the command started outlives the call. A timeout or cancel that comes
     after the shell has exited only cuts that window short; the exit code stands.
+    A `guard` is told about the group as soon as it exists and again once it is killed, so
+    that it can kill the group should this process die in between.
 
     Raises ValueError for a non-positive timeout or a negative `tail_bytes`/`kill_grace`,
     and OSError when the shell cannot be started at all (for example `cwd` does not exist).
@@ -148,6 +164,8 @@ def run_command(
     output = _Output(tail_bytes, log_file)
     watch: _Watch | None = None
     try:
+        if guard is not None:
+            guard.watch(process.pid)
         watch = _Watch(process, output, cancel)
         deadline = start + timeout
         stop = _wait_for_exit(watch, deadline=deadline, cancel=cancel)
@@ -164,6 +182,10 @@ def run_command(
         # Also on an exception (a log write failing, KeyboardInterrupt): never leave the
         # group running. The shell is not reaped yet, so its pid still pins the group id.
         _signal_group(process.pid, signal.SIGKILL)
+        if guard is not None:
+            # Released before the reap below, while the zombie shell still pins the group
+            # id: once reaped, the id may be reused and must no longer be killed on our behalf.
+            guard.release(process.pid)
         if watch is not None:
             watch.close()
         assert process.stdout is not None

@@ -818,19 +818,14 @@ class DynamoRunStore:
         or a change of the run came first."""
         pk = _run_pk(run.run_id)
         drive = run.drive + 1
+        # Markers and waiting entries of the earlier drive: deleted once this redrive has
+        # won (a refused one must leave the live drive's entries alone).
         stale = [
             item["sk"]["S"]
             for prefix in ("M#", "W#")
             for item in self._query(pk, prefix)
             if prefix == "W#" or item["sk"]["S"][2:].rsplit("#", 1)[0] in resets
         ]
-        for start in range(0, len(stale), 25):
-            requests = [
-                {"DeleteRequest": {"Key": _key(pk, sk)}} for sk in stale[start : start + 25]
-            ]
-            while requests:
-                resp = self._db.batch_write_item(RequestItems={self.table: requests})
-                requests = resp.get("UnprocessedItems", {}).get(self.table, [])
 
         def update(task_id: str) -> dict[str, Any]:
             counters = resets[task_id]
@@ -850,7 +845,35 @@ class DynamoRunStore:
                 },
             }
 
-        self._conditional_batch(list(resets), update)
+        # Each batch of resets is conditioned on the run being as this redrive read it, so a
+        # redrive from a stale record resets nothing.
+        unchanged = {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": _key(pk, "#RUN"),
+                "ConditionExpression": (
+                    "#st = :was AND (attribute_not_exists(drive) OR drive = :prev)"
+                ),
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {
+                    ":was": {"S": run.status.value},
+                    ":prev": {"N": str(run.drive)},
+                },
+            }
+        }
+        tasks = list(resets)
+        for start in range(0, len(tasks), TRANSACTION_LIMIT - 1):
+            chunk = tasks[start : start + TRANSACTION_LIMIT - 1]
+            reasons = self._transact_reasons([unchanged, *({"Update": update(t)} for t in chunk)])
+            if reasons is None:
+                continue
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False  # the run changed: another redrive, or a stale record
+            # Some were reset by a concurrent redrive of the same record: the rest one by one.
+            for task_id in chunk:
+                reasons = self._transact_reasons([unchanged, {"Update": update(task_id)}])
+                if reasons is not None and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return False
         run_update: dict[str, Any] = {
             "Update": {
                 "TableName": self.table,
@@ -884,7 +907,16 @@ class DynamoRunStore:
                     }
                 }
             )
-        return self._transact(items) is None
+        if self._transact(items) is not None:
+            return False
+        for start in range(0, len(stale), 25):
+            requests = [
+                {"DeleteRequest": {"Key": _key(pk, sk)}} for sk in stale[start : start + 25]
+            ]
+            while requests:
+                resp = self._db.batch_write_item(RequestItems={self.table: requests})
+                requests = resp.get("UnprocessedItems", {}).get(self.table, [])
+        return True
 
     def expired_attempts(self, now: float, limit: int) -> list[tuple[str, str]]:
         """(run id, task id) of running attempts whose lease ended before `now`."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from stratoflow import cli_ops
 from stratoflow.cli_common import (
@@ -56,10 +57,10 @@ def validate(files: tuple[str, ...]) -> None:
         except WorkflowFileError as err:
             problems.append(err.message)
             continue
-        err_console.print(f"[green]ok[/] {f}: workflow {wf.id!r}, {len(wf.tasks)} tasks")
+        err_console.print(f"[green]ok[/] {escape(f)}: workflow {wf.id!r}, {len(wf.tasks)} tasks")
     if problems:
         for message in problems:
-            err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         sys.exit(EXIT_INVALID)
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stratoflow.core.loader import WorkflowFileError, load_workflow
@@ -19,7 +20,8 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def invalid(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print `message` as written (its brackets are not rich markup) and exit 2."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     sys.exit(EXIT_INVALID)
 
 
@@ -67,7 +69,7 @@ def print_table(doc: dict[str, Any]) -> None:
             "timeout"
             if t["timed_out"]
             else ("" if t["exit_code"] is None else str(t["exit_code"])),
-            (lines[-1][:80] if lines else ""),
+            escape(lines[-1][:80]) if lines else "",
         )
     console.print(table)
     for c in doc.get("compensations", []):

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stratoflow.cli_common import (
@@ -82,7 +83,7 @@ def _call(target: Target, method: str, path: str, **kwargs: Any) -> Any:
 def _fail(resp: ApiResponse) -> NoReturn:
     if resp.status < 500:
         invalid(resp.message)
-    err_console.print(f"[bold red]error:[/] the API failed: {resp.message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] the API failed: {escape(resp.message)}", soft_wrap=True)
     sys.exit(EXIT_FAILED)
 
 
@@ -187,7 +188,8 @@ def workflows(api: str | None, stack: str | None, endpoint_url: str | None, as_j
         return
     for error in errors:
         err_console.print(
-            f"[bold red]rejected upload[/] {error['source']} ({error['at']}): {error['message']}",
+            f"[bold red]rejected upload[/] {escape(error['source'])} ({error['at']}): "
+            f"{escape(error['message'])}",
             soft_wrap=True,
         )
     table = Table(title="workflows")

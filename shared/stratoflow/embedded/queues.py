@@ -189,11 +189,17 @@ class _Signal:
         self.generation = 0
         self.waiters = 0
 
-    def notify(self) -> None:
+    def notify(self, n: int | None = None) -> None:
+        """Wake `n` waiting polls (all with None): one per message is enough, since each
+        claims what it finds; waking every poll for each message only makes them race for
+        it (three completion pumps, say) and spend a write transaction each on nothing."""
         with self.cond:
             self.generation += 1
             if self.waiters:
-                self.cond.notify_all()
+                if n is None:
+                    self.cond.notify_all()
+                else:
+                    self.cond.notify(n)
 
 
 _signals: dict[tuple[str, str], _Signal] = {}
@@ -581,7 +587,7 @@ class EmbeddedSqs:
             rows.append((name, self.channel, message_id, body, md5, now, now + delay))
         with self.db.write() as conn:
             conn.executemany(_SQL_INSERT, rows)
-        _signal(self._db_key, name).notify()
+        _signal(self._db_key, name).notify(len(rows))
         return sent
 
     # -- receiving
@@ -749,7 +755,7 @@ class EmbeddedSqs:
         name = self._require(QueueUrl)
         with self.db.write() as conn:
             conn.execute(_SQL_CHANGE_VISIBILITY, (time.time() + seconds, ReceiptHandle, name))
-        _signal(self._db_key, name).notify()
+        _signal(self._db_key, name).notify(1)
         return {}
 
     def change_message_visibility_batch(
@@ -773,7 +779,7 @@ class EmbeddedSqs:
         ]
         with self.db.write() as conn:
             conn.executemany(_SQL_CHANGE_VISIBILITY, rows)
-        _signal(self._db_key, name).notify()
+        _signal(self._db_key, name).notify(len(rows))
         return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
 
     # -- helpers

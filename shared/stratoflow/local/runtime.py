@@ -155,8 +155,10 @@ class LocalRuntime:
         if self._pump:
             self._spawn(self._pump_tasks, "stratoflow-task-pump")
             # Several completion handlers at once, as Lambda scales the completion function
-            # with its queue; the conditional writes make their races harmless.
-            for n in range(COMPLETION_PUMPS):
+            # with its queue; the conditional writes make their races harmless. On the
+            # embedded engine one is enough: it shares this process's one interpreter lock
+            # with the rest, and reports that arrive while it works make its next batch.
+            for n in range(1 if self.embedded else COMPLETION_PUMPS):
                 self._spawn(self._pump_completions, f"stratoflow-completion-pump-{n}")
         return self
 

@@ -339,22 +339,14 @@ def execute_task(
         if msg.enqueued_at:
             queued_for = (now - (parse_iso(msg.enqueued_at) or now)).total_seconds() * 1000
             ports.metrics.timing("QueueLatency", msg.workflow_id, max(queued_for, 0.0))
-    stop, done = threading.Event(), threading.Event()
-    watcher = threading.Thread(
-        target=_watch_for_cancel, args=(ports, msg.run_id, stop, done), daemon=True
+    result = run_command(
+        command,
+        env=task_environment(plan, msg, base_env, number),
+        cwd=msg.workdir,
+        timeout=task.timeout,
+        log_name=log_name,
+        cancel=RunCancelWatch(ports, msg.run_id),
     )
-    watcher.start()
-    try:
-        result = run_command(
-            command,
-            env=task_environment(plan, msg, base_env, number),
-            cwd=msg.workdir,
-            timeout=task.timeout,
-            log_name=log_name,
-            cancel=stop,
-        )
-    finally:
-        done.set()
     report = _report(
         msg,
         exit_code=result.exit_code,
@@ -377,17 +369,37 @@ def attempt_log_name(msg: TaskMessage) -> str:
     return f"{msg.run_id}/{msg.task_id}.{msg.kind}.{drive}{msg.attempt}.log"
 
 
-def _watch_for_cancel(
-    ports: Ports, run_id: str, stop: threading.Event, done: threading.Event
-) -> None:
-    while not done.wait(CANCEL_POLL_SECONDS):
-        try:
-            run = ports.runs.get_run(run_id)
-        except Exception:  # a throttled read must not end the watch; look again
-            continue
-        if run is None or run.status is RunStatus.CANCELLED:
-            stop.set()
-            return
+class RunCancelWatch:
+    """Set once the attempt's run is cancelled: to the runner it looks like a
+    `threading.Event` (it calls `is_set` and `wait` from its own loop, every few tens of
+    milliseconds), and the run's status is read at most every CANCEL_POLL_SECONDS there, so
+    watching needs no thread of its own (starting one per attempt cost more than the rest
+    of an attempt's bookkeeping)."""
+
+    def __init__(self, ports: Ports, run_id: str) -> None:
+        self._ports = ports
+        self._run_id = run_id
+        self._set = threading.Event()
+        self._next_look = time.monotonic() + CANCEL_POLL_SECONDS
+
+    def is_set(self) -> bool:
+        if self._set.is_set():
+            return True
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + CANCEL_POLL_SECONDS
+            try:
+                run = self._ports.runs.get_run(self._run_id)
+            except Exception:  # a throttled read must not end the watch; look again
+                return False
+            if run is None or run.status is RunStatus.CANCELLED:
+                self._set.set()
+        return self._set.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.is_set():
+            self._set.wait(timeout)
+        return self.is_set()
 
 
 def _defer(ports: Ports, msg: TaskMessage, seconds: float) -> ExecuteResult:

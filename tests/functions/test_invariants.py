@@ -362,7 +362,7 @@ def test_an_attempt_whose_executor_died_is_detected_by_its_lease(
 def test_work_per_completion_does_not_grow_with_the_run(
     emulator_bare: LocalRuntime, tmp_path: Path
 ) -> None:
-    """Invariant 4: completing one task of a 400-wide fan-out costs what it costs in a 4-wide
+    """Invariant 4: completing one task of a 150-wide fan-out costs what it costs in a 4-wide
     one; nothing scans the run's tasks on the hot path."""
     aws = emulator_bare
 
@@ -387,7 +387,7 @@ def test_work_per_completion_does_not_grow_with_the_run(
         aws.clients.sqs.meta.events.unregister("before-call.*.*", counter._count)
         return counter.total()
 
-    assert calls_for_one_completion(400) == calls_for_one_completion(4)
+    assert calls_for_one_completion(150) == calls_for_one_completion(4)
 
 
 def test_large_definitions_live_in_s3_with_a_pointer_in_the_item(

@@ -187,9 +187,15 @@ class LocalRuntime:
 
     def _redirect_handler_logs(self, path: Path) -> None:
         """The handlers log JSON to stdout (CloudWatch on AWS); locally stdout is the CLI's,
-        so their lines go to a file in the state folder instead."""
+        so their lines go to a file in the state folder instead. Locally only warnings and
+        errors by default: a line per task message and per report cost a tenth of the
+        engine's time per task; POWERTOOLS_LOG_LEVEL=INFO (or DEBUG) asks for them all."""
+        import logging
+
         from stratoflow.handlers.observability import send_logs_to
 
+        if not (os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL")):
+            logging.getLogger("stratoflow").setLevel(logging.WARNING)
         stream = path.open("a", encoding="utf-8")
         self._log_stream = stream
         send_logs_to(stream)

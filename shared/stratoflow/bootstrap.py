@@ -20,11 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stratoflow.aws.clients import AwsClients
-from stratoflow.aws.dynamodb import DynamoDefinitionStore, DynamoRunStore
-from stratoflow.aws.ecs import EcsWorkers, FargateLauncher, RoutingTaskQueue
-from stratoflow.aws.logs import END_MARKER, START_MARKER, AttemptLogReader
-from stratoflow.aws.observability import EventBridgePublisher, NoMetrics, PowertoolsMetrics
-from stratoflow.aws.sqs import SqsCompletionQueue, SqsTaskQueue
+from stratoflow.aws.observability import NoMetrics
 from stratoflow.config import Settings
 from stratoflow.core.records import iso
 from stratoflow.embedded.definitions import SqliteDefinitionStore
@@ -32,7 +28,7 @@ from stratoflow.embedded.engine import EmbeddedEngine
 from stratoflow.embedded.queues import EmbeddedCompletionQueue, EmbeddedTaskQueue
 from stratoflow.embedded.runs import SqliteRunStore
 from stratoflow.ports import EventPublisher, Metrics, NoEvents, NoWorkers
-from stratoflow.runner.logfiles import FileLogReader
+from stratoflow.runner.logfiles import END_MARKER, START_MARKER, FileLogReader
 from stratoflow.runner.process import ProcessGuard
 from stratoflow.services import CommandOutcome, CommandRunner, Ports, RandomIds, SystemClock
 
@@ -53,6 +49,13 @@ def build_ports(
     metrics: Metrics | None = None,
 ) -> Ports:
     """Wire the AWS adapters for `settings` (real AWS, LocalStack or the embedded emulator)."""
+    # Imported here: they import boto3, which the embedded engine does without.
+    from stratoflow.aws.dynamodb import DynamoDefinitionStore, DynamoRunStore
+    from stratoflow.aws.ecs import EcsWorkers, FargateLauncher, RoutingTaskQueue
+    from stratoflow.aws.logs import AttemptLogReader
+    from stratoflow.aws.observability import EventBridgePublisher, PowertoolsMetrics
+    from stratoflow.aws.sqs import SqsCompletionQueue, SqsTaskQueue
+
     clients = clients or AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
     return Ports(
         runs=DynamoRunStore(clients, settings.table),

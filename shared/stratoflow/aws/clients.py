@@ -9,16 +9,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-_CONFIG = Config(
-    retries={"max_attempts": 8, "mode": "adaptive"},
+# boto3 is imported when a first client is built, not with this module: the embedded
+# engine never builds one, and importing boto3 is a sixth of a local command's start-up.
+_CONFIG_OPTIONS: dict[str, Any] = {
+    "retries": {"max_attempts": 8, "mode": "adaptive"},
     # The local runtime and Lambda's batch handlers share one client across threads.
-    max_pool_connections=50,
-    connect_timeout=5,
-    read_timeout=30,
-)
+    "max_pool_connections": 50,
+    "connect_timeout": 5,
+    "read_timeout": 30,
+}
 
 
 class AwsClients:
@@ -29,7 +28,7 @@ class AwsClients:
         self.endpoint_url = endpoint_url
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._session: boto3.session.Session | None = None
+        self._session: Any = None
 
     def client(self, service: str) -> Any:
         found = self._clients.get(service)
@@ -37,9 +36,15 @@ class AwsClients:
             return found
         with self._lock:
             if service not in self._clients:
+                import boto3.session
+                from botocore.config import Config
+
                 if self._session is None:
                     self._session = boto3.session.Session()
-                kwargs: dict[str, Any] = {"region_name": self.region, "config": _CONFIG}
+                kwargs: dict[str, Any] = {
+                    "region_name": self.region,
+                    "config": Config(**_CONFIG_OPTIONS),
+                }
                 if self.endpoint_url:
                     kwargs["endpoint_url"] = self.endpoint_url
                 self._clients[service] = self._session.client(service, **kwargs)

@@ -17,10 +17,7 @@ from botocore.exceptions import ClientError
 
 from stratoflow.aws.clients import AwsClients
 from stratoflow.ports import LogText
-from stratoflow.runner.logfiles import MAX_LOG_BYTES, read_log_file
-
-START_MARKER = "----- stratoflow output {name} -----"
-END_MARKER = "----- end of output {name} -----"
+from stratoflow.runner.logfiles import END_MARKER, MAX_LOG_BYTES, START_MARKER, read_log_file
 
 
 class AttemptLogReader:

@@ -299,6 +299,7 @@ class EmbeddedSqs:
         self._channels_dir = Path(os.path.realpath(db.path.parent)) / "channels"
         self._known: set[str] = set()
         self._swept: dict[str, float] = {}
+        self._interrupted = False
         self._lock_path: str | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if channel and own_channel:
@@ -428,6 +429,12 @@ class EmbeddedSqs:
         if released:
             self._notify_all()
         return released
+
+    def interrupt(self) -> None:
+        """End the long polls of this instance now, and make later ones return at once
+        (the engine is stopping: its pumps must not wait out their poll)."""
+        self._interrupted = True
+        self._notify_all()
 
     def _notify_all(self) -> None:
         with _signals_lock:
@@ -617,7 +624,7 @@ class EmbeddedSqs:
             generation = signal.generation
             rows, next_visible = self._claim(name, limit, VisibilityTimeout)
             left = deadline - time.monotonic()
-            if rows or left <= 0:
+            if rows or left <= 0 or self._interrupted:
                 break
             timeout = min(left, RECHECK_SECONDS)
             if next_visible is not None:

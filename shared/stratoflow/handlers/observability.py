@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import AsyncGenerator, Callable, Generator
+from contextlib import asynccontextmanager, contextmanager
 from typing import IO, Any
 
 from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -13,8 +16,61 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+
+class _NoSegment(BaseSegment):
+    """Records nothing."""
+
+    def close(self, end_time: int | None = None) -> None: ...
+
+    def add_subsegment(self, subsegment: Any) -> None: ...
+
+    def remove_subsegment(self, subsegment: Any) -> None: ...
+
+    def put_annotation(self, key: str, value: Any) -> None: ...
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None: ...
+
+    def add_exception(self, exception: BaseException, stack: Any, remote: bool = False) -> None:
+        return None
+
+
+class _NoTracing(BaseProvider):
+    """The tracer's provider where no X-Ray daemon listens (anywhere but Lambda), where
+    Powertools disables tracing anyway: it spares loading the X-Ray SDK, which builds a
+    botocore client, a seventh of every local command's start-up."""
+
+    @contextmanager
+    def in_subsegment(self, name: Any = None, **kwargs: Any) -> Generator[BaseSegment, None, None]:
+        yield _NoSegment()
+
+    @asynccontextmanager
+    async def in_subsegment_async(
+        self, name: Any = None, **kwargs: Any
+    ) -> AsyncGenerator[BaseSegment, None]:
+        yield _NoSegment()
+
+    def put_annotation(self, key: str, value: Any) -> None: ...
+
+    def put_metadata(self, key: str, value: Any, namespace: str = "default") -> None: ...
+
+    def patch(self, modules: Any) -> None: ...
+
+    def patch_all(self) -> None: ...
+
+
+def _in_lambda() -> bool:
+    # Powertools' own test for "an X-Ray daemon may listen" (Tracer._is_tracer_disabled).
+    return bool(os.getenv("LAMBDA_TASK_ROOT")) and not (
+        os.getenv("AWS_SAM_LOCAL") or os.getenv("AWS_CHALICE_CLI_MODE")
+    )
+
+
 logger = Logger(service="stratoflow")
-tracer = Tracer(service="stratoflow")
+tracer = (
+    Tracer(service="stratoflow")
+    if _in_lambda()
+    else Tracer(service="stratoflow", disabled=True, provider=_NoTracing())
+)
 
 
 def send_logs_to(stream: IO[str]) -> None:

@@ -202,6 +202,8 @@ class LocalRuntime:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.engine is not None:
+            self.engine.sqs.interrupt()
         with self._flow:
             self._flow.notify_all()
         for t in self._threads:

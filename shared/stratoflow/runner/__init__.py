@@ -1,4 +1,4 @@
-"""The one place that runs a task's shell command (DESIGN.md invariant 8)."""
+"""The one place that runs a task's shell command (docs/architecture.md, invariant 8)."""
 
 from stratoflow.runner.process import CommandResult, run_command
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 from stratoflow.ports import LogText
 
+START_MARKER = "----- stratoflow output {name} -----"
+END_MARKER = "----- end of output {name} -----"
+"""Where an attempt's output begins and ends in a stream shared with others (CloudWatch)."""
 MAX_LOG_BYTES = 5 * 1024 * 1024
 """At most this much of one attempt's output is returned (the end of it): an API response
 must stay under API Gateway's 10 MB and a terminal does not want more."""

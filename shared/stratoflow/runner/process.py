@@ -1,6 +1,6 @@
 """Run one task's shell command: process group, timeout, kill tree, bounded output tail.
 
-This is the only place in stratoflow that starts a command (DESIGN.md invariant 8). The
+This is the only place in stratoflow that starts a command (docs/architecture.md, invariant 8). The
 executor Lambda, the Fargate task and the local runtime all call `run_command`, so they
 agree on what a timeout, a cancel and an exit code mean.
 

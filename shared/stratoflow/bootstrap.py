@@ -83,7 +83,7 @@ def build_embedded_ports(
 ) -> Ports:
     """Wire the embedded adapters of `engine` (queues named by `settings`)."""
     return Ports(
-        runs=SqliteRunStore(engine.db, owner=engine.channel),
+        runs=SqliteRunStore(engine.db, owner=engine.owner),
         definitions=SqliteDefinitionStore(engine.db),
         tasks=EmbeddedTaskQueue(engine.sqs, settings.task_queue_url),
         completions=EmbeddedCompletionQueue(engine.sqs, settings.completion_queue_url),

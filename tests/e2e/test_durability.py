@@ -252,3 +252,26 @@ def test_a_killed_run_process_is_finished_by_the_next_engine(tmp_path: Path) -> 
             "the adopted run to end",
         )
     assert doc["status"] == "succeeded", doc
+
+
+def test_a_run_triggered_with_no_engine_runs_when_one_starts(tmp_path: Path) -> None:
+    """With no engine running the CLI records and queues the run in the home; the next
+    `local up` runs it once, as queued work, not as work a dead engine left running."""
+    folder, home = tmp_path / "flows", tmp_path / "home"
+    folder.mkdir()
+    flow = tmp_path / "later.yaml"
+    flow.write_text("id: later\ntasks:\n  - id: a\n    command: sleep 1.5\n")
+    assert cli(home, "upload", str(flow)).returncode == 0
+    triggered = cli(home, "trigger", "later")
+    assert triggered.returncode == 0, triggered.stderr
+    run_id = triggered.stdout.strip()
+    with _engine(folder, home) as engine:
+        api = _api(home, engine)
+        doc = wait_until(
+            lambda: (d := _doc(api, run_id))["status"] in ("succeeded", "failed") and d,
+            60,
+            "the queued run to end",
+        )
+    assert doc["status"] == "succeeded", doc
+    assert doc["tasks"]["a"]["attempts"] == 1
+    assert "took over" not in engine.stderr

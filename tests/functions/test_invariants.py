@@ -1,4 +1,5 @@
-"""The handlers with genuine event shapes, and DESIGN.md's invariants 1, 2, 3, 4, 7, 8, 10.
+"""The handlers with genuine event shapes, and invariants 1, 2, 3, 4, 7, 8, 10 of
+docs/architecture.md.
 
 These tests drive delivery by hand (no pumps), so they can duplicate, reorder and race
 messages the way SQS may.

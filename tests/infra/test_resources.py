@@ -1,4 +1,4 @@
-"""Every resource of the stack with the properties the issue and DESIGN.md ask for."""
+"""Every resource of the stack with the properties the issue and docs/architecture.md ask for."""
 
 from __future__ import annotations
 

@@ -9,15 +9,19 @@ unchanged on either.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from stratoflow.config import Resources, Settings
 from stratoflow.embedded.db import Database
 from stratoflow.embedded.objects import EmbeddedS3
 from stratoflow.embedded.queues import EmbeddedSqs
+from stratoflow.embedded.runs import SqliteRunStore
 
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
+ENGINE_OWNER_PREFIX = "engine-"
+"""How the attempts a `local up` (the default channel's consumer) claims are marked."""
 
 
 class EmbeddedEngine:
@@ -25,7 +29,10 @@ class EmbeddedEngine:
 
     `channel` partitions the queues between processes that share the home: each
     `stratoflow run` process sends and receives on a channel of its own, `local up` on the
-    default one (which adopts the channels of processes that died).
+    default one (which adopts the channels of processes that died). `owner` names this
+    process in the attempts it claims: its channel, or for `local up` an id of its own
+    (`ENGINE_OWNER_PREFIX`…), so that the next engine can tell which running attempts died
+    with which process.
     """
 
     region = REGION
@@ -35,6 +42,7 @@ class EmbeddedEngine:
         self.home = Path(home)
         self.db = Database.in_home(self.home)
         self.channel = channel
+        self.owner = channel or f"{ENGINE_OWNER_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         self.sqs = EmbeddedSqs(self.db, channel=channel, own_channel=own_channel)
         self.s3 = EmbeddedS3(self.db)
 
@@ -63,6 +71,26 @@ class EmbeddedEngine:
             engine_home=str(self.home.resolve()),
             channel=self.channel,
         )
+
+    def recover(self, runs: SqliteRunStore) -> tuple[int, int]:
+        """Take over what engines that died left on this home; only for the process that
+        holds the home's engine lock, before it receives anything: the default channel's
+        messages they had received become visible now; the queued messages of `stratoflow
+        run` processes that died move to the default channel; the leases of the attempts
+        all of them were running end now, so that the next lease sweep reports those
+        attempts lost (their commands died with them). Returns (messages, attempts)."""
+        released = self.sqs.release_received()
+        adopted = self.sqs.adopt_orphans(into=self.channel)
+        lost = runs.expire_leases_of(
+            [*adopted.channels], others_like=ENGINE_OWNER_PREFIX, but=self.owner
+        )
+        return released + adopted.messages, lost
+
+    def adopt(self, runs: SqliteRunStore) -> tuple[int, int]:
+        """Take over the work of `stratoflow run` processes that died since (see `recover`).
+        Returns (messages, attempts)."""
+        adopted = self.sqs.adopt_orphans(into=self.channel)
+        return adopted.messages, runs.expire_leases_of(adopted.channels)
 
     def close(self) -> None:
         self.sqs.close()

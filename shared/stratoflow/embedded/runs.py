@@ -297,19 +297,28 @@ class SqliteRunStore:
         )
         return [(r[0], r[1]) for r in rows]
 
-    def expire_leases_of(self, owners: Sequence[str]) -> int:
-        """End now the leases of the running attempts that these engine processes claimed:
-        they died (their engine lock or channel lock was free), and so did the commands
-        they ran, so the next lease sweep reports those attempts lost at once instead of
-        after their timeout. Returns how many leases ended."""
-        if not owners:
+    def expire_leases_of(
+        self, owners: Sequence[str], *, others_like: str | None = None, but: str = ""
+    ) -> int:
+        """End now the leases of the running attempts that these engine processes claimed
+        (and, with `others_like`, of any owner with that prefix other than `but`): they
+        died, and so did the commands they ran, so the next lease sweep reports those
+        attempts lost at once instead of after their timeout. Returns how many ended."""
+        where, args = [], []
+        if owners:
+            where.append(f"owner IN ({','.join('?' * len(owners))})")
+            args += list(owners)
+        if others_like is not None:
+            where.append("(substr(owner, 1, ?) = ? AND owner != ?)")
+            args += [len(others_like), others_like, but]
+        if not where:
             return 0
-        marks = ",".join("?" * len(owners))
         with self._db.write() as db:
             cur = db.execute(
-                f"UPDATE tasks SET lease_until = 0 WHERE lease_until IS NOT NULL "
-                f"AND owner IN ({marks})",
-                tuple(owners),
+                "UPDATE tasks SET lease_until = 0 WHERE lease_until IS NOT NULL AND ("
+                + " OR ".join(where)
+                + ")",
+                args,
             )
             return cur.rowcount
 

@@ -29,6 +29,7 @@ from stratoflow.config import ENV_TASK_MESSAGE, Resources, Settings
 from stratoflow.core.model import Workflow
 from stratoflow.core.records import AttemptReport, RunRecord, TaskMessage
 from stratoflow.embedded.engine import EmbeddedEngine
+from stratoflow.embedded.runs import SqliteRunStore
 from stratoflow.handlers import completion, dispatcher, executor
 from stratoflow.local.emulator import LOCAL_CREDENTIALS, LOCAL_REGION, package_root
 from stratoflow.local.events import LambdaContext, eventbridge_event, sqs_event
@@ -67,6 +68,7 @@ class LocalRuntime:
         endpoint_url: str | None = None,
         emulator: bool = False,
         channel: str = "",
+        recover: bool = False,
         prefix: str = "stratoflow",
         redelivery_delay: float = 1.0,
         metrics: Metrics | None = None,
@@ -82,6 +84,9 @@ class LocalRuntime:
         self.endpoint_url = endpoint_url
         self.emulator = emulator
         self.channel = channel
+        self.recover = recover
+        self.recovered = (0, 0)
+        """(messages, running attempts) taken over at start from engines that died."""
         self.prefix = prefix
         self.redelivery_delay = redelivery_delay
         self.progress = Progress()
@@ -134,6 +139,10 @@ class LocalRuntime:
             self.ports = bootstrap.build_embedded_ports(
                 self.settings, engine, events=events, metrics=self._metrics
             )
+            if self.recover:
+                # Before anything is received, or this engine's own claims would look dead.
+                assert isinstance(self.ports.runs, SqliteRunStore)
+                self.recovered = engine.recover(self.ports.runs)
         else:
             self._start_aws(log_dir, events)
         # Commands do not outlive this engine, however it ends (SIGKILL included).

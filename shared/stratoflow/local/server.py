@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,6 +69,8 @@ class FolderServer:
         """Take the home's engine lock (EngineBusy if another engine has it), start the
         runtime and the API, and record where they answer."""
         self._lock.acquire()
+        # Holding the lock, this engine is the one to take over what a dead one left.
+        self.runtime.recover = True
         try:
             rt = self.runtime.start()
         except BaseException:
@@ -121,31 +123,25 @@ class FolderServer:
         self._stop.set()
 
     def _recover(self) -> None:
-        """Pick up what the engine that last served this home left behind (it is gone: we
-        hold the engine lock): messages it had received but not settled are delivered again,
-        and its running attempts are reported lost by the tick that follows (their commands
-        died with it), then retried or failed as their retries say."""
-        rt = self.runtime
-        if rt.engine is None or rt.ports is None:
-            return
-        rt.engine.sqs.release_received()
-        self._adopt(also=[rt.engine.channel])
-        for run_id in rt.tick():
+        """Report what the runtime took over at start from the engine that last served this
+        home (it is gone: we hold the engine lock), and tick at once: the running attempts
+        it left are reported lost now (their commands died with it), then retried or
+        failed as their retries say, and slots missed meanwhile start as `catchup` says."""
+        self._say_taken(*self.runtime.recovered)
+        for run_id in self.runtime.tick():
             self.say(f"started {run_id}")
 
-    def _adopt(self, also: Sequence[str] = ()) -> None:
-        """Take over the work of `stratoflow run` processes on this home that died: their
-        queued messages now, their running attempts through their leases, ended now."""
-        engine, ports = self.runtime.engine, self.runtime.ports
-        if engine is None or ports is None:
-            return
-        adopted = engine.sqs.adopt_orphans(into=engine.channel)
-        owners = [*also, *adopted.channels]
-        assert isinstance(ports.runs, SqliteRunStore)
-        lost = ports.runs.expire_leases_of(owners)
-        if adopted.messages or lost:
+    def _adopt(self) -> None:
+        """Take over the work of `stratoflow run` processes on this home that died."""
+        rt = self.runtime
+        if rt.engine is not None and rt.ports is not None:
+            assert isinstance(rt.ports.runs, SqliteRunStore)
+            self._say_taken(*rt.engine.adopt(rt.ports.runs))
+
+    def _say_taken(self, messages: int, attempts: int) -> None:
+        if messages or attempts:
             self.say(
-                f"took over {adopted.messages} message(s) and {lost} running attempt(s) of "
+                f"took over {messages} message(s) and {attempts} running attempt(s) of "
                 "engines that stopped without finishing them"
             )
 

@@ -1,4 +1,4 @@
-"""The engine end to end on the embedded emulator: real handlers, real queues, real commands."""
+"""The engine end to end on the embedded engine: real handlers, real queues, real commands."""
 
 from __future__ import annotations
 

@@ -416,7 +416,7 @@ def _run_locally(
             services.cancel_run(runtime.ports, run_id)
             runtime.cancel.set()
             runtime.quiesce()
-            code = INTERRUPTED
+            code: int | None = INTERRUPTED
         else:
             code = None
         assert runtime.ports is not None

@@ -595,13 +595,13 @@ def _settle(
                 continue
         elif redelivered:
             to_read = list(settlement.children)
-        run, children = ports.runs.get_run_and_tasks(run_id, to_read)
+        run, records = ports.runs.get_run_and_tasks(run_id, to_read)
         fresh = True
         if run.status is not RunStatus.RUNNING:
             continue  # cancelled: its remaining tasks stay as they are, nothing new starts
         to_run = []
         for child_id in to_read:
-            child = children[child_id]
+            child = records[child_id]
             if child.status is not TaskStatus.PENDING:
                 if redelivered and child.attempt == 0:
                     # We may have crashed between deciding a dependent and acting on it.

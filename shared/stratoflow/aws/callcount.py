@@ -38,7 +38,7 @@ class ApiCallCounter:
             for client in clients:
                 self.detach(client)
 
-    def _count(self, event_name: str, **_: Any) -> None:
+    def _count(self, event_name: str, **kwargs: Any) -> None:
         _, service, operation = event_name.split(".", 2)
         with self._lock:
             self.counts[(service, operation)] += 1

@@ -513,8 +513,8 @@ class DynamoRunStore:
         outcome = FinalizeOutcome.APPLIED
         guards = dict(s.guards)
         while True:
-            children = self._child_updates(pk, chunks[0], counter, s.decided, now, guards)
-            reasons = self._transact_reasons(first + children)
+            updates = self._child_updates(pk, chunks[0], counter, s.decided, now, guards)
+            reasons = self._transact_reasons(first + updates)
             if reasons is None:
                 break
             if reasons[0].get("Code") == "ConditionalCheckFailed":
@@ -545,8 +545,8 @@ class DynamoRunStore:
                 }
             }
             while True:
-                children = self._child_updates(pk, chunk, counter, s.decided, now, guards)
-                reasons = self._transact_reasons([marker, *children])
+                updates = self._child_updates(pk, chunk, counter, s.decided, now, guards)
+                reasons = self._transact_reasons([marker, *updates])
                 if reasons is None or reasons[0].get("Code") == "ConditionalCheckFailed":
                     break  # written now, or by an earlier delivery
                 self._drop_failed_guards(guards, chunk, reasons[1:])

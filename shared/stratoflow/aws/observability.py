@@ -73,14 +73,14 @@ class PowertoolsMetrics:
         self._emit(name, "Milliseconds", milliseconds, workflow_id)
 
     def _emit(self, name: str, unit: str, value: float, workflow_id: str) -> None:
-        from aws_lambda_powertools.metrics import single_metric
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
         with single_metric(
-            name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE
+            name=name, unit=MetricUnit(unit), value=value, namespace=METRICS_NAMESPACE
         ) as metric:
             metric.add_dimension(name="service", value=self._service)
         with single_metric(
-            name=name, unit=unit, value=value, namespace=METRICS_NAMESPACE
+            name=name, unit=MetricUnit(unit), value=value, namespace=METRICS_NAMESPACE
         ) as metric:
             metric.add_dimension(name="service", value=self._service)
             metric.add_dimension(name="workflow", value=workflow_id)

@@ -193,7 +193,7 @@ _YamlBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_MERGE = "tag:yaml.org,2002:merge"
 
 
-class _UniqueKeyLoader(_YamlBase):  # type: ignore[misc,valid-type]
+class _UniqueKeyLoader(_YamlBase):  # type: ignore[misc]
     """yaml.safe_load's loader, except that a key repeated in one mapping is an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:

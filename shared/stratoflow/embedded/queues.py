@@ -153,6 +153,14 @@ def _check_range(name: str, value: int | float, low: int, high: int) -> int:
     return number
 
 
+def _number(name: str, value: str | int | float) -> int | float:
+    """An attribute's value, which SQS takes as a string of digits."""
+    try:
+        return float(value) if isinstance(value, str) and "." in value else int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
 def _check_entries(entries: Sequence[Mapping[str, Any]], required: str) -> None:
     if not entries:
         raise ValueError("a batch request must contain at least one entry (EmptyBatchRequest)")
@@ -812,9 +820,11 @@ class EmbeddedSqs:
         parsed: dict[str, Any] = {}
         for key, value in attributes.items():
             if key == "VisibilityTimeout":
-                parsed["visibility_timeout"] = _check_range(key, value, 0, MAX_VISIBILITY_TIMEOUT)
+                parsed["visibility_timeout"] = _check_range(
+                    key, _number(key, value), 0, MAX_VISIBILITY_TIMEOUT
+                )
             elif key == "MessageRetentionPeriod":
-                parsed["retention_seconds"] = _check_range(key, value, 60, 1_209_600)
+                parsed["retention_seconds"] = _check_range(key, _number(key, value), 60, 1_209_600)
             elif key == "RedrivePolicy":
                 parsed.update(self._parse_redrive(value))
             elif key == "DelaySeconds" and int(value) == 0:

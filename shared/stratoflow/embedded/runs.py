@@ -304,7 +304,8 @@ class SqliteRunStore:
         (and, with `others_like`, of any owner with that prefix other than `but`): they
         died, and so did the commands they ran, so the next lease sweep reports those
         attempts lost at once instead of after their timeout. Returns how many ended."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if owners:
             where.append(f"owner IN ({','.join('?' * len(owners))})")
             args += list(owners)
@@ -366,8 +367,7 @@ class SqliteRunStore:
                 # Recorded and propagated in one transaction before: nothing is left to do.
                 return Finalized(FinalizeOutcome.ALREADY if done_before else FinalizeOutcome.STALE)
             if s.require_running:
-                status = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,))
-                found = status.fetchone()
+                found = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
                 if found is None or found[0] != RunStatus.RUNNING.value:
                     return Finalized(FinalizeOutcome.RUN_ENDED)
             values = _attempt_values(s.fields)

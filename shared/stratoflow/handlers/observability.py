@@ -101,6 +101,8 @@ def process_sqs_batch(
     # A processor per invocation: it holds per-batch state, and the local runtime calls
     # the handlers from several threads at once.
     processor = BatchProcessor(event_type=EventType.SQS)
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+    return dict(
+        process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
     )

@@ -173,7 +173,7 @@ def _roll_transactions_back_by_item() -> None:
         with _WRITE_LOCK:
             return transact_write_items(self, transact_items)
 
-    models.copy = _NoTableCopy()  # type: ignore[attr-defined]
+    setattr(models, "copy", _NoTableCopy())  # noqa: B010 (a module attribute, replaced)
     backend_cls.transact_write_items = locked  # type: ignore[method-assign]
     backend_cls._stratoflow_item_rollback = True  # type: ignore[attr-defined]
 

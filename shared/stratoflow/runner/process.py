@@ -330,10 +330,10 @@ class _Watch:
         if not self._exited:
             try:
                 state = os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                self._exited = state is not None
             except ChildProcessError:
                 # Someone else's waitpid(-1) reaped it; it has exited all the same.
-                state = True
-            self._exited = state is not None
+                self._exited = True
             if self._exited and self._pidfd is not None:
                 # A pidfd stays readable once its process exits: stop polling it, or spin.
                 self._stop_waiting_on(self._pidfd)

@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= auto
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install demo test lint bench clean openapi
+.PHONY: install demo test test-unit lint bench clean openapi
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -28,10 +28,15 @@ demo: $(STAMP)
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check shared functions infra tests
+test-unit: $(STAMP)  ## the fast layer: pure core, runner, cost model (seconds)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests/unit
 
-bench: $(STAMP)
+lint: $(STAMP)  ## ruff (lint and format) and mypy (strict on core, services, ports, embedded)
+	$(VENV)/bin/ruff check shared functions infra tests bench
+	$(VENV)/bin/ruff format --check shared functions infra tests bench
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)  ## both local engines beside the floor and Luigi (bench/run.py pip-installs Luigi into the venv if missing); ~6 min
 	$(PY) bench/run.py
 
 clean:

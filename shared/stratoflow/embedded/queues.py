@@ -95,6 +95,7 @@ _SQL_CLAIM = (
     "ORDER BY visible_at, seq LIMIT ?) "
     "RETURNING seq, message_id, body, md5, sent_at, receive_count, first_received_at, receipt"
 )
+_SQL_EARLIEST = "SELECT min(visible_at) FROM messages WHERE queue = ? AND channel = ?"
 _SQL_NEXT_VISIBLE = (
     "SELECT min(visible_at) FROM messages WHERE queue = ? AND channel = ? AND visible_at > ?"
 )
@@ -308,6 +309,7 @@ class EmbeddedSqs:
         self._known: set[str] = set()
         self._swept: dict[str, float] = {}
         self._interrupted = False
+        self._queues: dict[str, _Queue] = {}
         self._lock_path: str | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         if channel and own_channel:
@@ -479,6 +481,7 @@ class EmbeddedSqs:
             else:
                 self._update_queue(conn, QueueName, attributes)
         self._known.add(QueueName)
+        self._queues.pop(QueueName, None)
         return {"QueueUrl": queue_url(QueueName)}
 
     def set_queue_attributes(self, QueueUrl: str, Attributes: Mapping[str, str]) -> dict[str, Any]:
@@ -488,6 +491,7 @@ class EmbeddedSqs:
         attributes = self._parse_attributes(Attributes)
         with self.db.write() as conn:
             self._update_queue(conn, name, attributes)
+        self._queues.pop(name, None)
         return {}
 
     def get_queue_url(self, QueueName: str, **_: Any) -> dict[str, Any]:
@@ -625,7 +629,7 @@ class EmbeddedSqs:
         wait = _check_range("WaitTimeSeconds", WaitTimeSeconds, 0, MAX_WAIT_SECONDS)
         if VisibilityTimeout is not None:
             _check_range("VisibilityTimeout", VisibilityTimeout, 0, MAX_VISIBILITY_TIMEOUT)
-        name = queue_name(QueueUrl)
+        name = self._require(QueueUrl)
         signal = _signal(self._db_key, name)
         deadline = time.monotonic() + wait
         while True:
@@ -678,6 +682,12 @@ class EmbeddedSqs:
         rows: list[Any] = []
         next_visible: float | None = None
         moved_to: str | None = None
+        # A look first, outside any write transaction (WAL readers take no lock): a poll
+        # that finds nothing visible, the usual case of a pump back from its last message,
+        # then costs no write lock that the engine's other threads are waiting for.
+        earliest = self.db.connection().execute(_SQL_EARLIEST, (name, self.channel)).fetchone()[0]
+        if earliest is None or earliest > time.time():
+            return rows, earliest
         with self.db.write() as conn:
             queue = self._queue(conn, name)
             now = time.time()
@@ -809,12 +819,18 @@ class EmbeddedSqs:
         return name
 
     def _queue(self, conn: sqlite3.Connection, name: str) -> _Queue:
+        # Attributes are read once per instance: they change only by create_queue or
+        # set_queue_attributes of the engine that provisions them, at its start.
+        found = self._queues.get(name)
+        if found is not None:
+            return found
         row = conn.execute(_SQL_QUEUE, (name,)).fetchone()
         if row is None:
             raise QueueDoesNotExist(
                 f"queue {name!r} does not exist in {self.db.path} (create it with create_queue)"
             )
-        return _Queue(name, *row)
+        self._queues[name] = queue = _Queue(name, *row)
+        return queue
 
     def _parse_attributes(self, attributes: Mapping[str, str]) -> dict[str, Any]:
         parsed: dict[str, Any] = {}

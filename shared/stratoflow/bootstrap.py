@@ -30,7 +30,8 @@ from stratoflow.embedded.runs import SqliteRunStore
 from stratoflow.ports import EventPublisher, Metrics, NoEvents, NoWorkers
 from stratoflow.runner.logfiles import END_MARKER, START_MARKER, FileLogReader
 from stratoflow.runner.process import ProcessGuard
-from stratoflow.services import CommandOutcome, CommandRunner, Ports, RandomIds, SystemClock
+from stratoflow.services import CommandOutcome, CommandRunner, Ports
+from stratoflow.system import RandomIds, SystemClock
 
 _lock = threading.Lock()
 _default: Ports | None = None

@@ -27,7 +27,9 @@ class Rule:
 RULES = (
     Rule("core", ("core",), "the domain is pure: it imports nothing of ours outside core"),
     Rule("ports", ("core", "ports"), "ports are contracts over the domain"),
-    Rule("services", ("core", "ports"), "use cases see the domain and the ports only"),
+    Rule(
+        "services", ("core", "ports", "services"), "use cases see the domain and the ports only"
+    ),
     Rule(
         "embedded",
         ("core", "ports", "config", "embedded"),
@@ -53,11 +55,21 @@ def _layer(module: str) -> str:
     return module.split(".", 1)[0]
 
 
-def _imports(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, imported module relative to the package) of every import of ours."""
+def _imports(path: Path, package: Path) -> Iterator[tuple[int, str]]:
+    """(line, imported module relative to the package) of every import of ours, relative
+    imports resolved against the importing module's package."""
     tree = ast.parse(path.read_text(), str(path))
+    # the importing module's package (for `pkg/__init__.py` and `pkg/mod.py` alike: pkg)
+    parts = list(path.relative_to(package).with_suffix("").parts)[:-1]
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+            prefix = ".".join(["stratoflow", *base])
+            if node.module:
+                names = [f"{prefix}.{node.module}"]
+            else:  # `from . import x`
+                names = [f"{prefix}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module]
             if node.module == "stratoflow":  # `from stratoflow import services`
                 names = [f"stratoflow.{alias.name}" for alias in node.names]
@@ -78,7 +90,7 @@ def violations(package: Path) -> list[str]:
         rule = next((r for r in RULES if _layer(module) == r.layer), None)
         if rule is None:
             continue
-        for line, imported in _imports(path):
+        for line, imported in _imports(path, package):
             if not any(imported == a or imported.startswith(f"{a}.") for a in rule.allowed):
                 found.append(f"{module}:{line} imports stratoflow.{imported} ({rule.why})")
     return found
@@ -100,8 +112,14 @@ def test_a_forbidden_import_is_reported(tmp_path: Path) -> None:
     (tmp_path / "handlers" / "api.py").write_text(
         "from stratoflow import bootstrap, local\nimport stratoflow.services\n"
     )
-    # WHEN the contract is checked THEN exactly the two forbidden imports are named
+    # and a use case reaches an adapter through a relative import
+    (tmp_path / "services").mkdir()
+    (tmp_path / "services" / "runs.py").write_text(
+        "from .bundle import Ports\nfrom ..embedded import runs\n"
+    )
+    # WHEN the contract is checked THEN exactly the three forbidden imports are named
     assert [v.split(" (")[0] for v in violations(tmp_path)] == [
         "core.plan:2 imports stratoflow.embedded.runs",
         "handlers.api:1 imports stratoflow.local",
+        "services.runs:2 imports stratoflow.embedded",
     ]

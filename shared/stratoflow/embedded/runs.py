@@ -43,7 +43,7 @@ _UNSTARTED = _CLAIMABLE
 _SETTLED_BY_DECISION = frozenset(
     {TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED}
 )
-# Attempt fields a settlement or retry may carry (`services._attempt_fields`).
+# Attempt fields a settlement or retry may carry (`services.settlement._attempt_fields`).
 _ATTEMPT_FIELDS = (
     "settled_at",
     "exit_code",

@@ -1,0 +1,91 @@
+"""Use cases of the engine. Each takes its ports (a `Ports` bundle) as an argument.
+
+Flow: `start_run` enqueues the roots → an executor calls `execute_task` → its report
+reaches `record_completion`, which records the attempt, counts it in each dependent's
+upstream counters (O(out-degree), invariant 4), and enqueues the dependents whose trigger
+rule became decidable — exactly once, because only the conditional `decide_task` that moves
+a dependent out of pending may enqueue it (invariant 3).
+
+One module per use case; this package re-exports their public names:
+
+- `bundle`: the `Ports` bundle and the queue limits the use cases share.
+- `start`: `start_run`, and sending decided tasks to the queue (the concurrency cap).
+- `execution`: `execute_task` and what it needs (`CommandRunner`, `RunCancelWatch`, ...).
+- `settlement`: `record_completion`: retries, settling a task, deciding its dependents,
+  finishing a run, compensations.
+- `runs`: `trigger_run`, `cancel_run`, `retry_run`.
+- `schedules`: registering workflows, the dispatcher's tick, backfills.
+- `queries`: `run_status`, `task_logs`.
+
+The real clock and ids (`SystemClock`, `RandomIds`) are adapters: `stratoflow.system`.
+"""
+
+from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
+from .execution import (
+    CANCEL_POLL_SECONDS,
+    KILL_GRACE_SECONDS,
+    LEASE_MARGIN_SECONDS,
+    CommandOutcome,
+    CommandRunner,
+    ExecuteOutcome,
+    ExecuteResult,
+    RunCancelWatch,
+    attempt_log_name,
+    execute_task,
+    task_environment,
+)
+from .queries import run_status, task_logs
+from .runs import IdempotencyConflict, WorkflowInactive, cancel_run, retry_run, trigger_run
+from .schedules import (
+    BACKFILL_LIMIT,
+    CATCHUP_LIMIT,
+    DUE_BATCH,
+    SCHEDULE_TRIGGER,
+    backfill,
+    dispatch_due,
+    dispatch_workflow,
+    reap_expired_attempts,
+    register_source,
+    register_workflow,
+    scheduled_run_id,
+)
+from .settlement import record_completion
+from .start import DECIDE_BATCH, start_run
+
+__all__ = [
+    "BACKFILL_LIMIT",
+    "CANCEL_POLL_SECONDS",
+    "CATCHUP_LIMIT",
+    "DECIDE_BATCH",
+    "DUE_BATCH",
+    "KILL_GRACE_SECONDS",
+    "LEASE_MARGIN_SECONDS",
+    "SCHEDULE_TRIGGER",
+    "SHORT_WAIT_SECONDS",
+    "SQS_MAX_DELAY_SECONDS",
+    "CommandOutcome",
+    "CommandRunner",
+    "ExecuteOutcome",
+    "ExecuteResult",
+    "IdempotencyConflict",
+    "Ports",
+    "RunCancelWatch",
+    "WorkflowInactive",
+    "attempt_log_name",
+    "backfill",
+    "cancel_run",
+    "dispatch_due",
+    "dispatch_workflow",
+    "execute_task",
+    "reap_expired_attempts",
+    "record_completion",
+    "register_source",
+    "register_workflow",
+    "retry_run",
+    "run_status",
+    "scheduled_run_id",
+    "start_run",
+    "task_environment",
+    "task_logs",
+    "trigger_run",
+]

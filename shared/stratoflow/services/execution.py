@@ -1,0 +1,232 @@
+"""Executing one attempt: `execute_task` claims it, runs its command through a
+`CommandRunner` while watching for its run's cancel (`RunCancelWatch`), and reports."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from stratoflow.core.plan import Plan
+from stratoflow.core.records import AttemptReport, TaskMessage, iso, parse_iso
+from stratoflow.core.states import RunStatus
+from stratoflow.ports import ClaimOutcome
+
+from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
+
+LEASE_MARGIN_SECONDS = 60.0
+"""Extra time past a task's timeout (and kill grace) before its claim counts as abandoned."""
+KILL_GRACE_SECONDS = 2.0
+
+
+class ExecuteOutcome(StrEnum):
+    RAN = "ran"  # the command ran and its report was sent
+    DROPPED = "dropped"  # a duplicate of an attempt that already ran or moved on
+    DEFERRED = "deferred"  # not due yet, or running elsewhere: re-sent with a delay
+    LOST = "lost"  # the attempt's earlier executor died: reported as lost
+
+
+@dataclass(frozen=True)
+class ExecuteResult:
+    outcome: ExecuteOutcome
+    defer_seconds: float = 0.0
+    report: AttemptReport | None = None
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What running a command produced (a runner's result, decoupled from its module)."""
+
+    exit_code: int | None
+    timed_out: bool
+    cancelled: bool
+    output_tail: str
+    started_at: str
+    finished_at: str
+    log_ref: str | None = None
+
+
+CommandRunner = Callable[..., CommandOutcome]
+"""run(command, env=, cwd=, timeout=, log_name=, cancel=) → CommandOutcome. A runner may
+have a `log_ref(log_name) -> str` attribute: where that attempt's full output will be."""
+
+CANCEL_POLL_SECONDS = 1.0
+"""How often a running attempt looks at its run's status, so that a cancel stops it within
+about a second (one strongly consistent read per second per running attempt)."""
+
+
+def task_environment(
+    plan: Plan,
+    msg: TaskMessage,
+    base_env: Mapping[str, str] | None = None,
+    attempt: int | None = None,
+) -> dict[str, str]:
+    """The environment a task's command sees: the base, STRATOFLOW_* and the task's env.
+    `attempt` is the attempt's number across redrives (default: the message's)."""
+    task = plan.tasks[msg.task_id]
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(
+        {
+            "STRATOFLOW_RUN_ID": msg.run_id,
+            "STRATOFLOW_WORKFLOW_ID": msg.workflow_id,
+            "STRATOFLOW_TASK_ID": msg.task_id,
+            "STRATOFLOW_ATTEMPT": str(attempt or msg.attempt),
+            "STRATOFLOW_LOGICAL_DATE": msg.logical_date,
+        }
+    )
+    for name, value in msg.params.items():
+        env[f"STRATOFLOW_PARAM_{name.upper()}"] = value
+    env.update(task.env)
+    return env
+
+
+def execute_task(
+    ports: Ports,
+    msg: TaskMessage,
+    run_command: CommandRunner,
+    base_env: Mapping[str, str] | None = None,
+    worker: str | None = None,
+) -> ExecuteResult:
+    """Claim one attempt, run its command, and report the outcome to the completion queue.
+
+    The executor never changes a run's state itself (invariant 10): it reports. While the
+    command runs, its run's status is watched: a cancelled run's command is killed at once.
+    `worker` names what runs the attempt when it can be stopped from outside (ECS task).
+    """
+    now = ports.clock.now()
+    if msg.not_before is not None and msg.not_before > now.timestamp():
+        remaining = msg.not_before - now.timestamp()
+        if remaining > SHORT_WAIT_SECONDS:
+            return _defer(ports, msg, remaining)
+        # SQS delays are whole seconds; a sub-second remainder is waited out here.
+        time.sleep(remaining)
+        now = ports.clock.now()
+    plan = ports.definitions.get_plan(msg.workflow_id, msg.version)
+    task = plan.tasks[msg.task_id]
+    log_name = attempt_log_name(msg)
+    where = getattr(run_command, "log_ref", None)
+    log_ref = where(log_name) if callable(where) else ""
+    number = msg.attempt
+    if msg.kind == "compensate":
+        command = task.compensate or "true"
+        if not ports.runs.claim_compensation(
+            msg.run_id, msg.attempt - 1, msg.task_id, iso(now) or "", log_ref or ""
+        ):
+            return ExecuteResult(ExecuteOutcome.DROPPED)
+    else:
+        command = task.command
+        lease_until = now.timestamp() + task.timeout + KILL_GRACE_SECONDS + LEASE_MARGIN_SECONDS
+        claim = ports.runs.claim_attempt(
+            msg.run_id,
+            msg.task_id,
+            msg.attempt,
+            iso(now) or "",
+            lease_until,
+            now.timestamp(),
+            drive=msg.drive,
+            log_ref=log_ref or "",
+            worker=worker,
+        )
+        if claim.outcome is ClaimOutcome.DUPLICATE:
+            return ExecuteResult(ExecuteOutcome.DROPPED)
+        if claim.outcome is ClaimOutcome.HELD:
+            # Look again once the holder's lease has passed: by then it has either
+            # reported (we drop) or died (we report it lost). Never run a second copy.
+            wait = (claim.lease_until or now.timestamp()) - now.timestamp() + 1.0
+            return _defer(ports, msg, max(wait, 1.0))
+        if claim.outcome is ClaimOutcome.EXPIRED:
+            report = _report(msg, lost=True, error="executor lost: the attempt's lease expired")
+            ports.completions.send_reports([report])
+            return ExecuteResult(ExecuteOutcome.LOST, report=report)
+        number = claim.number or msg.attempt
+        if msg.enqueued_at:
+            queued_for = (now - (parse_iso(msg.enqueued_at) or now)).total_seconds() * 1000
+            ports.metrics.timing("QueueLatency", msg.workflow_id, max(queued_for, 0.0))
+    result = run_command(
+        command,
+        env=task_environment(plan, msg, base_env, number),
+        cwd=msg.workdir,
+        timeout=task.timeout,
+        log_name=log_name,
+        cancel=RunCancelWatch(ports, msg.run_id),
+    )
+    report = _report(
+        msg,
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        cancelled=result.cancelled,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        output_tail=result.output_tail,
+        # The reference the claim recorded, which `logs` reads; a runner without one may
+        # still say where the output went.
+        log_ref=log_ref or result.log_ref,
+    )
+    ports.completions.send_reports([report])
+    return ExecuteResult(ExecuteOutcome.RAN, report=report)
+
+
+def attempt_log_name(msg: TaskMessage) -> str:
+    """The name of an attempt's log: unique per run, task, kind, drive and attempt."""
+    drive = f"r{msg.drive}." if msg.drive else ""
+    return f"{msg.run_id}/{msg.task_id}.{msg.kind}.{drive}{msg.attempt}.log"
+
+
+class RunCancelWatch:
+    """Set once the attempt's run is cancelled: to the runner it looks like a
+    `threading.Event` (it calls `is_set` and `wait` from its own loop, every few tens of
+    milliseconds), and the run's status is read at most every CANCEL_POLL_SECONDS there, so
+    watching needs no thread of its own (starting one per attempt cost more than the rest
+    of an attempt's bookkeeping)."""
+
+    def __init__(self, ports: Ports, run_id: str) -> None:
+        self._ports = ports
+        self._run_id = run_id
+        self._set = threading.Event()
+        self._next_look = time.monotonic() + CANCEL_POLL_SECONDS
+
+    def is_set(self) -> bool:
+        if self._set.is_set():
+            return True
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + CANCEL_POLL_SECONDS
+            try:
+                run = self._ports.runs.get_run(self._run_id)
+            except Exception:  # a throttled read must not end the watch; look again
+                return False
+            if run is None or run.status is RunStatus.CANCELLED:
+                self._set.set()
+        return self._set.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.is_set():
+            self._set.wait(timeout)
+        return self.is_set()
+
+
+def _defer(ports: Ports, msg: TaskMessage, seconds: float) -> ExecuteResult:
+    # Re-send rather than hold the message invisible: a fresh message starts a fresh
+    # receive count, so waiting never pushes it towards the dead-letter queue.
+    ports.tasks.send_tasks([msg], delay_seconds=int(min(max(seconds, 0), SQS_MAX_DELAY_SECONDS)))
+    return ExecuteResult(ExecuteOutcome.DEFERRED, seconds)
+
+
+def _report(msg: TaskMessage, **fields: Any) -> AttemptReport:
+    return AttemptReport(
+        run_id=msg.run_id,
+        workflow_id=msg.workflow_id,
+        version=msg.version,
+        task_id=msg.task_id,
+        attempt=msg.attempt,
+        kind=msg.kind,
+        drive=msg.drive,
+        logical_date=msg.logical_date,
+        params=dict(msg.params),
+        workdir=msg.workdir,
+        **fields,
+    )

@@ -27,9 +27,7 @@ class Rule:
 RULES = (
     Rule("core", ("core",), "the domain is pure: it imports nothing of ours outside core"),
     Rule("ports", ("core", "ports"), "ports are contracts over the domain"),
-    Rule(
-        "services", ("core", "ports", "services"), "use cases see the domain and the ports only"
-    ),
+    Rule("services", ("core", "ports", "services"), "use cases see the domain and the ports only"),
     Rule(
         "embedded",
         ("core", "ports", "config", "embedded"),

@@ -383,7 +383,7 @@ def test_without_a_log_dir_output_streams_to_stdout_while_the_command_runs(
     import threading
     import time
 
-    from stratoflow.bootstrap import command_runner
+    from stratoflow.runner.commands import command_runner
 
     monkeypatch.setenv("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/stratoflow-executor")
     monkeypatch.setenv("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]abc")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,22 +23,24 @@ from typing import Any
 from stratoflow import bootstrap, services
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.observability import CallbackPublisher, NoMetrics
-from stratoflow.config import ENV_TASK_MESSAGE, Resources, Settings
+from stratoflow.config import Resources, Settings
 from stratoflow.core.model import Workflow
-from stratoflow.core.records import AttemptReport, RunRecord, TaskMessage
+from stratoflow.core.records import AttemptReport, RunRecord
 from stratoflow.embedded.engine import EmbeddedEngine
 from stratoflow.embedded.runs import SqliteRunStore
-from stratoflow.handlers import completion, dispatcher, executor
-from stratoflow.local.emulator import LOCAL_CREDENTIALS, LOCAL_REGION, package_root
-from stratoflow.local.events import LambdaContext, eventbridge_event, sqs_event
+from stratoflow.handlers import dispatcher
+from stratoflow.local.emulator import LOCAL_CREDENTIALS, LOCAL_REGION
+from stratoflow.local.events import LambdaContext, eventbridge_event
+from stratoflow.local.pumps import (
+    COMPLETION_PUMPS,
+    LONG_POLL_SECONDS,
+    PREFETCH,
+    EventSourceMappings,
+)
 from stratoflow.ports import Metrics
+from stratoflow.runner.commands import command_runner
 from stratoflow.runner.guardian import ProcessGuardian
 from stratoflow.services import CommandRunner, Ports
-
-LONG_POLL_SECONDS = 1
-PREFETCH = 10
-COMPLETION_PUMPS = 3
-DELETE_LINGER_SECONDS = 0.05
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Progress:
     """Commands running now, per run."""
 
 
-class LocalRuntime:
+class LocalRuntime(EventSourceMappings):
     """An engine driven in this process: the embedded engine in `state_dir` by default; the
     AWS adapters at `endpoint_url`, or on the embedded moto emulator with `emulator`."""
 
@@ -147,7 +147,7 @@ class LocalRuntime:
             self._start_aws(log_dir, events)
         # Commands do not outlive this engine, however it ends (SIGKILL included).
         self._guardian = ProcessGuardian.start()
-        runner = bootstrap.command_runner(
+        runner = command_runner(
             log_dir=log_dir,
             echo_logs=False,
             cancel=self.cancel,
@@ -329,233 +329,3 @@ class LocalRuntime:
 
     def _run_finished(self, run: RunRecord, failed_tasks: Sequence[str]) -> None:
         self._event_for(run.run_id).set()
-
-    # -- the event-source mappings
-
-    def _receive(self, queue_url: str, limit: int) -> list[dict[str, Any]]:
-        assert self.clients is not None
-        resp = self.clients.sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=limit,
-            WaitTimeSeconds=LONG_POLL_SECONDS,
-            AttributeNames=["All"],
-        )
-        return list(resp.get("Messages", []))
-
-    def _settle_batch(
-        self, queue_url: str, messages: list[dict[str, Any]], response: dict[str, Any]
-    ) -> None:
-        """Delete what the handler processed; make its failures visible again soon."""
-        assert self.clients is not None
-        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        for m in messages:
-            if m["MessageId"] not in failed:
-                self._deletes.put((queue_url, m["ReceiptHandle"]))
-        for m in messages:
-            if m["MessageId"] in failed:
-                count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-                delay = int(min(self.redelivery_delay * 2 ** (count - 1), 60))
-                self.clients.sqs.change_message_visibility(
-                    QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=delay
-                )
-
-    def _delete_processed(self) -> None:
-        """Delete processed messages in batches of up to ten (one request per batch).
-
-        A processed message only has to be gone before its visibility timeout (minutes), so
-        the first waits up to DELETE_LINGER_SECONDS for others to share its request: a busy
-        queue is then deleted ten at a time, off every task's path.
-        """
-        assert self.clients is not None
-        stopping = False
-        while not stopping:
-            first = self._deletes.get()
-            pending = [first]
-            deadline = time.monotonic() + DELETE_LINGER_SECONDS
-            while len(pending) < 20 and None not in pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    pending.append(self._deletes.get(timeout=left))
-                except queue.Empty:
-                    break
-            stopping = None in pending
-            by_queue: dict[str, list[str]] = {}
-            for item in pending:
-                if item is not None:
-                    by_queue.setdefault(item[0], []).append(item[1])
-            for url, handles in by_queue.items():
-                for start in range(0, len(handles), 10):
-                    chunk = handles[start : start + 10]
-                    self.clients.sqs.delete_message_batch(
-                        QueueUrl=url,
-                        Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)],
-                    )
-
-    def _pump_tasks(self) -> None:
-        assert self.settings is not None and self._pool is not None
-        url = self.settings.task_queue_url
-        while not self._stop.is_set():
-            # Receive when the prefetched tasks are about to run out, not each time one
-            # finishes: a busy queue is then read ten messages at a time (as the
-            # event-source mapping does) while the workers never wait for a receive.
-            with self._flow:
-                self._flow.wait_for(
-                    lambda: (
-                        self._stop.is_set()
-                        or (self._held < self._capacity and self._waiting <= self.workers)
-                    )
-                )
-                taken = min(10, self._capacity - self._held)
-                self._held += taken
-                self._waiting += taken
-            try:
-                messages = self._receive(url, taken) if not self._stop.is_set() else []
-            except Exception:
-                messages = []
-            with self._flow:
-                self._held -= taken - len(messages)
-                self._waiting -= taken - len(messages)
-            for m in messages:
-                self._pool.submit(self._execute_one, url, m)
-
-    def _release_slot(self) -> None:
-        """Give the executor's command slot back (its command has ended); a no-op in a
-        thread that holds none, such as a test calling a handler itself."""
-        if getattr(self._slot_held, "value", False):
-            self._slot_held.value = False
-            self._slots.release()
-
-    def _execute_one(self, url: str, message: dict[str, Any]) -> None:
-        assert self.settings is not None
-        # `workers` is how many commands run at once: an attempt holds a slot from its
-        # claim (so that no lease runs out while it waits) until its command ends.
-        self._slots.acquire()
-        self._slot_held.value = True
-        try:
-            with self._flow:
-                self._waiting -= 1
-                self._flow.notify_all()
-            if not self._stop.is_set():
-                # (Stopping: the message is left to be delivered again, as an attempt not
-                # yet started would be.)
-                self._invoke_executor(url, message)
-        finally:
-            self._release_slot()
-            with self._flow:
-                self._held -= 1
-                self._flow.notify_all()
-
-    def _invoke_executor(self, url: str, message: dict[str, Any]) -> None:
-        assert self.settings is not None
-        run_id = _run_of(message["Body"])
-        with self._progress_lock:
-            self.progress.running += 1
-            if run_id:
-                self.progress.running_runs[run_id] += 1
-        try:
-            if _wants_fargate(message["Body"]):
-                response = self._run_fargate_entrypoint(message)
-            else:
-                event = sqs_event([message], url, self.settings.region)
-                response = _invoke(executor.handler, event, "stratoflow-executor")
-            self._settle_batch(url, [message], response)
-        finally:
-            with self._progress_lock:
-                self.progress.running -= 1
-                if run_id:
-                    self.progress.running_runs[run_id] -= 1
-                    if self.progress.running_runs[run_id] <= 0:
-                        del self.progress.running_runs[run_id]
-
-    def _run_fargate_entrypoint(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Run an `executor: fargate` attempt as its container would: a process running
-        `python -m stratoflow.runner.fargate` with the task message in its environment."""
-        assert self.settings is not None
-        env = {
-            **os.environ,
-            **self.settings.as_env(),
-            ENV_TASK_MESSAGE: message["Body"],
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (package_root(), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
-        # In a group of its own that the guardian knows: should this engine die, the
-        # guardian's SIGTERM reaches the runner, which takes it as a cancel (as on ECS).
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stratoflow.runner.fargate"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        if self._guardian is not None:
-            self._guardian.watch(proc.pid)
-        try:
-            proc.wait()
-        finally:
-            if self._guardian is not None:
-                self._guardian.release(proc.pid)
-        if proc.returncode == 0:
-            return {"batchItemFailures": []}
-        return {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
-
-    def _pump_completions(self) -> None:
-        assert self.settings is not None
-        url = self.settings.completion_queue_url
-        while not self._stop.is_set():
-            try:
-                messages = self._receive(url, 10)
-            except Exception:
-                if self._stop.is_set():
-                    break
-                raise
-            if not messages:
-                continue
-            event = sqs_event(messages, url, self.settings.region)
-            response = _invoke(completion.handler, event, "stratoflow-completion")
-            self._settle_batch(url, messages, response)
-            self._note_reports(messages, response)
-
-    def _note_reports(self, messages: list[dict[str, Any]], response: dict[str, Any]) -> None:
-        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        for m in messages:
-            if m["MessageId"] in failed:
-                continue
-            try:
-                report = AttemptReport.from_json(m["Body"])
-            except (ValueError, TypeError):
-                continue
-            with self._progress_lock:
-                if report.succeeded:
-                    self.progress.succeeded += 1
-                else:
-                    self.progress.failed += 1
-            if self._on_report:
-                self._on_report(report)
-
-
-def _run_of(body: str) -> str | None:
-    try:
-        return TaskMessage.from_json(body).run_id
-    except (ValueError, TypeError):
-        return None
-
-
-def _wants_fargate(body: str) -> bool:
-    try:
-        return TaskMessage.from_json(body).executor == "fargate"
-    except (ValueError, TypeError):
-        return False  # a poison message: let the executor handler reject it
-
-
-def _invoke(
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]], event: dict[str, Any], name: str
-) -> dict[str, Any]:
-    """Call a batch handler; an exception fails the whole batch, as in Lambda."""
-    try:
-        return handler(event, LambdaContext(name))
-    except Exception:
-        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}

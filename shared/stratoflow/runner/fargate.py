@@ -17,6 +17,7 @@ from stratoflow import bootstrap, services
 from stratoflow.config import ENV_TASK_MESSAGE, Settings
 from stratoflow.core.records import TaskMessage
 from stratoflow.runner import metadata
+from stratoflow.runner.commands import command_runner
 
 
 def main() -> int:
@@ -33,7 +34,7 @@ def main() -> int:
     # cancel, so the command's process tree is killed and the attempt still reported.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runner = bootstrap.command_runner(Settings.from_env().log_dir, cancel=stop)
+    runner = command_runner(Settings.from_env().log_dir, cancel=stop)
     result = services.execute_task(
         bootstrap.default_ports(), msg, runner, worker=metadata.task_arn()
     )

@@ -1,0 +1,190 @@
+"""The runs routes: trigger, list, describe, logs, cancel and retry."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+
+from stratoflow import bootstrap, services
+from stratoflow.core.model import check_run_params
+from stratoflow.core.records import RunRecord
+from stratoflow.handlers.api.errors import ApiError, json_response
+from stratoflow.handlers.api.schemas import (
+    CancelResult,
+    ErrorDocument,
+    LogsDocument,
+    RunDocument,
+    RunId,
+    RunPage,
+    TaskId,
+    TriggerRequest,
+    WorkflowId,
+)
+from stratoflow.handlers.observability import logger
+
+MAX_PAGE = 100
+
+router = APIGatewayRouter()
+
+
+def _run_summary(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "workflow_id": run.workflow_id,
+        "version": run.version,
+        "status": run.status.public,
+        "trigger": run.trigger,
+        "logical_date": run.logical_date,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "redrives": run.drive,
+    }
+
+
+def _run_document(run_id: str) -> dict[str, Any]:
+    doc = services.run_status(bootstrap.default_ports(), run_id)
+    if doc is None:
+        raise LookupError(f"no run {run_id!r}")
+    return doc
+
+
+@contextlib.contextmanager
+def _bad_params() -> Iterator[None]:
+    """A ValueError of the run params (size, case, with the workflow's defaults) is a 400;
+    a reused idempotency key, though a ValueError too, stays a 409 (see errors)."""
+    try:
+        yield
+    except services.IdempotencyConflict:
+        raise
+    except ValueError as err:
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"params: {err}") from err
+
+
+@router.post(
+    "/workflows/<workflow_id>/runs",
+    tags=["runs"],
+    summary="Start a run now",
+    description="With an Idempotency-Key header, however often the request is sent, one "
+    "run is created (201); repeats return it (200).",
+    responses={
+        201: {
+            "description": "run started",
+            "content": {"application/json": {"model": RunDocument}},
+        },
+        200: {
+            "description": "the run this key started before",
+            "content": {"application/json": {"model": RunDocument}},
+        },
+        404: {
+            "description": "no such workflow",
+            "content": {"application/json": {"model": ErrorDocument}},
+        },
+        409: {
+            "description": "inactive workflow, or key reused",
+            "content": {"application/json": {"model": ErrorDocument}},
+        },
+    },
+)
+def trigger(
+    workflow_id: WorkflowId,
+    request: Annotated[TriggerRequest | None, Body()] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> Response[RunDocument]:
+    params = request.params if request else {}
+    with _bad_params():
+        check_run_params(params)
+    ports = bootstrap.default_ports()
+    with _bad_params():
+        run, created = services.trigger_run(ports, workflow_id, params, idempotency_key)
+    logger.info("run triggered", extra={"run_id": run.run_id, "new_run": created})
+    return json_response(
+        HTTPStatus.CREATED if created else HTTPStatus.OK, _run_document(run.run_id)
+    )
+
+
+@router.get("/workflows/<workflow_id>/runs", tags=["runs"], summary="Runs, newest first")
+def list_runs(
+    workflow_id: WorkflowId,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    next_token: Annotated[str | None, Query(max_length=600)] = None,
+) -> RunPage:
+    ports = bootstrap.default_ports()
+    if ports.definitions.get_meta(workflow_id) is None:
+        raise LookupError(f"no registered workflow {workflow_id!r}")
+    after = None
+    if next_token:
+        if not re.fullmatch(r"RUN#[^#]+#.+", next_token):
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"next_token {next_token!r} is not one we gave")
+        after = next_token
+    runs, last = ports.runs.page_runs(workflow_id, limit, after)
+    return RunPage.model_validate({"runs": [_run_summary(r) for r in runs], "next_token": last})
+
+
+@router.get("/runs/<run_id>", tags=["runs"], summary="A run: status of every task")
+def get_run(run_id: RunId) -> RunDocument:
+    return RunDocument.model_validate(_run_document(run_id))
+
+
+@router.get(
+    "/runs/<run_id>/tasks/<task_id>/logs",
+    tags=["runs"],
+    summary="An attempt's full output",
+)
+def get_logs(
+    run_id: RunId,
+    task_id: TaskId,
+    attempt: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    compensation: Annotated[
+        bool, Query(description="the output of the task's compensation (a failed saga)")
+    ] = False,
+) -> LogsDocument:
+    doc = services.task_logs(bootstrap.default_ports(), run_id, task_id, attempt, compensation)
+    return LogsDocument.model_validate(doc)
+
+
+@router.post(
+    "/runs/<run_id>/cancel",
+    tags=["runs"],
+    summary="Cancel a run: nothing new starts, running attempts are stopped",
+    responses={
+        409: {
+            "description": "the run already ended otherwise",
+            "content": {"application/json": {"model": ErrorDocument}},
+        },
+    },
+)
+def cancel(run_id: RunId) -> CancelResult:
+    ports = bootstrap.default_ports()
+    changed = services.cancel_run(ports, run_id)
+    run = ports.runs.get_run(run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id!r}")
+    if not changed and run.status.public != "cancelled":
+        raise ApiError(HTTPStatus.CONFLICT, f"run {run_id!r} already ended: it {run.status.public}")
+    return CancelResult(run_id=run_id, status=run.status.public, changed=changed)
+
+
+@router.post(
+    "/runs/<run_id>/retry",
+    tags=["runs"],
+    summary="Redrive a finished run: rerun what did not succeed, keep what did",
+    responses={
+        409: {
+            "description": "the run cannot be retried",
+            "content": {"application/json": {"model": ErrorDocument}},
+        },
+    },
+)
+def retry(run_id: RunId) -> RunDocument:
+    run = services.retry_run(bootstrap.default_ports(), run_id)
+    return RunDocument.model_validate(_run_document(run.run_id))

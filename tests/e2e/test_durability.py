@@ -151,8 +151,11 @@ def test_a_killed_engine_resumes_its_run_after_a_restart(tmp_path: Path) -> None
     assert len(lines) == len(set(lines)), Counter(lines).most_common(3)
     attempts = Counter(line.split()[0] for line in lines)
     for task_id, t in doc["tasks"].items():
-        # … and the document counts exactly the attempts that ran.
-        assert attempts[task_id] == t["attempts"], task_id
+        # … the attempt that succeeded recorded its work, and no attempt ran that the
+        # document does not count (one claimed by the killed engine may have died before
+        # its command wrote anything: counted, with no line)
+        assert f"{task_id} {t['attempts']}" in lines, task_id
+        assert 1 <= attempts[task_id] <= t["attempts"], task_id
     # A task that had finished before the kill never ran again.
     finished_before = [t for t, n in before.items() if n == 1 and attempts[t] == 1]
     assert len(finished_before) >= 5

@@ -316,6 +316,51 @@ class Metrics(Protocol):
     def timing(self, name: str, workflow_id: str, milliseconds: float) -> None: ...
 
 
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What running a command produced (a runner's result, decoupled from its module)."""
+
+    exit_code: int | None
+    timed_out: bool
+    cancelled: bool
+    output_tail: str
+    started_at: str
+    finished_at: str
+    log_ref: str | None = None
+
+
+class Cancel(Protocol):
+    """What the runner watches to stop a command: a `threading.Event`, or anything that
+    answers like one (`services.execution.RunCancelWatch`)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class CommandRunner(Protocol):
+    """Runs an attempt's command (`stratoflow.runner.commands.AttemptRunner`)."""
+
+    def __call__(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str],
+        cwd: str | None,
+        timeout: float,
+        log_name: str,
+        cancel: Cancel | None = None,
+    ) -> CommandOutcome:
+        """Run `command` with `sh -c`: its whole process tree killed at `timeout` or on
+        `cancel`, its full output to where `log_ref(log_name)` says."""
+        ...
+
+    def log_ref(self, log_name: str) -> str:
+        """Where the attempt logged as `log_name` writes its full output (a `LogReader`
+        reference), known before the command starts; "" if nowhere it can be read back."""
+        ...
+
+
 class DefinitionNotFound(LookupError):
     """No stored definition for the (workflow, version) asked for."""
 

@@ -389,7 +389,7 @@ def test_without_a_log_dir_output_streams_to_stdout_while_the_command_runs(
     monkeypatch.setenv("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]abc")
     run = command_runner(log_dir=None)
     name = "r1/t.task.1.log"
-    ref = run.log_ref(name)  # type: ignore[attr-defined]
+    ref = run.log_ref(name)
     group_stream_name, since = ref.rsplit("|", 1)
     assert (
         group_stream_name == f"cwl|/aws/lambda/stratoflow-executor|2026/11/27/[$LATEST]abc|{name}"

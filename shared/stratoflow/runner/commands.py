@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stratoflow.core.records import iso
+from stratoflow.ports import Cancel, CommandOutcome
 from stratoflow.runner.logfiles import END_MARKER, START_MARKER
 from stratoflow.runner.process import ProcessGuard
-from stratoflow.services import CommandOutcome, CommandRunner
 
 
 def command_runner(
@@ -28,49 +28,68 @@ def command_runner(
     default_cwd: str | None = None,
     on_command_end: Callable[[], None] | None = None,
     guard: ProcessGuard | None = None,
-) -> CommandRunner:
-    """The runner the executor uses: full output to a log file per attempt.
+) -> AttemptRunner:
+    """The runner the executor uses (see `AttemptRunner`)."""
+    return AttemptRunner(log_dir, echo_logs, cancel, default_cwd, on_command_end, guard)
+
+
+class AttemptRunner:
+    """`CommandRunner`: full output to a log file per attempt.
 
     With a `log_dir` (local runs) the files stay there and an attempt's log reference is
     `file:<path>`; without one (Lambda, Fargate) the output is also streamed, as it comes,
     to this process's stdout between markers, i.e. to CloudWatch Logs, and the file removed:
     the reference is then `cwl|<group>|<stream>|<log name>`. `cancel` stops every command
     of this runner (the process is stopping); `on_command_end` is called as soon as each
-    command has ended, before its outcome is reported.
+    command has ended, before its outcome is reported; `guard` learns of each command's
+    process group, to kill it should this process die (the local engine's guardian).
     """
-    from stratoflow.runner.process import AnyEvent, run_command
 
-    process_cancel = cancel
+    def __init__(
+        self,
+        log_dir: str | None = None,
+        echo_logs: bool | None = None,
+        cancel: threading.Event | None = None,
+        default_cwd: str | None = None,
+        on_command_end: Callable[[], None] | None = None,
+        guard: ProcessGuard | None = None,
+    ) -> None:
+        self._echo = (log_dir is None) if echo_logs is None else echo_logs
+        self._base = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "stratoflow-logs"
+        self._process_cancel = cancel
+        self._default_cwd = default_cwd
+        self._on_command_end = on_command_end
+        self._guard = guard
 
-    echo = (log_dir is None) if echo_logs is None else echo_logs
-    base = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "stratoflow-logs"
-
-    def log_ref(log_name: str) -> str:
-        if echo:
+    def log_ref(self, log_name: str) -> str:
+        if self._echo:
             where = _cloudwatch_stream()
             # From a little before now: the reader need not scan the stream's earlier
             # invocations (a warm Lambda's stream holds many attempts).
             since = int(time.time() * 1000) - LOG_SEARCH_SLACK_MS
             return f"cwl|{where[0]}|{where[1]}|{log_name}|{since}" if where else ""
-        return f"file:{base / log_name}"
+        return f"file:{self._base / log_name}"
 
-    def run(
+    def __call__(
+        self,
         command: str,
         *,
         env: Mapping[str, str],
         cwd: str | None,
         timeout: float,
         log_name: str,
-        cancel: threading.Event | None = None,
+        cancel: Cancel | None = None,
     ) -> CommandOutcome:
-        log_path = base / log_name
-        ref = log_ref(log_name)  # from before the command starts: where its output begins
+        from stratoflow.runner.process import AnyEvent, run_command
+
+        log_path = self._base / log_name
+        ref = self.log_ref(log_name)  # from before the command starts: where output begins
         scratch = None
-        cwd = cwd or default_cwd
+        cwd = cwd or self._default_cwd
         if cwd is None:
             scratch = tempfile.mkdtemp(prefix="stratoflow-")
-        stops = [e for e in (cancel, process_cancel) if e is not None]
-        echoing = _LiveEcho(log_path, log_name) if echo else None
+        stops = [e for e in (cancel, self._process_cancel) if e is not None]
+        echoing = _LiveEcho(log_path, log_name) if self._echo else None
         try:
             result = run_command(
                 command,
@@ -79,7 +98,7 @@ def command_runner(
                 timeout=timeout,
                 log_path=str(log_path),
                 cancel=AnyEvent(*stops) if stops else None,  # type: ignore[arg-type]
-                guard=guard,
+                guard=self._guard,
             )
         except (OSError, ValueError) as exc:
             # The command could not start (its folder is gone, say): a failed attempt with
@@ -99,8 +118,8 @@ def command_runner(
                 echoing.finish()
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
-            if on_command_end is not None:
-                on_command_end()
+            if self._on_command_end is not None:
+                self._on_command_end()
         return CommandOutcome(
             exit_code=result.exit_code,
             timed_out=result.timed_out,
@@ -110,9 +129,6 @@ def command_runner(
             finished_at=iso(result.finished_at) or "",
             log_ref=ref or None,
         )
-
-    run.log_ref = log_ref  # type: ignore[attr-defined]
-    return run
 
 
 ECHO_INTERVAL_SECONDS = 0.5

@@ -20,13 +20,13 @@ One module per use case; this package re-exports their public names:
 The real clock and ids (`SystemClock`, `RandomIds`) are adapters: `stratoflow.system`.
 """
 
+from stratoflow.ports import CommandOutcome, CommandRunner
+
 from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
 from .execution import (
     CANCEL_POLL_SECONDS,
     KILL_GRACE_SECONDS,
     LEASE_MARGIN_SECONDS,
-    CommandOutcome,
-    CommandRunner,
     ExecuteOutcome,
     ExecuteResult,
     RunCancelWatch,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import AttemptReport, TaskMessage, iso, parse_iso
 from stratoflow.core.states import RunStatus
-from stratoflow.ports import ClaimOutcome
+from stratoflow.ports import ClaimOutcome, CommandRunner
 
 from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
 
@@ -36,23 +36,6 @@ class ExecuteResult:
     defer_seconds: float = 0.0
     report: AttemptReport | None = None
 
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    """What running a command produced (a runner's result, decoupled from its module)."""
-
-    exit_code: int | None
-    timed_out: bool
-    cancelled: bool
-    output_tail: str
-    started_at: str
-    finished_at: str
-    log_ref: str | None = None
-
-
-CommandRunner = Callable[..., CommandOutcome]
-"""run(command, env=, cwd=, timeout=, log_name=, cancel=) → CommandOutcome. A runner may
-have a `log_ref(log_name) -> str` attribute: where that attempt's full output will be."""
 
 CANCEL_POLL_SECONDS = 1.0
 """How often a running attempt looks at its run's status, so that a cancel stops it within
@@ -108,8 +91,7 @@ def execute_task(
     plan = ports.definitions.get_plan(msg.workflow_id, msg.version)
     task = plan.tasks[msg.task_id]
     log_name = attempt_log_name(msg)
-    where = getattr(run_command, "log_ref", None)
-    log_ref = where(log_name) if callable(where) else ""
+    log_ref = run_command.log_ref(log_name)
     number = msg.attempt
     if msg.kind == "compensate":
         command = task.compensate or "true"

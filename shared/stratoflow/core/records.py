@@ -9,15 +9,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, overload
 
 from stratoflow.core.states import FINAL_RUN_STATUSES, RunStatus, TaskStatus
 
 OUTPUT_TAIL_BYTES = 4096
 
 
+@overload
+def iso(ts: datetime) -> str: ...
+
+
+@overload
+def iso(ts: None) -> None: ...
+
+
 def iso(ts: datetime | None) -> str | None:
-    """ISO 8601 UTC text with a Z suffix, or None."""
+    """ISO 8601 UTC text with a Z suffix (None for None)."""
     if ts is None:
         return None
     return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -103,7 +103,7 @@ class AttemptRunner:
         except (OSError, ValueError) as exc:
             # The command could not start (its folder is gone, say): a failed attempt with
             # the reason, like a shell's 127, rather than an exception that loops on redelivery.
-            stamp = iso(datetime.now(UTC)) or ""
+            stamp = iso(datetime.now(UTC))
             return CommandOutcome(
                 exit_code=127,
                 timed_out=False,
@@ -125,8 +125,8 @@ class AttemptRunner:
             timed_out=result.timed_out,
             cancelled=result.cancelled,
             output_tail=result.output_tail,
-            started_at=iso(result.started_at) or "",
-            finished_at=iso(result.finished_at) or "",
+            started_at=iso(result.started_at),
+            finished_at=iso(result.finished_at),
             log_ref=ref or None,
         )
 

@@ -96,7 +96,7 @@ def execute_task(
     if msg.kind == "compensate":
         command = task.compensate or "true"
         if not ports.runs.claim_compensation(
-            msg.run_id, msg.attempt - 1, msg.task_id, iso(now) or "", log_ref or ""
+            msg.run_id, msg.attempt - 1, msg.task_id, iso(now), log_ref or ""
         ):
             return ExecuteResult(ExecuteOutcome.DROPPED)
     else:
@@ -106,7 +106,7 @@ def execute_task(
             msg.run_id,
             msg.task_id,
             msg.attempt,
-            iso(now) or "",
+            iso(now),
             lease_until,
             now.timestamp(),
             drive=msg.drive,

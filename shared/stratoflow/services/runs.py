@@ -31,7 +31,7 @@ def cancel_run(ports: Ports, run_id: str) -> bool:
     run = ports.runs.get_run(run_id)
     if run is None or run.status not in (RunStatus.RUNNING, RunStatus.COMPENSATING):
         return False
-    now = iso(ports.clock.now()) or ""
+    now = iso(ports.clock.now())
     if not ports.runs.finish_run(
         run_id, RunStatus.CANCELLED, now, release_workflow=_scheduled(run)
     ):
@@ -138,7 +138,7 @@ def retry_run(ports: Ports, run_id: str) -> RunRecord:
             or not any(p in reset for p in plan.upstream(t))
         )
     ]
-    now = iso(ports.clock.now()) or ""
+    now = iso(ports.clock.now())
     to_run: list[str] = []
     for task_id in frontier:
         spec = plan.tasks[task_id]

@@ -81,7 +81,7 @@ def dispatch_due(ports: Ports) -> list[str]:
     is derived from the slot and created conditionally, and a workflow's next slot moves
     forward only by a compare-and-set, so no slot runs twice and none is skipped.
     """
-    now = iso(ports.clock.now()) or ""
+    now = iso(ports.clock.now())
     started: list[str] = []
     for workflow_id in ports.definitions.due_workflows(now, DUE_BATCH):
         started += dispatch_workflow(ports, workflow_id)

@@ -35,7 +35,7 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
         _record_compensation(ports, plan, report)
         return
     task = plan.tasks[report.task_id]
-    fields = _attempt_fields(report, iso(ports.clock.now()) or "")
+    fields = _attempt_fields(report, iso(ports.clock.now()))
     wf = report.workflow_id
     if report.timed_out:
         ports.metrics.count("TasksTimedOut", wf)
@@ -55,7 +55,7 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
             if run is None or run.status is not RunStatus.RUNNING:
                 return
             msg = replace(
-                _task_message(plan, run, report.task_id, report.attempt + 1, iso(now) or ""),
+                _task_message(plan, run, report.task_id, report.attempt + 1, iso(now)),
                 not_before=(now + timedelta(seconds=delay)).timestamp() if delay else None,
             )
             # The queue's delay covers whole seconds; the executor waits out the last one
@@ -142,7 +142,7 @@ def _settle(
     fold = context is not None and plan.workflow.concurrency is None
     while worklist:
         settlement = worklist.pop()
-        now = iso(ports.clock.now()) or ""
+        now = iso(ports.clock.now())
         decided: dict[str, TaskStatus] = {}
         if fold:
             for child_id in settlement.children:
@@ -312,7 +312,7 @@ def _counts(total: int, rec: TaskRecord) -> UpstreamCounts:
 
 def _finish_run(ports: Ports, plan: Plan, run: RunRecord) -> None:
     """Every task is final: the run succeeds if no leaf ended badly; a failure compensates."""
-    now = iso(ports.clock.now()) or ""
+    now = iso(ports.clock.now())
     if run.leaf_bad == 0:
         if ports.runs.finish_run(
             run.run_id, RunStatus.SUCCEEDED, now, release_workflow=_scheduled(run)
@@ -387,7 +387,7 @@ def _record_compensation(ports: Ports, plan: Plan, report: AttemptReport) -> Non
     run = ports.runs.get_run(report.run_id)
     if run is None or run.status is not RunStatus.COMPENSATING:
         return
-    now = iso(ports.clock.now()) or ""
+    now = iso(ports.clock.now())
     if index + 1 < len(run.compensations):
         # A failed compensation is recorded and the rest still run.
         nxt = _compensation_message(plan, run, run.compensations[index + 1], index + 1, now)

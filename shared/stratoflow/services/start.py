@@ -39,8 +39,8 @@ def start_run(
         workflow_id=plan.workflow_id,
         version=plan.version,
         status=RunStatus.RUNNING,
-        logical_date=logical_date or iso(now) or "",
-        created_at=iso(now) or "",
+        logical_date=logical_date or iso(now),
+        created_at=iso(now),
         started_at=iso(now),
         n_tasks=len(plan),
         params=all_params,
@@ -98,7 +98,7 @@ def _make_ready(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str]) -
     """Send decided-to-run tasks to the queue, through the run's concurrency cap if any."""
     if not task_ids:
         return
-    now = iso(ports.clock.now()) or ""
+    now = iso(ports.clock.now())
     if run.concurrency is None:
         ordered = sorted(task_ids, key=lambda t: -plan.tasks[t].priority)
         ports.tasks.send_tasks(_task_message(plan, run, t, 1, now) for t in ordered)
@@ -121,7 +121,7 @@ def _pump_waiting(ports: Ports, plan: Plan, run: RunRecord) -> None:
         if not waiting:
             return
         started: list[TaskMessage] = []
-        now = iso(ports.clock.now()) or ""
+        now = iso(ports.clock.now())
         for key, task_id in waiting:
             if not ports.runs.acquire_slot(run.run_id, cap):
                 _send(ports, started)

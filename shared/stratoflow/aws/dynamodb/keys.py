@@ -29,7 +29,7 @@ def _run_pk(run_id: str) -> str:
 
 def _lease_at(epoch: float) -> str:
     # Sortable text of a lease's end, for the `leases` index.
-    return iso(datetime.fromtimestamp(epoch, UTC)) or ""
+    return iso(datetime.fromtimestamp(epoch, UTC))
 
 
 def _waiting_key(priority: int, now: str, task_id: str) -> str:

@@ -16,7 +16,7 @@ from stratoflow.ports import RunNotRetryable
 from .bundle import Ports
 from .schedules import _after_scheduled_run, _scheduled
 from .settlement import _counts, _decided_settlement, _decided_status, _finish_run, _settle
-from .start import _start_tasks, start_run
+from .start import _decide_and_enqueue, start_run
 
 
 def cancel_run(ports: Ports, run_id: str) -> bool:
@@ -150,7 +150,7 @@ def retry_run(ports: Ports, run_id: str) -> RunRecord:
             settled = _decided_status(decision)
             if ports.runs.decide_task(run_id, task_id, settled, now):
                 _settle(ports, plan, run_id, _decided_settlement(plan, task_id, settled, now))
-    _start_tasks(ports, plan, run, to_run, now)
+    _decide_and_enqueue(ports, plan, run, to_run, now)
     if not reset:
         _finish_run(ports, plan, run)
     return run

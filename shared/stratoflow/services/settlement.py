@@ -25,7 +25,7 @@ from stratoflow.ports import FinalizeOutcome, Settlement
 
 from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
 from .schedules import _after_scheduled_run, _scheduled
-from .start import _make_ready, _pump_waiting, _start_tasks, _task_message
+from .start import _decide_and_enqueue, _enqueue, _enqueue_waiting, _task_message
 
 
 def record_completion(ports: Ports, report: AttemptReport) -> None:
@@ -164,7 +164,7 @@ def _settle(
             assert context is not None
             queued = [c for c in children if decided.get(c) is TaskStatus.QUEUED]
             if queued:
-                _make_ready(ports, plan, context, queued)
+                _enqueue(ports, plan, context, queued)
 
         result = ports.runs.finalize_task(run_id, settlement, start_decided if decided else None)
         if result.outcome is FinalizeOutcome.RUN_ENDED:
@@ -224,7 +224,7 @@ def _settle(
             settled = _decided_status(decision)
             if ports.runs.decide_task(run_id, child_id, settled, now):
                 worklist.append(_decided_settlement(plan, child_id, settled, now))
-        made_ready = _start_tasks(ports, plan, run, to_run, now) or made_ready
+        made_ready = _decide_and_enqueue(ports, plan, run, to_run, now) or made_ready
     if run is None:
         return
     if check_end and not fresh:
@@ -236,9 +236,9 @@ def _settle(
     if run.status is not RunStatus.RUNNING:
         return  # cancelled (or finished): nothing new starts
     if ready:
-        _make_ready(ports, plan, run, ready)
+        _enqueue(ports, plan, run, ready)
     elif run.concurrency is not None and first.releases_slot and not made_ready:
-        _pump_waiting(ports, plan, run)
+        _enqueue_waiting(ports, plan, run)
     if fresh and run.final_count >= run.n_tasks:
         _finish_run(ports, plan, run)
 

@@ -53,7 +53,7 @@ def start_run(
         assert existing is not None
         return existing, False
     ports.metrics.count("RunsStarted", plan.workflow_id)
-    _make_ready(ports, plan, run, list(plan.roots))
+    _enqueue(ports, plan, run, list(plan.roots))
     return run, True
 
 
@@ -77,7 +77,9 @@ def _task_message(plan: Plan, run: RunRecord, task_id: str, attempt: int, now: s
     )
 
 
-def _start_tasks(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str], now: str) -> bool:
+def _decide_and_enqueue(
+    ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str], now: str
+) -> bool:
     """Decide pending tasks to run and send them; True if any was this call's to start.
 
     Decided and enqueued batch by batch: a 10,000-wide fan-out must not hold every
@@ -89,12 +91,12 @@ def _start_tasks(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str], 
             run.run_id, task_ids[start : start + DECIDE_BATCH], status, now
         )
         if won:
-            _make_ready(ports, plan, run, won)
+            _enqueue(ports, plan, run, won)
             started = True
     return started
 
 
-def _make_ready(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str]) -> None:
+def _enqueue(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str]) -> None:
     """Send decided-to-run tasks to the queue, through the run's concurrency cap if any."""
     if not task_ids:
         return
@@ -105,10 +107,10 @@ def _make_ready(ports: Ports, plan: Plan, run: RunRecord, task_ids: list[str]) -
         return
     for task_id in task_ids:
         ports.runs.put_waiting(run.run_id, task_id, plan.tasks[task_id].priority, now)
-    _pump_waiting(ports, plan, run)
+    _enqueue_waiting(ports, plan, run)
 
 
-def _pump_waiting(ports: Ports, plan: Plan, run: RunRecord) -> None:
+def _enqueue_waiting(ports: Ports, plan: Plan, run: RunRecord) -> None:
     """Start waiting tasks while the run has free slots, highest priority first.
 
     Every party runs this after its own write (a waiter after adding itself, a finisher
@@ -124,15 +126,15 @@ def _pump_waiting(ports: Ports, plan: Plan, run: RunRecord) -> None:
         now = iso(ports.clock.now())
         for key, task_id in waiting:
             if not ports.runs.acquire_slot(run.run_id, cap):
-                _send(ports, started)
+                _enqueue_messages(ports, started)
                 return
             if ports.runs.take_waiting(run.run_id, key):
                 started.append(_task_message(plan, run, task_id, 1, now))
             else:
                 ports.runs.release_slot(run.run_id)
-        _send(ports, started)
+        _enqueue_messages(ports, started)
 
 
-def _send(ports: Ports, messages: list[TaskMessage]) -> None:
+def _enqueue_messages(ports: Ports, messages: list[TaskMessage]) -> None:
     if messages:
         ports.tasks.send_tasks(messages)

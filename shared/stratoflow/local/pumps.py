@@ -11,8 +11,10 @@ failed is made visible again after a backoff, as ReportBatchItemFailures asks. A
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import random
 import subprocess
 import sys
 import time
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from stratoflow.runner.guardian import ProcessGuardian
 
 LONG_POLL_SECONDS = 1
+BACKOFF_MAX_SECONDS = 5.0
+_log = logging.getLogger("stratoflow.local")
 PREFETCH = 10
 COMPLETION_PUMPS = 3
 DELETE_LINGER_SECONDS = 0.05
@@ -118,14 +122,22 @@ class EventSourceMappings:
             for url, handles in by_queue.items():
                 for start in range(0, len(handles), 10):
                     chunk = handles[start : start + 10]
-                    self.clients.sqs.delete_message_batch(
-                        QueueUrl=url,
-                        Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)],
-                    )
+                    try:
+                        self.clients.sqs.delete_message_batch(
+                            QueueUrl=url,
+                            Entries=[
+                                {"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)
+                            ],
+                        )
+                    except Exception:
+                        # Undeleted, they come back after their visibility timeout and are
+                        # dropped as duplicates at their claim: only wasted work.
+                        self._back_off("deleting processed messages", 1)
 
     def _pump_tasks(self) -> None:
         assert self.settings is not None and self._pool is not None
         url = self.settings.task_queue_url
+        failures = 0
         while not self._stop.is_set():
             # Receive when the prefetched tasks are about to run out, not each time one
             # finishes: a busy queue is then read ten messages at a time (as the
@@ -142,13 +154,25 @@ class EventSourceMappings:
                 self._waiting += taken
             try:
                 messages = self._receive(url, taken) if not self._stop.is_set() else []
+                failures = 0
             except Exception:
                 messages = []
+                failures += 1
+                self._back_off("receiving tasks", failures)
             with self._flow:
                 self._held -= taken - len(messages)
                 self._waiting -= taken - len(messages)
             for m in messages:
                 self._pool.submit(self._execute_one, url, m)
+
+    def _back_off(self, what: str, failures: int) -> None:
+        """Log a pump's failure with its context and wait before it tries again: a transient
+        error (a database locked longer than its busy timeout, an endpoint that hiccups)
+        must not end the pump, and a lasting one must not make it spin. Jittered, doubling
+        from 0.1 s up to 5 s; a stop ends the wait."""
+        _log.exception("local engine: %s failed (%d in a row); trying again", what, failures)
+        delay = min(BACKOFF_MAX_SECONDS, 0.1 * 2 ** min(failures - 1, 6))
+        self._stop.wait(delay * random.uniform(0.5, 1.5))
 
     def _release_slot(self) -> None:
         """Give the executor's command slot back (its command has ended); a no-op in a
@@ -235,19 +259,21 @@ class EventSourceMappings:
     def _pump_completions(self) -> None:
         assert self.settings is not None
         url = self.settings.completion_queue_url
+        failures = 0
         while not self._stop.is_set():
             try:
                 messages = self._receive(url, 10)
+                if messages:
+                    event = sqs_event(messages, url, self.settings.region)
+                    response = _invoke(completion.handler, event, "stratoflow-completion")
+                    self._settle_batch(url, messages, response)
+                    self._note_reports(messages, response)
+                failures = 0
             except Exception:
-                if self._stop.is_set():
-                    break
-                raise
-            if not messages:
-                continue
-            event = sqs_event(messages, url, self.settings.region)
-            response = _invoke(completion.handler, event, "stratoflow-completion")
-            self._settle_batch(url, messages, response)
-            self._note_reports(messages, response)
+                # What was received and not settled is delivered again after its
+                # visibility timeout, as SQS would: nothing recorded is lost.
+                failures += 1
+                self._back_off("handling reports", failures)
 
     def _note_reports(self, messages: list[dict[str, Any]], response: dict[str, Any]) -> None:
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}

@@ -10,6 +10,7 @@ embedded engine it also adopts the work of `stratoflow run` processes that died.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from stratoflow.local.http import DEFAULT_API_PORT, ApiServer
 from stratoflow.local.runtime import LocalRuntime
 from stratoflow.local.target import EngineLock, clear_state, home, write_state
 
+_log = logging.getLogger("stratoflow.local")
 SCAN_SECONDS = 0.5
 """How often the folder is looked at (a file watcher without an inotify dependency)."""
 
@@ -111,13 +113,26 @@ class FolderServer:
         clock = self.runtime.ports.clock
         next_tick = _next_minute(clock.now())
         while not self._stop.is_set():
-            self.scan()
+            self._survive("looking at the folder", self.scan)
             if clock.now() >= next_tick:
-                self._adopt()
-                for run_id in self.runtime.tick():
-                    self.say(f"started {run_id}")
+                self._survive("taking over dead engines' work", self._adopt)
+                self._survive("the scheduler's tick", self._tick)
                 next_tick = _next_minute(clock.now())
             self._stop.wait(min(SCAN_SECONDS, 60 / self.speed / 4))
+
+    def _tick(self) -> None:
+        for run_id in self.runtime.tick():
+            self.say(f"started {run_id}")
+
+    def _survive(self, what: str, step: Callable[[], None]) -> None:
+        """Run one step of the loop; a failure is said (one line) and logged in full, and
+        the loop goes on: the step runs again at its next turn (the folder every half
+        second, the tick next minute), so a transient error never stops the engine."""
+        try:
+            step()
+        except Exception as exc:
+            _log.exception("local up: %s failed", what)
+            self.say(f"warning: {what} failed ({type(exc).__name__}: {exc}); trying again")
 
     def stop(self) -> None:
         self._stop.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -48,7 +49,7 @@ def parse_params(values: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
-def print_table(doc: dict[str, Any]) -> None:
+def print_table(doc: Mapping[str, Any]) -> None:
     console = Console()
     table = Table(title=f"{doc['workflow_id']} · run {doc['run_id']} · {doc['status']}")
     for col in ("task", "status", "attempts", "exit", "output (last line)"):

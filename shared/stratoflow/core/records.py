@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Self, overload
+from typing import Self, TypedDict, overload
 
 from stratoflow.core.states import FINAL_RUN_STATUSES, RunStatus, TaskStatus
 
@@ -192,14 +192,55 @@ class CompensationRecord:
     log_ref: str | None = None
 
 
+class TaskDocument(TypedDict):
+    """One task in a run document."""
+
+    status: str
+    attempts: int
+    exit_code: int | None
+    timed_out: bool
+    started_at: str | None
+    finished_at: str | None
+    output_tail: str
+
+
+class CompensationDocument(TypedDict):
+    """One compensation of a failed run, in its document."""
+
+    task_id: str
+    status: str
+    exit_code: int | None
+    timed_out: bool
+    started_at: str | None
+    finished_at: str | None
+    output_tail: str
+
+
+class RunDocument(TypedDict):
+    """The JSON document `stratoflow run --json`, `status --json` and `GET /runs/{id}`
+    give (a user contract; the API's response model mirrors it)."""
+
+    run_id: str
+    workflow_id: str
+    status: str
+    version: int
+    trigger: str
+    params: dict[str, str]
+    redrives: int
+    started_at: str
+    finished_at: str | None
+    tasks: dict[str, TaskDocument]
+    compensations: list[CompensationDocument]
+
+
 def run_document(
     run: RunRecord,
     tasks: dict[str, TaskRecord],
     task_order: list[str],
     compensations: list[CompensationRecord] | None = None,
-) -> dict[str, Any]:
+) -> RunDocument:
     """The JSON document `stratoflow run --json` and `status --json` print (a user contract)."""
-    out_tasks: dict[str, Any] = {}
+    out_tasks: dict[str, TaskDocument] = {}
     for tid in task_order:
         rec = tasks.get(tid) or TaskRecord(task_id=tid)
         status = rec.status

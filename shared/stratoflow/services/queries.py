@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
-from stratoflow.core.records import RunRecord
+from stratoflow.core.records import RunDocument, RunRecord
 from stratoflow.core.states import TaskStatus
 from stratoflow.ports import LogText
 
 from .bundle import Ports
 
 
-def run_status(ports: Ports, run_id: str) -> dict[str, Any] | None:
+class LogsDocument(TypedDict):
+    """An attempt's output as `GET /runs/{id}/tasks/{task}/logs` and `stratoflow logs`
+    give it."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    attempts: int
+    status: str
+    complete: bool
+    """False while the attempt still runs: more output may come."""
+    found: bool
+    """False when the full log is gone (or was never written): `text` is the stored tail."""
+    text: str
+
+
+def run_status(ports: Ports, run_id: str) -> RunDocument | None:
     """The run document (`stratoflow status --json`), or None if there is no such run."""
     from stratoflow.core.records import run_document
 
@@ -24,7 +40,7 @@ def run_status(ports: Ports, run_id: str) -> dict[str, Any] | None:
     return run_document(run, tasks, list(plan.tasks), comps)
 
 
-def _compensation_logs(ports: Ports, run: RunRecord, task_id: str) -> dict[str, Any]:
+def _compensation_logs(ports: Ports, run: RunRecord, task_id: str) -> LogsDocument:
     found = [c for c in ports.runs.list_compensations(run.run_id) if c.task_id == task_id]
     if not found:
         raise LookupError(f"task {task_id!r} of run {run.run_id!r} has not been compensated")
@@ -49,7 +65,7 @@ def task_logs(
     task_id: str,
     attempt: int | None = None,
     compensation: bool = False,
-) -> dict[str, Any]:
+) -> LogsDocument:
     """The full output of one attempt of a task (the last one by default), or of the task's
     compensation in a failed run.
 

@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Que
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from stratoflow import bootstrap, services
+from stratoflow.core import records
 from stratoflow.core.model import check_run_params
 from stratoflow.core.records import RunRecord
 from stratoflow.handlers.api.errors import ApiError, json_response
@@ -49,7 +50,7 @@ def _run_summary(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _run_document(run_id: str) -> dict[str, Any]:
+def _run_document(run_id: str) -> records.RunDocument:
     doc = services.run_status(bootstrap.default_ports(), run_id)
     if doc is None:
         raise LookupError(f"no run {run_id!r}")

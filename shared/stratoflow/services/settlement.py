@@ -3,8 +3,8 @@ its dependents, cascade skips, finish the run, and run a failed run's compensati
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -122,6 +122,34 @@ def _attempt_fields(report: AttemptReport, now: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Progress:
+    """What settling a task (one step) or a whole cascade of them (steps combined with
+    `then`) found out: the values `_settle`'s steps hand each other."""
+
+    run: RunRecord | None = None
+    read: bool = False
+    """`run` was read after the latest settlement was written: its counters are current."""
+    settled: tuple[Settlement, ...] = ()
+    """Dependents this step settled without running (skipped, upstream_failed): to propagate."""
+    started: bool = False
+    """Some dependent was enqueued."""
+    may_end_run: bool = False
+    """A folded settlement (not read back) may have been the run's last."""
+    lost: tuple[str, ...] = ()
+    """Dependents found queued on a redelivery: their message may have been lost in a crash."""
+
+    def then(self, step: _Progress) -> _Progress:
+        """This progress followed by `step` (its `settled` are the caller's to propagate)."""
+        return _Progress(
+            run=step.run if step.read else (self.run or step.run),
+            read=step.read,
+            started=self.started or step.started,
+            may_end_run=self.may_end_run or step.may_end_run,
+            lost=self.lost + step.lost,
+        )
+
+
 def _settle(
     ports: Ports, plan: Plan, run_id: str, first: Settlement, context: RunRecord | None = None
 ) -> None:
@@ -133,113 +161,147 @@ def _settle(
     on without reading the run or its tasks back. Dependents with several parents are read
     (BatchGetItem) and decided from their counters, as is everything after a redelivery.
     """
+    fold = context if plan.workflow.concurrency is None else None
+    progress = _Progress()
     worklist = [first]
-    ready: list[str] = []
-    made_ready = False
-    run: RunRecord | None = None
-    check_end = False  # a folded settlement may have been the run's last
-    fresh = False  # `run` was read after the latest settlement was written
-    fold = context is not None and plan.workflow.concurrency is None
     while worklist:
-        settlement = worklist.pop()
-        now = iso(ports.clock.now())
-        decided: dict[str, TaskStatus] = {}
-        if fold:
-            for child_id in settlement.children:
-                if plan.foldable(child_id):
-                    decided[child_id] = _decided_status(
-                        decide(plan.tasks[child_id].trigger_rule, _single_parent(settlement))
-                    )
-            # Written (and started) chunk by chunk: the highest priorities first.
-            children = sorted(settlement.children, key=lambda c: -plan.tasks[c].priority)
-            settlement = replace(
-                settlement, children=tuple(children), decided=decided, require_running=True
-            )
-        settlement = replace(settlement, guards=_guards(plan, settlement, decided))
+        step = _settle_one(ports, plan, run_id, worklist.pop(), fold)
+        if step is not None:
+            worklist.extend(step.settled)
+            progress = progress.then(step)
+    _move_run_on(ports, plan, run_id, first, progress)
 
-        def start_decided(
-            children: Sequence[str], decided: dict[str, TaskStatus] = decided
-        ) -> None:
-            # Each chunk of a wide fan-out starts as soon as it is written.
-            assert context is not None
-            queued = [c for c in children if decided.get(c) is TaskStatus.QUEUED]
-            if queued:
-                _enqueue(ports, plan, context, queued)
 
-        result = ports.runs.finalize_task(run_id, settlement, start_decided if decided else None)
-        if result.outcome is FinalizeOutcome.RUN_ENDED:
-            # Cancelled meanwhile: record this task's end, start nothing.
-            ports.runs.finalize_task(run_id, replace(settlement, decided={}, require_running=False))
-            run = ports.runs.get_run(run_id)
-            fresh = True
-            continue
-        if result.outcome is FinalizeOutcome.STALE:
-            continue
-        fresh = False
-        redelivered = result.outcome is FinalizeOutcome.ALREADY
-        # Dependents still waiting for other parents cannot have been decided by this count.
-        to_read = [c for c in settlement.children if c not in decided and c not in result.waiting]
-        if fold and not redelivered:
-            assert context is not None
-            run = run or context
-            for child_id, status in decided.items():
-                if status is TaskStatus.QUEUED:
-                    made_ready = True  # started by start_decided, chunk by chunk
-                else:
-                    worklist.append(_decided_settlement(plan, child_id, status, now))
+def _settle_one(
+    ports: Ports, plan: Plan, run_id: str, settlement: Settlement, context: RunRecord | None
+) -> _Progress | None:
+    """Write one task's end and decide its dependents. None: a stale (superseded) report."""
+    now = iso(ports.clock.now())
+    if context is not None:
+        settlement = _fold(plan, settlement)
+    decided = settlement.decided
+    settlement = replace(settlement, guards=_guards(plan, settlement, decided))
+    start = _starter(ports, plan, context, decided) if decided else None
+    result = ports.runs.finalize_task(run_id, settlement, start)
+    if result.outcome is FinalizeOutcome.RUN_ENDED:
+        # Cancelled meanwhile: record this task's end, start nothing.
+        ports.runs.finalize_task(run_id, replace(settlement, decided={}, require_running=False))
+        return _Progress(run=ports.runs.get_run(run_id), read=True)
+    if result.outcome is FinalizeOutcome.STALE:
+        return None
+    if result.outcome is FinalizeOutcome.ALREADY:
+        return _decide_read(ports, plan, run_id, settlement.children, now, redelivered=True)
+    # Dependents still waiting for other parents cannot have been decided by this count.
+    to_read = [c for c in settlement.children if c not in decided and c not in result.waiting]
+    folded = _Progress()
+    if context is not None:
+        folded = _Progress(
+            run=context,
+            settled=tuple(
+                _decided_settlement(plan, child_id, status, now)
+                for child_id, status in decided.items()
+                if status is not TaskStatus.QUEUED
+            ),
+            # The queued ones were started by `start`, chunk by chunk.
+            started=TaskStatus.QUEUED in decided.values(),
             # A dependent left pending means the run goes on: only otherwise may this
             # settlement have been the run's last.
-            if not result.waiting:
-                check_end = check_end or settlement.task_id in plan.may_end_run
-            if not to_read:
-                continue
-        elif redelivered:
-            to_read = list(settlement.children)
-        run, records = ports.runs.get_run_and_tasks(run_id, to_read)
-        fresh = True
-        if run.status is not RunStatus.RUNNING:
-            continue  # cancelled: its remaining tasks stay as they are, nothing new starts
-        to_run = []
-        for child_id in to_read:
-            child = records[child_id]
-            if child.status is not TaskStatus.PENDING:
-                if redelivered and child.attempt == 0:
-                    # We may have crashed between deciding a dependent and acting on it.
-                    if child.status is TaskStatus.QUEUED:
-                        # A duplicate message is harmless (the executor's claim drops it),
-                        # a lost one is not.
-                        ready.append(child_id)
-                    elif child.status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED):
-                        # Propagate its end again: a settlement already propagated comes
-                        # back ALREADY and only repeats these repairs below it.
-                        worklist.append(_decided_settlement(plan, child_id, child.status, now))
-                continue
-            spec = plan.tasks[child_id]
-            decision = decide(spec.trigger_rule, _counts(len(spec.depends), child))
-            if decision is Decision.WAIT:
-                continue
-            if decision is Decision.RUN:
-                to_run.append(child_id)
-                continue
-            settled = _decided_status(decision)
-            if ports.runs.decide_task(run_id, child_id, settled, now):
-                worklist.append(_decided_settlement(plan, child_id, settled, now))
-        made_ready = _decide_and_enqueue(ports, plan, run, to_run, now) or made_ready
+            may_end_run=not result.waiting and settlement.task_id in plan.may_end_run,
+        )
+        if not to_read:
+            return folded
+    read = _decide_read(ports, plan, run_id, to_read, now, redelivered=False)
+    return replace(folded.then(read), settled=folded.settled + read.settled)
+
+
+def _fold(plan: Plan, settlement: Settlement) -> Settlement:
+    """Decide in the settlement's own write the dependents it alone decides (one parent);
+    conditioned on the run still running."""
+    decided = {
+        child_id: _decided_status(
+            decide(plan.tasks[child_id].trigger_rule, _single_parent(settlement))
+        )
+        for child_id in settlement.children
+        if plan.foldable(child_id)
+    }
+    # Written (and started) chunk by chunk: the highest priorities first.
+    children = sorted(settlement.children, key=lambda c: -plan.tasks[c].priority)
+    return replace(settlement, children=tuple(children), decided=decided, require_running=True)
+
+
+def _starter(
+    ports: Ports, plan: Plan, context: RunRecord | None, decided: Mapping[str, TaskStatus]
+) -> Callable[[Sequence[str]], None]:
+    """Enqueues each chunk of a wide fan-out as soon as the store has written it."""
+
+    def start(children: Sequence[str]) -> None:
+        assert context is not None
+        queued = [c for c in children if decided.get(c) is TaskStatus.QUEUED]
+        if queued:
+            _enqueue(ports, plan, context, queued)
+
+    return start
+
+
+def _decide_read(
+    ports: Ports, plan: Plan, run_id: str, children: Sequence[str], now: str, *, redelivered: bool
+) -> _Progress:
+    """Read the run and these dependents and decide each from its counters; on a
+    redelivery, also repair what a crash between deciding and acting may have left."""
+    run, records = ports.runs.get_run_and_tasks(run_id, children)
+    if run.status is not RunStatus.RUNNING:
+        # Cancelled: its remaining tasks stay as they are, nothing new starts.
+        return _Progress(run=run, read=True)
+    settled: list[Settlement] = []
+    lost: list[str] = []
+    to_run: list[str] = []
+    for child_id in children:
+        child = records[child_id]
+        if child.status is not TaskStatus.PENDING:
+            if redelivered and child.attempt == 0:
+                if child.status is TaskStatus.QUEUED:
+                    # A duplicate message is harmless (the executor's claim drops it), a
+                    # lost one is not.
+                    lost.append(child_id)
+                elif child.status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED):
+                    # Propagate its end again: a settlement already propagated comes back
+                    # ALREADY and only repeats these repairs below it.
+                    settled.append(_decided_settlement(plan, child_id, child.status, now))
+            continue
+        spec = plan.tasks[child_id]
+        decision = decide(spec.trigger_rule, _counts(len(spec.depends), child))
+        if decision is Decision.WAIT:
+            continue
+        if decision is Decision.RUN:
+            to_run.append(child_id)
+            continue
+        status = _decided_status(decision)
+        if ports.runs.decide_task(run_id, child_id, status, now):
+            settled.append(_decided_settlement(plan, child_id, status, now))
+    started = _decide_and_enqueue(ports, plan, run, to_run, now)
+    return _Progress(run=run, read=True, settled=tuple(settled), started=started, lost=tuple(lost))
+
+
+def _move_run_on(
+    ports: Ports, plan: Plan, run_id: str, first: Settlement, progress: _Progress
+) -> None:
+    """After the cascade: enqueue what a crash may have lost, fill a freed concurrency
+    slot, and finish the run if that was its last task."""
+    run, read = progress.run, progress.read
     if run is None:
         return
-    if check_end and not fresh:
+    if progress.may_end_run and not read:
         # A folded settlement may have ended the run: read its counters.
-        run = ports.runs.get_run(run_id)
+        run, read = ports.runs.get_run(run_id), True
         if run is None:
             return
-        fresh = True
     if run.status is not RunStatus.RUNNING:
         return  # cancelled (or finished): nothing new starts
-    if ready:
-        _enqueue(ports, plan, run, ready)
-    elif run.concurrency is not None and first.releases_slot and not made_ready:
+    if progress.lost:
+        _enqueue(ports, plan, run, list(progress.lost))
+    elif run.concurrency is not None and first.releases_slot and not progress.started:
         _enqueue_waiting(ports, plan, run)
-    if fresh and run.final_count >= run.n_tasks:
+    if read and run.final_count >= run.n_tasks:
         _finish_run(ports, plan, run)
 
 

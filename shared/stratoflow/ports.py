@@ -175,7 +175,7 @@ class RunStore(Protocol):
     def redrive(
         self,
         run: RunRecord,
-        resets: dict[str, dict[str, int]],
+        resets: dict[str, dict[TaskStatus, int]],
         final_count: int,
         release_workflow: str | None,
     ) -> bool:

@@ -164,7 +164,7 @@ def task(stores: Stores, task_id: str, run_id: str = "r1") -> TaskRecord:
     return stores.runs.get_task(run_id, task_id)
 
 
-def counts(stores: Stores, task_id: str, run_id: str = "r1") -> dict[str, int]:
+def counts(stores: Stores, task_id: str, run_id: str = "r1") -> dict[TaskStatus, int]:
     """A task's upstream counters that are not zero (a zero may be stored or absent)."""
     return {k: v for k, v in task(stores, task_id, run_id).counters.items() if v}
 
@@ -510,7 +510,7 @@ def test_a_settlement_applies_and_counts_in_its_children_and_its_run(stores: Sto
     rec = task(stores, "a")
     assert (rec.status, rec.attempt, rec.exit_code) == (SUCCEEDED, 1, 0)
     assert (rec.settled_at, rec.finished_at, rec.lease_until) == (T1, T1, None)
-    assert counts(stores, "b") == counts(stores, "c") == {"u_ok": 1}
+    assert counts(stores, "b") == counts(stores, "c") == {TaskStatus.SUCCEEDED: 1}
     assert task(stores, "b").status is PENDING
     run = run_of(stores)
     assert (run.final_count, run.leaf_bad) == (1, 0)
@@ -530,7 +530,7 @@ def test_a_redelivered_settlement_is_already_applied_and_counts_nothing_again(
     results = [finalize(stores, inner), finalize(stores, leaf)]
     # THEN they were applied before, and no counter moved
     assert results == [Finalized(FinalizeOutcome.ALREADY)] * 2
-    assert counts(stores, "b") == counts(stores, "c") == {"u_fail": 1}
+    assert counts(stores, "b") == counts(stores, "c") == {TaskStatus.FAILED: 1}
     run = run_of(stores)
     assert (run.final_count, run.leaf_bad, run.active) == (2, 1, 1)
 
@@ -559,7 +559,7 @@ def test_a_settlement_contradicting_the_recorded_one_is_stale(stores: Stores) ->
     # THEN it is stale, and the failure stands
     assert result == Finalized(FinalizeOutcome.STALE)
     assert task(stores, "a").status is FAILED
-    assert counts(stores, "b") == {"u_fail": 1}
+    assert counts(stores, "b") == {TaskStatus.FAILED: 1}
 
 
 def test_a_decided_task_settles_without_an_attempt_once(stores: Stores) -> None:
@@ -571,7 +571,7 @@ def test_a_decided_task_settles_without_an_attempt_once(stores: Stores) -> None:
     first, again = finalize(stores, s), finalize(stores, s)
     # THEN it applied once: c counts one skip, the run one final task
     assert (first.outcome, again.outcome) == (FinalizeOutcome.APPLIED, FinalizeOutcome.ALREADY)
-    assert counts(stores, "c") == {"u_skip": 1}
+    assert counts(stores, "c") == {TaskStatus.SKIPPED: 1}
     assert run_of(stores).final_count == 1
     assert task(stores, "b").status is SKIPPED
 
@@ -602,7 +602,7 @@ def test_a_settlement_decides_its_single_parent_children_unless_already_decided(
     assert result.outcome is FinalizeOutcome.APPLIED
     assert task(stores, "b").status is QUEUED
     assert task(stores, "c").status is TaskStatus.CANCELLED
-    assert counts(stores, "b") == counts(stores, "c") == {"u_ok": 1}
+    assert counts(stores, "b") == counts(stores, "c") == {TaskStatus.SUCCEEDED: 1}
 
 
 def test_children_decided_final_by_a_settlement_are_settled_at_its_time(stores: Stores) -> None:
@@ -661,7 +661,7 @@ def test_the_tasks_own_condition_is_judged_before_the_runs(stores: Stores) -> No
     # THEN they are already applied and stale, not "run ended"
     assert again == Finalized(FinalizeOutcome.ALREADY)
     assert other == Finalized(FinalizeOutcome.STALE)
-    assert counts(stores, "b") == {"u_ok": 1}
+    assert counts(stores, "b") == {TaskStatus.SUCCEEDED: 1}
 
 
 def test_a_guarded_child_counted_before_its_last_parent_is_left_waiting(
@@ -674,7 +674,7 @@ def test_a_guarded_child_counted_before_its_last_parent_is_left_waiting(
     result = finalize(stores, settlement("p1", SUCCEEDED, ["j", "k"], guards={"j": 2}))
     # THEN j is reported waiting for its other parent; both children were counted
     assert result == Finalized(FinalizeOutcome.APPLIED, frozenset({"j"}))
-    assert counts(stores, "j") == counts(stores, "k") == {"u_ok": 1}
+    assert counts(stores, "j") == counts(stores, "k") == {TaskStatus.SUCCEEDED: 1}
     assert task(stores, "j").status is PENDING
 
 
@@ -689,7 +689,7 @@ def test_the_last_parent_counts_a_guarded_child_without_leaving_it_waiting(
     result = finalize(stores, settlement("p2", SUCCEEDED, ["j"], guards={"j": 2}))
     # THEN the guard fails yet the count is written, and j is not reported waiting
     assert result == Finalized(FinalizeOutcome.APPLIED)
-    assert counts(stores, "j") == {"u_ok": 2}
+    assert counts(stores, "j") == {TaskStatus.SUCCEEDED: 2}
     assert run_of(stores).final_count == 2
 
 
@@ -702,7 +702,7 @@ def test_a_guarded_child_no_longer_pending_is_counted_and_not_waiting(stores: St
     result = finalize(stores, settlement("p2", SUCCEEDED, ["j"], guards={"j": 3}))
     # THEN j is counted, not reported waiting, and keeps its decision
     assert result == Finalized(FinalizeOutcome.APPLIED)
-    assert counts(stores, "j") == {"u_ok": 1}
+    assert counts(stores, "j") == {TaskStatus.SUCCEEDED: 1}
     assert task(stores, "j").status is TaskStatus.UPSTREAM_FAILED
 
 
@@ -725,9 +725,9 @@ def test_a_wide_fan_out_counts_each_child_once_and_hands_each_to_on_chunk_once(
     assert sorted(handed_first) == children
     assert handed == handed_first
     _, tasks = stores.runs.get_run_and_tasks("r1", children)
-    assert {c: (t.status, t.counters.get("u_ok")) for c, t in tasks.items()} == dict.fromkeys(
-        children, (QUEUED, 1)
-    )
+    assert {
+        c: (t.status, t.counters.get(TaskStatus.SUCCEEDED)) for c, t in tasks.items()
+    } == dict.fromkeys(children, (QUEUED, 1))
     assert run_of(stores).final_count == 1
 
 
@@ -773,7 +773,7 @@ def test_two_parents_settling_at_once_both_count_in_their_child(stores: Stores) 
     )
     # THEN both applied and j counts both (no update lost)
     assert [r.outcome for r in results] == [FinalizeOutcome.APPLIED] * 2
-    assert counts(stores, "j") == {"u_ok": 1, "u_fail": 1}
+    assert counts(stores, "j") == {TaskStatus.SUCCEEDED: 1, TaskStatus.FAILED: 1}
     assert run_of(stores).final_count == 2
 
 
@@ -793,7 +793,7 @@ def test_of_two_guarded_parents_settling_at_once_one_leaves_the_child_waiting(
     )
     # THEN exactly one of them (the first) left j waiting: the last one did not
     assert sorted(len(r.waiting) for r in results) == [0, 1]
-    assert counts(stores, "j") == {"u_ok": 2}
+    assert counts(stores, "j") == {TaskStatus.SUCCEEDED: 2}
 
 
 # -- decisions
@@ -1031,7 +1031,7 @@ def test_a_redrive_resets_the_given_tasks_into_the_next_drive(stores: Stores) ->
     run = _failed_chain(stores)
     a_before = task(stores, "a")
     # WHEN b and c are redriven, b with a's success counted
-    assert stores.runs.redrive(run, {"b": {"u_ok": 1}, "c": {}}, 1, None) is True
+    assert stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}, "c": {}}, 1, None) is True
     # THEN b and c are pending in drive 1, never attempted in it, with the given counters,
     # b keeping its old attempt's log; a is untouched
     b, c = task(stores, "b"), task(stores, "c")
@@ -1039,7 +1039,7 @@ def test_a_redrive_resets_the_given_tasks_into_the_next_drive(stores: Stores) ->
         assert (rec.status, rec.attempt, rec.drive) == (PENDING, 0, 1)
         assert (rec.exit_code, rec.started_at, rec.finished_at, rec.settled_at) == (None,) * 4
         assert (rec.lease_until, rec.worker, rec.output_tail) == (None, None, "")
-    assert counts(stores, "b") == {"u_ok": 1}
+    assert counts(stores, "b") == {TaskStatus.SUCCEEDED: 1}
     assert counts(stores, "c") == {}
     assert b.logs == ("b-0-1",)
     assert task(stores, "a") == a_before
@@ -1049,7 +1049,7 @@ def test_a_redrive_puts_the_run_back_to_running_in_its_next_drive(stores: Stores
     # GIVEN a failed run a → b → c
     run = _failed_chain(stores)
     # WHEN b and c are redriven, a staying final
-    stores.runs.redrive(run, {"b": {"u_ok": 1}, "c": {}}, 1, None)
+    stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}, "c": {}}, 1, None)
     # THEN the run runs again in drive 1, counting only a as final
     after = run_of(stores)
     assert (after.status, after.drive, after.finished_at) == (RunStatus.RUNNING, 1, None)
@@ -1061,10 +1061,10 @@ def test_a_redrive_from_a_stale_run_record_is_refused_and_resets_nothing(
 ) -> None:
     # GIVEN a run redriven once, and b's attempt 1 of drive 1 running
     run = _failed_chain(stores)
-    assert stores.runs.redrive(run, {"b": {"u_ok": 1}, "c": {}}, 1, None)
+    assert stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}, "c": {}}, 1, None)
     running(stores, "b", drive=1)
     # WHEN another redrive is made from the same (now stale) run record
-    again = stores.runs.redrive(run, {"b": {"u_ok": 1}, "c": {}}, 1, None)
+    again = stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}, "c": {}}, 1, None)
     # THEN it is refused; b still runs and the run stays in drive 1
     assert again is False
     b = task(stores, "b")
@@ -1075,11 +1075,11 @@ def test_a_redrive_from_a_stale_run_record_is_refused_and_resets_nothing(
 def test_a_refused_redrive_leaves_the_runs_waiting_tasks_alone(stores: Stores) -> None:
     # GIVEN a run redriven once, whose task b then waits for a concurrency slot
     run = _failed_chain(stores)
-    assert stores.runs.redrive(run, {"b": {"u_ok": 1}, "c": {}}, 1, None)
+    assert stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}, "c": {}}, 1, None)
     assert stores.runs.decide_task("r1", "b", TaskStatus.WAITING, T2)
     stores.runs.put_waiting("r1", "b", 0, T2)
     # WHEN a second redrive from the stale run record is refused
-    assert stores.runs.redrive(run, {"b": {"u_ok": 1}, "c": {}}, 1, None) is False
+    assert stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}, "c": {}}, 1, None) is False
     # THEN b still waits for its slot
     assert [t for _, t in stores.runs.peek_waiting("r1", 10)] == ["b"]
 
@@ -1097,7 +1097,7 @@ def test_a_redriven_wide_fan_out_propagates_again_in_its_new_drive(stores: Store
     # THEN each child counts root's new success once, and its old failure no more
     _, tasks = stores.runs.get_run_and_tasks("r1", children)
     assert {c: {k: v for k, v in t.counters.items() if v} for c, t in tasks.items()} == (
-        {c: {"u_ok": 1} for c in children}
+        {c: {TaskStatus.SUCCEEDED: 1} for c in children}
     )
 
 
@@ -1468,9 +1468,9 @@ def test_a_removed_source_no_longer_defining_its_workflow_deactivates_nothing(
 def test_a_redrive_from_a_stale_record_resets_no_task(stores: Stores) -> None:
     # GIVEN a failed run a → b → c whose b alone was redriven (into drive 1)
     run = _failed_chain(stores)
-    assert stores.runs.redrive(run, {"b": {"u_ok": 1}}, 2, None)
+    assert stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}}, 2, None)
     # WHEN a second redrive, from the record read before the first, would reset b and c
-    assert stores.runs.redrive(run, {"b": {"u_ok": 1}, "c": {}}, 1, None) is False
+    assert stores.runs.redrive(run, {"b": {TaskStatus.SUCCEEDED: 1}, "c": {}}, 1, None) is False
     # THEN c, which the first redrive kept, is as it was: upstream_failed in drive 0
     c = task(stores, "c")
     assert (c.status, c.drive) == (TaskStatus.UPSTREAM_FAILED, 0)

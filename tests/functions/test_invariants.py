@@ -20,6 +20,7 @@ from stratoflow.aws.dynamodb import DynamoDefinitionStore
 from stratoflow.config import WORKFLOWS_PREFIX
 from stratoflow.core.model import Workflow
 from stratoflow.core.records import AttemptReport, TaskMessage
+from stratoflow.core.states import TaskStatus
 from stratoflow.handlers import completion, dispatcher, executor, loader
 from stratoflow.local.events import LambdaContext, eventbridge_event, s3_event, sqs_event
 from stratoflow.local.runtime import LocalRuntime
@@ -233,7 +234,7 @@ def test_a_wide_shared_fan_in_is_read_back_only_by_its_last_parent(
     assert _task_ids(_tasks(engine)) == children
     _, tasks = original(run_id, children)
     assert {(t.status, tuple(t.counters.items())) for t in tasks.values()} == {
-        ("queued", (("u_ok", 2),))
+        ("queued", ((TaskStatus.SUCCEEDED, 2),))
     }
 
 
@@ -241,7 +242,7 @@ def _assert_child_queued_once(engine: LocalRuntime, run_id: str, read: Any) -> N
     assert _task_ids(_tasks(engine)) == ["child"]
     _, tasks = read(run_id, ["child"])
     assert tasks["child"].status == "queued"
-    assert tasks["child"].counters == {"u_ok": 2}
+    assert tasks["child"].counters == {TaskStatus.SUCCEEDED: 2}
 
 
 def _two_parents_done(
@@ -299,7 +300,7 @@ def test_a_redelivered_completion_is_counted_once(engine: LocalRuntime, tmp_path
     for _ in range(3):
         assert _complete(engine, [report_a]) == {"batchItemFailures": []}
     run, tasks = engine.ports.runs.get_run_and_tasks(run_id, ["a", "c"])  # type: ignore[union-attr]
-    assert tasks["c"].counters == {"u_ok": 1}
+    assert tasks["c"].counters == {TaskStatus.SUCCEEDED: 1}
     assert tasks["c"].status == "pending"  # b has not finished: one count must not look like two
     assert run.final_count == 1
 

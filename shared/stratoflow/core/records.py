@@ -153,7 +153,8 @@ class TaskRecord:
     lease_until: float | None = None
     log_ref: str | None = None
     error: str | None = None
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[TaskStatus, int] = field(default_factory=dict)
+    """Upstream counters: how many of its parents ended in each final status."""
     logs: tuple[str, ...] = ()
     """Where each attempt's full output is, in attempt order across redrives (log refs)."""
     worker: str | None = None

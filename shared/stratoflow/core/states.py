@@ -49,12 +49,3 @@ class RunStatus(StrEnum):
 
 
 FINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
-
-# Upstream outcome counters kept on each task item: the kind of each finished parent.
-COUNTER_FOR_STATUS: dict[TaskStatus, str] = {
-    TaskStatus.SUCCEEDED: "u_ok",
-    TaskStatus.FAILED: "u_fail",
-    TaskStatus.UPSTREAM_FAILED: "u_upfail",
-    TaskStatus.SKIPPED: "u_skip",
-    TaskStatus.CANCELLED: "u_cancel",
-}

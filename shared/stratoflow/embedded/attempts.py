@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stratoflow.core.records import TaskRecord, iso
-from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
-from stratoflow.embedded.db import Database
+from stratoflow.core.states import RunStatus, TaskStatus
+from stratoflow.embedded.db import COUNTER_COLUMN, Database
 from stratoflow.embedded.rows import (
     _CLAIMABLE,
     _SETTLED_BY_DECISION,
@@ -184,7 +184,7 @@ class SqliteRunAttempts:
         on_chunk: Callable[[Sequence[str]], None] | None = None,
     ) -> Finalized:
         s = settlement
-        counter = COUNTER_FOR_STATUS[s.status]
+        counter = COUNTER_COLUMN[s.status]
         children = list(s.children)
         waiting: set[str] = set()
         with self._db.write() as db:
@@ -227,7 +227,7 @@ class SqliteRunAttempts:
                     rec_child = current[child]
                     if (
                         rec_child.status is TaskStatus.PENDING
-                        and rec_child.counters.get(counter, 0) < s.guards[child] - 1
+                        and rec_child.counters.get(s.status, 0) < s.guards[child] - 1
                     ):
                         waiting.add(child)
             plain = [(run_id, c) for c in children if c not in s.decided]

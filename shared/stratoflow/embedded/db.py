@@ -20,6 +20,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from stratoflow.core.states import TaskStatus
+
+COUNTER_COLUMN: dict[TaskStatus, str] = {
+    TaskStatus.SUCCEEDED: "u_ok",
+    TaskStatus.FAILED: "u_fail",
+    TaskStatus.UPSTREAM_FAILED: "u_upfail",
+    TaskStatus.SKIPPED: "u_skip",
+    TaskStatus.CANCELLED: "u_cancel",
+}
+"""The `tasks` table's upstream counter column for each final status of a parent."""
+
 DB_FILE = "engine.db"
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 1

@@ -10,9 +10,10 @@ from typing import Any
 
 from stratoflow.core.model import MAX_PRIORITY
 from stratoflow.core.records import RunRecord, TaskRecord
-from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
+from stratoflow.core.states import RunStatus, TaskStatus
+from stratoflow.embedded.db import COUNTER_COLUMN
 
-_COUNTERS = tuple(COUNTER_FOR_STATUS.values())
+_COUNTERS = tuple(COUNTER_COLUMN.values())
 _TASK_COLUMNS = (
     "task_id, status, attempt, drive, exit_code, timed_out, started_at, finished_at, "
     "settled_at, output_tail, lease_until, log_ref, error, logs, worker, propagated, "
@@ -45,7 +46,7 @@ _ATTEMPT_FIELDS = (
 def _task_from(row: Sequence[Any] | None, task_id: str) -> TaskRecord:
     if row is None:
         return TaskRecord(task_id=task_id)
-    counters = {name: row[16 + i] for i, name in enumerate(_COUNTERS) if row[16 + i]}
+    counters = {s: row[16 + i] for i, s in enumerate(COUNTER_COLUMN) if row[16 + i]}
     return TaskRecord(
         task_id=row[0],
         status=TaskStatus(row[1]) if row[1] else TaskStatus.PENDING,

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.embedded.attempts import SqliteRunAttempts
+from stratoflow.embedded.db import COUNTER_COLUMN
 from stratoflow.embedded.rows import (
     _COUNTERS,
     _RUN_COLUMNS,
@@ -200,7 +201,7 @@ class SqliteRunStore(SqliteRunAttempts):
     def redrive(
         self,
         run: RunRecord,
-        resets: dict[str, dict[str, int]],
+        resets: dict[str, dict[TaskStatus, int]],
         final_count: int,
         release_workflow: str | None,
     ) -> bool:
@@ -234,7 +235,7 @@ class SqliteRunStore(SqliteRunAttempts):
                 # a task another redrive already reset (and may have started) is left alone
                 "WHERE drive IS NULL OR drive < excluded.drive",
                 [
-                    (run.run_id, task_id, drive, *(counters.get(c, 0) for c in _COUNTERS))
+                    (run.run_id, task_id, drive, *(counters.get(s, 0) for s in COUNTER_COLUMN))
                     for task_id, counters in resets.items()
                 ],
             )

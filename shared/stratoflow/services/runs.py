@@ -10,7 +10,7 @@ from dataclasses import replace
 from stratoflow.core.model import TriggerRule
 from stratoflow.core.records import RunRecord, TaskRecord, iso
 from stratoflow.core.rules import Decision, decide
-from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
+from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.ports import RunNotRetryable
 
 from .bundle import Ports
@@ -105,13 +105,12 @@ def retry_run(ports: Ports, run_id: str) -> RunRecord:
             p in reset for p in plan.upstream(task_id)
         ):
             reset.add(task_id)
-    counters: dict[str, dict[str, int]] = {}
+    counters: dict[str, dict[TaskStatus, int]] = {}
     for task_id in reset:
-        c: dict[str, int] = {}
+        c: dict[TaskStatus, int] = {}
         for parent in plan.upstream(task_id):
             if parent not in reset:
-                name = COUNTER_FOR_STATUS[status[parent]]
-                c[name] = c.get(name, 0) + 1
+                c[status[parent]] = c.get(status[parent], 0) + 1
         counters[task_id] = c
     if not ports.runs.redrive(run, counters, len(plan) - len(reset), _scheduled(run)):
         latest = ports.runs.get_run(run_id)

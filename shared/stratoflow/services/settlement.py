@@ -20,7 +20,7 @@ from stratoflow.core.records import (
     parse_iso,
 )
 from stratoflow.core.rules import Decision, UpstreamCounts, decide, decided_only_by_last
-from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
+from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.ports import FinalizeOutcome, Settlement
 
 from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
@@ -364,11 +364,11 @@ def _counts(total: int, rec: TaskRecord) -> UpstreamCounts:
     c = rec.counters
     return UpstreamCounts(
         total=total,
-        succeeded=c.get(COUNTER_FOR_STATUS[TaskStatus.SUCCEEDED], 0),
-        failed=c.get(COUNTER_FOR_STATUS[TaskStatus.FAILED], 0),
-        upstream_failed=c.get(COUNTER_FOR_STATUS[TaskStatus.UPSTREAM_FAILED], 0),
-        skipped=c.get(COUNTER_FOR_STATUS[TaskStatus.SKIPPED], 0),
-        cancelled=c.get(COUNTER_FOR_STATUS[TaskStatus.CANCELLED], 0),
+        succeeded=c.get(TaskStatus.SUCCEEDED, 0),
+        failed=c.get(TaskStatus.FAILED, 0),
+        upstream_failed=c.get(TaskStatus.UPSTREAM_FAILED, 0),
+        skipped=c.get(TaskStatus.SKIPPED, 0),
+        cancelled=c.get(TaskStatus.CANCELLED, 0),
     )
 
 

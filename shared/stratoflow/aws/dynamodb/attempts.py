@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.dynamodb.codec import _ser, _set_fields, _task_from
-from stratoflow.aws.dynamodb.keys import _key, _lease_at, _run_pk
+from stratoflow.aws.dynamodb.keys import COUNTER_ATTRIBUTE, _key, _lease_at, _run_pk
 from stratoflow.aws.dynamodb.transactions import (
     TRANSACTION_LIMIT,
     _applied,
@@ -26,7 +26,7 @@ from stratoflow.aws.dynamodb.transactions import (
 )
 from stratoflow.config import LEASE_INDEX, LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
 from stratoflow.core.records import TaskRecord, iso
-from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
+from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.ports import Claim, ClaimOutcome, Finalized, FinalizeOutcome, Settlement
 
 _SAME_DRIVE = "(attribute_not_exists(drive) OR drive = :d)"
@@ -164,7 +164,7 @@ class RunAttempts:
     ) -> Finalized:
         s = settlement
         pk = _run_pk(run_id)
-        counter = COUNTER_FOR_STATUS[s.status]
+        counter = COUNTER_ATTRIBUTE[s.status]
         children = list(s.children)
         first_room = TRANSACTION_LIMIT - 2
         chunks = [children[:first_room]] + [

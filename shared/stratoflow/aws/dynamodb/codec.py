@@ -8,12 +8,14 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from stratoflow.core.records import RunRecord, TaskRecord
-from stratoflow.core.states import COUNTER_FOR_STATUS, RunStatus, TaskStatus
+from stratoflow.core.states import RunStatus, TaskStatus
+
+from .keys import COUNTER_ATTRIBUTE
 
 _SER = TypeSerializer()
 _DE = TypeDeserializer()
 
-_COUNTERS = tuple(COUNTER_FOR_STATUS.values())
+_COUNTERS = tuple(COUNTER_ATTRIBUTE.values())
 
 
 def _ser(value: Any) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def _task_from(task_id: str, item: dict[str, Any] | None) -> TaskRecord:
         lease_until=d.get("lease_until"),
         log_ref=d.get("log_ref"),
         error=d.get("error"),
-        counters={c: int(d.get(c, 0)) for c in _COUNTERS if c in d},
+        counters={s: int(d[c]) for s, c in COUNTER_ATTRIBUTE.items() if d.get(c)},
         logs=tuple(d.get("logs") or ()),
         worker=d.get("worker"),
         drive=int(d.get("drive", 0)),

@@ -17,6 +17,16 @@ from typing import Any
 
 from stratoflow.core.model import MAX_PRIORITY
 from stratoflow.core.records import iso
+from stratoflow.core.states import TaskStatus
+
+COUNTER_ATTRIBUTE: dict[TaskStatus, str] = {
+    TaskStatus.SUCCEEDED: "u_ok",
+    TaskStatus.FAILED: "u_fail",
+    TaskStatus.UPSTREAM_FAILED: "u_upfail",
+    TaskStatus.SKIPPED: "u_skip",
+    TaskStatus.CANCELLED: "u_cancel",
+}
+"""The task item's upstream counter for each final status of a parent."""
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from stratoflow.aws.dynamodb.codec import (
     _set_fields,
     _task_from,
 )
-from stratoflow.aws.dynamodb.keys import _key, _run_pk, _waiting_key
+from stratoflow.aws.dynamodb.keys import COUNTER_ATTRIBUTE, _key, _run_pk, _waiting_key
 from stratoflow.aws.dynamodb.transactions import (
     TRANSACTION_LIMIT,
     _applied,
@@ -295,7 +295,7 @@ class DynamoRunStore(RunAttempts):
     def redrive(
         self,
         run: RunRecord,
-        resets: dict[str, dict[str, int]],
+        resets: dict[str, dict[TaskStatus, int]],
         final_count: int,
         release_workflow: str | None,
     ) -> bool:
@@ -327,7 +327,10 @@ class DynamoRunStore(RunAttempts):
                 "ExpressionAttributeNames": {"#st": "status", "#err": "error"},
                 "ExpressionAttributeValues": {
                     ":d": {"N": str(drive)},
-                    **{f":{c}": {"N": str(counters.get(c, 0))} for c in _COUNTERS},
+                    **{
+                        f":{c}": {"N": str(counters.get(s, 0))}
+                        for s, c in COUNTER_ATTRIBUTE.items()
+                    },
                 },
             }
 

@@ -36,6 +36,28 @@ process tree and send its report, so a longer task must use `executor: fargate`.
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_RETRY_DELAY_SECONDS = 3600.0
 MAX_PRIORITY = 1_000_000
+SECRET_SCHEMES = {
+    "ssm": r"[A-Za-z0-9_./-]{1,2048}(:[A-Za-z0-9_.-]{1,100})?",
+    "secretsmanager": r"[A-Za-z0-9/_+=.@:-]{1,2048}(#[^#\s]{1,256})?",
+}
+"""Where a secret may come from, and what may follow the scheme: an SSM parameter name
+(optionally `:version` or `:label`), a Secrets Manager secret name or ARN (optionally
+`#key` to pick one key of a JSON secret)."""
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    }
+)
+"""Set by the executor (the task role's credentials): a secret may not take these names."""
+ROLE_PATTERN = (
+    r"(arn:aws[a-z-]*:iam::\d{12}:role/([\x21-\x7e]{0,510}/)?[A-Za-z0-9+=,.@_-]{1,64})"
+    r"|[A-Za-z0-9+=,.@_-]{1,64}"
+)
+"""An IAM role's ARN, or its name in the stack's account."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_SCHEMA_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
@@ -82,6 +104,33 @@ _TEXT_MAP_SCHEMA = WithJsonSchema(
     {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
 )
 TextMap = Annotated[dict[str, str], _TEXT_MAP_SCHEMA]
+SecretMap = Annotated[
+    dict[str, str],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": {"type": "string", "pattern": "^(ssm|secretsmanager):.+$"},
+        }
+    ),
+]
+_PARAMS_SCHEMA = WithJsonSchema(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [
+                {"type": ["string", "number", "boolean"]},
+                {
+                    "type": "object",
+                    "properties": {
+                        "default": {"type": ["string", "number", "boolean"]},
+                        "secret": {"type": "boolean"},
+                    },
+                    "additionalProperties": False,
+                },
+            ]
+        },
+    }
+)
 
 
 class TriggerRule(StrEnum):
@@ -160,6 +209,45 @@ def _checked_env(value: dict[str, str]) -> dict[str, str]:
             )
         if "\0" in text:
             raise ValueError(f"the value of {name!r} contains a NUL character")
+    return value
+
+
+def _checked_secrets(value: dict[str, str]) -> dict[str, str]:
+    for name, reference in value.items():
+        if not re.fullmatch(ENV_NAME_PATTERN, name):
+            raise ValueError(
+                f"secret name {_quoted(name)} must be an environment variable name: letters, "
+                "digits and _, not starting with a digit"
+            )
+        if name in RESERVED_ENV_NAMES or name.startswith("STRATOFLOW_"):
+            raise ValueError(
+                f"secret name {_quoted(name)} is set by the engine itself (the task role's "
+                "credentials and STRATOFLOW_* variables); choose another name"
+            )
+        if not isinstance(reference, str):
+            raise ValueError(f'secret {name} must be a string like "ssm:/path", got {reference!r}')
+        scheme, _, rest = reference.partition(":")
+        if scheme not in SECRET_SCHEMES:
+            raise ValueError(
+                f"secret {name}: {_quoted(reference)} must start with "
+                f'{" or ".join(s + ":" for s in SECRET_SCHEMES)} (e.g. "ssm:/stratoflow/db/'
+                'password" or "secretsmanager:stratoflow/api-key")'
+            )
+        if not re.fullmatch(SECRET_SCHEMES[scheme], rest):
+            raise ValueError(
+                f"secret {name}: {_quoted(reference)} is not a valid "
+                f"{'SSM parameter name' if scheme == 'ssm' else 'Secrets Manager secret id'} "
+                f"after {scheme}:"
+            )
+    return value
+
+
+def _checked_role(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(ROLE_PATTERN, value):
+        raise ValueError(
+            f"role {_quoted(value)} must be an IAM role ARN "
+            '("arn:aws:iam::123456789012:role/stratoflow-task-etl") or a role name'
+        )
     return value
 
 
@@ -246,6 +334,16 @@ class Task(_Strict):
         default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher runs first"
     )
     env: TextMap = Field(default_factory=dict, description="added to the defaults' env")
+    secrets: SecretMap = Field(
+        default_factory=dict,
+        description='environment variable → "ssm:/name" or "secretsmanager:name", over the '
+        "workflow's secrets; resolved when the attempt starts",
+    )
+    role: str | None = Field(
+        default=None,
+        description="IAM role (ARN or name) the command runs as on AWS, over the workflow's",
+        json_schema_extra={"pattern": f"^({ROLE_PATTERN})$"},
+    )
     compensate: str | None = Field(
         default=None, min_length=1, description="undo command run if the workflow fails (saga)"
     )
@@ -270,6 +368,16 @@ class Task(_Strict):
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         return _checked_env(value)
 
+    @field_validator("secrets")
+    @classmethod
+    def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_secrets(value)
+
+    @field_validator("role")
+    @classmethod
+    def _role_name(cls, value: str | None) -> str | None:
+        return _checked_role(value)
+
 
 class ResolvedTask(_Strict):
     """A task with the workflow defaults applied: what the engine executes."""
@@ -289,6 +397,10 @@ class ResolvedTask(_Strict):
     priority: int
     env: dict[str, str]
     compensate: str | None
+    secrets: dict[str, str] = Field(default_factory=dict)
+    """Environment variable → secret reference, resolved by the executor at attempt start."""
+    role: str | None = None
+    """The IAM role the command runs as on AWS; None: the stack's default task role."""
 
     def retry_delay_for(self, attempt: int) -> float:
         """Seconds to wait before the attempt after `attempt` (1-based): delay * backoff**(n-1)."""
@@ -310,20 +422,82 @@ class Workflow(_Strict):
     concurrency: int | None = Field(
         default=None, ge=1, le=10_000, description="most tasks of one run running at once"
     )
-    params: TextMap = Field(
-        default_factory=dict, description="exposed to tasks as STRATOFLOW_PARAM_<NAME>"
+    params: Annotated[dict[str, str], _PARAMS_SCHEMA] = Field(
+        default_factory=dict,
+        description="exposed to tasks as STRATOFLOW_PARAM_<NAME>: a default value, or "
+        "{default: ..., secret: true}",
+    )
+    secret_params: list[str] = Field(
+        default_factory=list,
+        description="params shown as *** after the trigger (written `secret: true` in params)",
     )
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
+    secrets: SecretMap = Field(
+        default_factory=dict,
+        description='environment variable → "ssm:/name" or "secretsmanager:name", for every task',
+    )
+    role: str | None = Field(
+        default=None,
+        description="IAM role (ARN or name) every task's command runs as on AWS",
+        json_schema_extra={"pattern": f"^({ROLE_PATTERN})$"},
+    )
     tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS)
     format_version: Literal[1] = 1
     schema_ref: str | None = Field(
         default=None, alias="$schema", description="editor hint; ignored by the engine"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_params(cls, data: Any) -> Any:
+        # `NAME: {secret: true}` becomes a default ("") in params and a name in
+        # secret_params, so that everything reading params keeps reading name → default.
+        if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+            return data
+        params = data["params"]
+        if not any(isinstance(v, dict) for v in params.values()):
+            return data
+        plain: dict[Any, Any] = {}
+        secret = list(data.get("secret_params") or [])
+        for name, value in params.items():
+            if not isinstance(value, dict):
+                plain[name] = value
+                continue
+            where = f"params.{name}"
+            unknown = sorted(set(value) - {"default", "secret"}, key=str)
+            if unknown:
+                raise ValueError(
+                    f"{where}: unknown field {_quoted(unknown[0])}; a param is a default value "
+                    "or {default: ..., secret: true|false}"
+                )
+            flag = value.get("secret", False)
+            if not isinstance(flag, bool):
+                raise ValueError(f"{where}.secret: must be true or false, got {_quoted(flag)}")
+            if flag and value.get("default") not in (None, ""):
+                raise ValueError(
+                    f"{where}: a secret param takes no default (the workflow file is stored "
+                    "and shown); give its value when triggering the run, or use `secrets:` "
+                    "for a value kept in SSM or Secrets Manager"
+                )
+            plain[name] = "" if value.get("default") is None else value["default"]
+            if flag and name not in secret:
+                secret.append(name)
+        return {**data, "params": plain, "secret_params": secret}
+
     @field_validator("params", mode="before")
     @classmethod
     def _params_as_text(cls, value: Any) -> Any:
         return _text_values(value)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_secrets(value)
+
+    @field_validator("role")
+    @classmethod
+    def _role_name(cls, value: str | None) -> str | None:
+        return _checked_role(value)
 
     @field_validator("params")
     @classmethod
@@ -360,10 +534,29 @@ class Workflow(_Strict):
         from stratoflow.core.dag import check_graph
 
         check_graph(self.tasks)
+        for name in self.secret_params:
+            if name not in self.params:
+                raise ValueError(
+                    f"secret_params: {_quoted(name)} is not one of the params "
+                    f"({', '.join(self.params) or 'none declared'})"
+                )
+        for name in self.secrets:
+            if name in self.defaults.env:
+                raise ValueError(
+                    f"secrets.{name}: {name} is also set in defaults.env; a variable is "
+                    "either a plain value (env) or a secret, not both"
+                )
         d = self.defaults
         for index, task in enumerate(self.tasks):
             executor = task.executor or d.executor
             timeout = d.timeout if task.timeout is None else task.timeout
+            clash = sorted(set(task.secrets) & (set(d.env) | set(task.env)))
+            clash += sorted(set(self.secrets) & set(task.env))
+            if clash:
+                raise ValueError(
+                    f'tasks[{index}] (id "{task.id}").secrets: {clash[0]} is also set in env; '
+                    "a variable is either a plain value (env) or a secret, not both"
+                )
             if executor is Executor.LAMBDA and timeout > LAMBDA_MAX_TIMEOUT_SECONDS:
                 raise ValueError(
                     f'tasks[{index}] (id "{task.id}").timeout: {timeout:g} s is more than '
@@ -396,6 +589,8 @@ class Workflow(_Strict):
                     priority=d.priority if t.priority is None else t.priority,
                     env={**d.env, **t.env},
                     compensate=t.compensate,
+                    secrets={**self.secrets, **t.secrets},
+                    role=t.role or self.role,
                 )
             )
         return out

@@ -16,11 +16,13 @@ from collections.abc import Callable
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.observability import NoMetrics
 from stratoflow.config import Settings
+from stratoflow.embedded.credentials import LocalCredentials
 from stratoflow.embedded.definitions import SqliteDefinitionStore
 from stratoflow.embedded.engine import EmbeddedEngine
 from stratoflow.embedded.queues import EmbeddedCompletionQueue, EmbeddedTaskQueue
 from stratoflow.embedded.runs import SqliteRunStore
-from stratoflow.ports import EventPublisher, Metrics, NoEvents, NoWorkers
+from stratoflow.embedded.secrets import LocalSecretSource
+from stratoflow.ports import CredentialSource, EventPublisher, Metrics, NoEvents, NoWorkers
 from stratoflow.runner.commands import command_runner
 from stratoflow.runner.logfiles import FileLogReader
 from stratoflow.services import CommandRunner, Ports
@@ -44,13 +46,25 @@ def build_ports(
 ) -> Ports:
     """Wire the AWS adapters for `settings` (real AWS, LocalStack or the embedded emulator)."""
     # Imported here: they import boto3, which the embedded engine does without.
+    from stratoflow.aws.credentials import AssumedRoleCredentials, NoTaskRole, seal_process
     from stratoflow.aws.dynamodb import DynamoDefinitionStore, DynamoRunStore
     from stratoflow.aws.ecs import EcsWorkers, FargateLauncher, RoutingTaskQueue
     from stratoflow.aws.logs import AttemptLogReader
     from stratoflow.aws.observability import EventBridgePublisher, PowertoolsMetrics
+    from stratoflow.aws.secrets import AwsSecretSource
     from stratoflow.aws.sqs import SqsCompletionQueue, SqsTaskQueue
 
     clients = clients or AwsClients(region=settings.region, endpoint_url=settings.endpoint_url)
+    # Invariant 12: on Lambda and Fargate a command runs as a task role, never as this
+    # process; on a laptop (the emulator, an endpoint) as the user, like the embedded engine.
+    on_aws = _in_lambda() or "ECS_CONTAINER_METADATA_URI_V4" in os.environ
+    credentials: CredentialSource = LocalCredentials()
+    if settings.task_role_arn:
+        credentials = AssumedRoleCredentials(clients, settings.task_role_arn, settings.region)
+    elif on_aws:
+        credentials = NoTaskRole()
+    if on_aws:
+        seal_process()
     return Ports(
         runs=DynamoRunStore(clients, settings.table),
         definitions=DynamoDefinitionStore(clients, settings.table, settings.bucket or None),
@@ -65,6 +79,8 @@ def build_ports(
         metrics=metrics or (PowertoolsMetrics() if _in_lambda() else NoMetrics()),
         workers=EcsWorkers(clients, settings.ecs) if settings.ecs else NoWorkers(),
         logs=AttemptLogReader(clients),
+        credentials=credentials,
+        secrets=AwsSecretSource(clients),
     )
 
 
@@ -87,6 +103,8 @@ def build_embedded_ports(
         metrics=metrics or NoMetrics(),
         workers=NoWorkers(),
         logs=FileLogReader(),
+        credentials=LocalCredentials(),
+        secrets=LocalSecretSource(engine.home),
     )
 
 

@@ -26,6 +26,9 @@ ENV_QUEUE_CHANNEL = "STRATOFLOW_QUEUE_CHANNEL"
 """The embedded engine's queue channel of the process that started this one."""
 ENV_RUN_RETENTION_DAYS = "STRATOFLOW_RUN_RETENTION_DAYS"
 """Days a finished run's items are kept (DynamoDB TTL on TABLE_TTL_ATTRIBUTE)."""
+ENV_TASK_ROLE_ARN = "STRATOFLOW_TASK_ROLE_ARN"
+"""The stack's default task role: what an executor on AWS assumes for a command whose task
+names no `role` (invariant 12). Unset on AWS, commands are refused."""
 
 # Fargate executor: what the functions that enqueue tasks need to call ECS RunTask.
 ENV_ECS_CLUSTER = "STRATOFLOW_ECS_CLUSTER"
@@ -67,7 +70,7 @@ Fargate ones), report lost attempts, and emit Run Finished."""
 
 HANDLER_ENV_VARS: dict[str, tuple[str, ...]] = {
     "dispatcher": _RUN_DRIVERS_ENV,
-    "executor": (ENV_TABLE, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET),
+    "executor": (ENV_TABLE, ENV_COMPLETION_QUEUE_URL, ENV_BUCKET, ENV_TASK_ROLE_ARN),
     "completion": _RUN_DRIVERS_ENV,
     "loader": (ENV_TABLE, ENV_BUCKET),
     # The REST API also starts runs (trigger, retry) and ends them (cancel: StopTask and
@@ -248,6 +251,8 @@ class Settings:
     engine_home: str | None = None
     """The embedded engine's home, when the handlers run on it instead of AWS."""
     channel: str = ""
+    task_role_arn: str = ""
+    """The default task role an executor on AWS runs commands as (ENV_TASK_ROLE_ARN)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -265,6 +270,7 @@ class Settings:
             ecs={name: env[name] for name in FARGATE_ENV_VARS if env.get(name)},
             engine_home=env.get(ENV_ENGINE_HOME) or None,
             channel=env.get(ENV_QUEUE_CHANNEL, ""),
+            task_role_arn=env.get(ENV_TASK_ROLE_ARN, ""),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -286,5 +292,7 @@ class Settings:
         if self.engine_home:
             env[ENV_ENGINE_HOME] = self.engine_home
             env[ENV_QUEUE_CHANNEL] = self.channel
+        if self.task_role_arn:
+            env[ENV_TASK_ROLE_ARN] = self.task_role_arn
         env.update(self.ecs)
         return env

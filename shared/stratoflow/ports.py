@@ -6,6 +6,7 @@ method documents the condition it applies and what it returns when the condition
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -162,6 +163,21 @@ class RunStore(Protocol):
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
+    def begin_run(self, run_id: str) -> bool:
+        """queued → running (a queued run's start has begun); True for the one caller that
+        did it. The run's start stays pending (see `pending_starts`) until `finish_start`."""
+        ...
+
+    def finish_start(self, run_id: str, now: str) -> bool:
+        """Record that a running run's start is complete (its roots were sent): sets
+        `started_at` if not set; True for the one caller that set it."""
+        ...
+
+    def pending_starts(self, before: str, limit: int) -> list[str]:
+        """Ids of runs created before `before` whose start is not complete: queued, or
+        running without `started_at` (a start that died midway), oldest first."""
+        ...
+
     def page_runs(
         self, workflow_id: str, limit: int, after: str | None = None
     ) -> tuple[list[RunRecord], str | None]:
@@ -272,8 +288,9 @@ class RunStore(Protocol):
         compensations: Sequence[str] = (),
         release_workflow: str | None = None,
     ) -> bool:
-        """running|compensating → status (forward only); True for the one caller that did it.
-        With `release_workflow`, atomically count one scheduled run of it as no longer active."""
+        """running|compensating → status (forward only), and queued → cancelled; True for
+        the one caller that did it. With `release_workflow`, atomically count one scheduled
+        run of it as no longer active."""
         ...
 
     def claim_compensation(
@@ -295,6 +312,38 @@ class CompletionQueue(Protocol):
     def send_reports(self, reports: Iterable[AttemptReport]) -> None:
         """Report finished attempts to the completion handler (batched)."""
         ...
+
+    def send_commands(self, commands: Iterable[RunCommand]) -> None:
+        """Hand work on a run to the completion handler (a queued run's start, a cancelled
+        run's per-task work), as messages of the same queue."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """Work on a whole run handed from a request to the completion handler, so that the
+    request answers at once whatever the run's size. Only a nudge: the handler acts on what
+    the run store says (a `start` of a run that is not queued, or whose start is complete,
+    does nothing), so a duplicate or a forged command changes nothing."""
+
+    command: str  # START or CANCEL
+    run_id: str
+
+    START = "start"
+    CANCEL = "cancel"
+
+    def to_json(self) -> str:
+        return json.dumps({"command": self.command, "run_id": self.run_id}, sort_keys=True)
+
+    @classmethod
+    def from_body(cls, body: str) -> RunCommand | None:
+        """The command in a completion-queue body, or None if the body is a report."""
+        data = json.loads(body)
+        if not isinstance(data, dict) or "command" not in data:
+            return None
+        if data["command"] not in (cls.START, cls.CANCEL) or not isinstance(data.get("run_id"), str):
+            raise ValueError(f"not a run command: {body[:200]!r}")
+        return cls(command=data["command"], run_id=data["run_id"])
 
 
 class EventPublisher(Protocol):
@@ -350,9 +399,11 @@ class CommandRunner(Protocol):
         timeout: float,
         log_name: str,
         cancel: Cancel | None = None,
+        mask: Sequence[str] = (),
     ) -> CommandOutcome:
         """Run `command` with `sh -c`: its whole process tree killed at `timeout` or on
-        `cancel`, its full output to where `log_ref(log_name)` says."""
+        `cancel`, its full output to where `log_ref(log_name)` says, every value in `mask`
+        written as `***` there and in the tail."""
         ...
 
     def log_ref(self, log_name: str) -> str:
@@ -396,3 +447,64 @@ class LogReader(Protocol):
 
 class RunNotRetryable(Exception):
     """A redrive asked of a run that cannot be redriven (still running, say)."""
+
+
+@dataclass(frozen=True)
+class CommandIdentity:
+    """Who one attempt's command runs as (invariant 12: never as the engine)."""
+
+    role: str | None
+    """The task's `role` (an IAM role ARN or name); None: the installation's default."""
+    session_name: str
+    """Names the run, task and attempt: what CloudTrail shows for the command's calls."""
+    duration_seconds: int
+    """How long the attempt may run (its timeout and kill grace): the credentials' lifetime,
+    within what the credential source can give."""
+
+
+class CredentialsUnavailable(Exception):
+    """The command's credentials could not be had (the role cannot be assumed). The message
+    names the role and the reason, never a credential: it becomes the attempt's output."""
+
+
+class CredentialSource(Protocol):
+    """The environment an attempt's command starts from, credentials included."""
+
+    def environment(self, identity: CommandIdentity) -> dict[str, str]:
+        """On AWS: an environment built from scratch (nothing of the executor's own AWS_*,
+        container-credential or Lambda variables) with the task role's temporary
+        credentials; locally: the user's own environment. Raises CredentialsUnavailable."""
+        ...
+
+
+class ProcessEnvironment:
+    """`CredentialSource` giving commands this process's environment as it is: what a
+    `Ports` built without one uses (tests, tools). The engines choose theirs in bootstrap."""
+
+    def environment(self, identity: CommandIdentity) -> dict[str, str]:
+        import os
+
+        return dict(os.environ)
+
+
+class SecretUnavailable(Exception):
+    """A secret could not be resolved. The message names the variable, the reference and
+    the reason, never a value: it becomes the attempt's output."""
+
+
+class SecretSource(Protocol):
+    """Resolves the secrets a task declares (`secrets:`), when its attempt starts."""
+
+    def resolve(self, name: str, reference: str) -> str:
+        """The value of `reference` ("ssm:/path", "secretsmanager:id[#key]") that the task
+        sets as environment variable `name`. Raises SecretUnavailable."""
+        ...
+
+
+class NoSecrets:
+    """`SecretSource` that resolves nothing (a `Ports` built without one)."""
+
+    def resolve(self, name: str, reference: str) -> str:
+        raise SecretUnavailable(
+            f"secret {name} ({reference}): this engine has no secret source configured"
+        )

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,6 +79,7 @@ class AttemptRunner:
         timeout: float,
         log_name: str,
         cancel: Cancel | None = None,
+        mask: Sequence[str] = (),
     ) -> CommandOutcome:
         from stratoflow.runner.process import AnyEvent, run_command
 
@@ -99,6 +100,7 @@ class AttemptRunner:
                 log_path=str(log_path),
                 cancel=AnyEvent(*stops) if stops else None,  # type: ignore[arg-type]
                 guard=self._guard,
+                mask=mask,
             )
         except (OSError, ValueError) as exc:
             # The command could not start (its folder is gone, say): a failed attempt with

@@ -12,6 +12,8 @@ How the pieces fit:
 * stdout and stderr share one pipe, read in chunks by this thread alone: memory holds only
   the last `tail_bytes` bytes however much the command prints; the full output goes to the
   optional log file (CloudWatch Logs or a local file are fed from there).
+* Secret values (`mask`) are replaced by `***` before output reaches the log or the tail,
+  also when a value is split across reads (`_Masker`), as GitHub Actions masks its secrets.
 * The shell's exit is observed with `waitid(WNOWAIT)`, which leaves it an unreaped zombie
   until the very end. While the zombie exists the kernel cannot reuse its pid as a process
   group id, so the final SIGKILL to the group can never hit an unrelated process group.
@@ -25,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import select
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -47,6 +50,10 @@ FINAL_DRAIN_SECONDS = 0.25
 """After the group is SIGKILLed, how long to collect output still buffered in the pipe."""
 _CUT_CONTEXT_BYTES = 3
 """Bytes kept before the tail so `decode_tail` can see where a character cut in two begins."""
+MASK = b"***"
+MIN_MASKED_LENGTH = 4
+"""Shorter values are not masked: masking "1" or "yes" would garble the output and tell
+anyone who reads it what the secret is."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ def run_command(
     kill_grace: float = 2.0,
     now: Callable[[], datetime] = _utc_now,
     guard: ProcessGuard | None = None,
+    mask: Iterable[str] = (),
 ) -> CommandResult:
     """Run `command` with `/bin/sh -c` and return how it ended and the tail of its output.
 
@@ -135,7 +143,9 @@ def run_command(
     writing: nothing the command started outlives the call. A timeout or cancel that comes
     after the shell has exited only cuts that window short; the exit code stands.
     A `guard` is told about the group as soon as it exists and again once it is killed, so
-    that it can kill the group should this process die in between.
+    that it can kill the group should this process die in between. Every value in `mask`
+    (of MIN_MASKED_LENGTH characters or more, and each such line of a multi-line value) is
+    written as `***` in the log file and the tail.
 
     Raises ValueError for a non-positive timeout or a negative `tail_bytes`/`kill_grace`,
     and OSError when the shell cannot be started at all (for example `cwd` does not exist).
@@ -161,7 +171,7 @@ def run_command(
             log_file.close()
         raise
 
-    output = _Output(tail_bytes, log_file)
+    output = _Output(tail_bytes, log_file, _Masker(mask))
     watch: _Watch | None = None
     try:
         if guard is not None:
@@ -191,8 +201,11 @@ def run_command(
         assert process.stdout is not None
         process.stdout.close()
         process.wait()
-        if log_file is not None:
-            log_file.close()
+        try:
+            output.finish()
+        finally:
+            if log_file is not None:
+                log_file.close()
 
     finished_at = now()
     return CommandResult(
@@ -265,19 +278,84 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-class _Output:
-    """Counts every byte, keeps only the last few KiB, appends all to the log file."""
+def masked_values(values: Iterable[str]) -> list[bytes]:
+    """What `mask` hides, as bytes, longest first: each value of MIN_MASKED_LENGTH or more
+    and, for a multi-line value (a key file), each such line of it too."""
+    found: set[str] = set()
+    for value in values:
+        lines = [line.strip() for line in value.splitlines()] if "\n" in value else []
+        found.update(text for text in (value, *lines) if len(text) >= MIN_MASKED_LENGTH)
+    return sorted((text.encode("utf-8") for text in found), key=len, reverse=True)
 
-    def __init__(self, tail_bytes: int, log_file: io.BufferedWriter | None) -> None:
+
+class _Masker:
+    """Replaces secret values in a stream of chunks, including values cut by a chunk
+    boundary: the last (longest value − 1) bytes are held back until the next chunk tells
+    whether they begin a value."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        patterns = masked_values(values)
+        # Longest first: where two values start at one place, the longer is hidden whole.
+        self._pattern = re.compile(b"|".join(re.escape(p) for p in patterns)) if patterns else None
+        self._hold = max((len(p) for p in patterns), default=1) - 1
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The masked output that is final once `chunk` is added."""
+        if self._pattern is None:
+            return chunk
+        data = self._pending + chunk
+        # A value starting before `safe` lies wholly in `data`, so its match is final; one
+        # starting later may still be growing.
+        safe = len(data) - self._hold
+        out = bytearray()
+        pos = 0
+        for match in self._pattern.finditer(data):
+            if match.start() >= safe:
+                break
+            out += data[pos : match.start()]
+            out += MASK
+            pos = match.end()
+        end = max(pos, safe, 0)
+        out += data[pos:end]
+        self._pending = data[end:]
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        """What is held back, masked: the stream has ended."""
+        data, self._pending = self._pending, b""
+        return self._pattern.sub(MASK, data) if self._pattern is not None and data else data
+
+
+class _Output:
+    """Counts every byte, masks secrets, keeps only the last few KiB, appends all to the
+    log file."""
+
+    def __init__(
+        self, tail_bytes: int, log_file: io.BufferedWriter | None, masker: _Masker | None = None
+    ) -> None:
         self.total_bytes = 0
         self._limit = tail_bytes
         # 3 bytes more than the tail, so decode_tail can tell where a cut character begins.
         self._keep = tail_bytes + _CUT_CONTEXT_BYTES if tail_bytes else 0
         self._tail = bytearray()
         self._log = log_file
+        self._masker = masker
 
     def add(self, chunk: bytes) -> None:
         self.total_bytes += len(chunk)
+        self._keep_output(self._masker.feed(chunk) if self._masker is not None else chunk)
+
+    def finish(self) -> None:
+        """The output has ended: write what the masker held back."""
+        if self._masker is not None:
+            rest = self._masker.finish()
+            if rest:
+                self._keep_output(rest)
+
+    def _keep_output(self, chunk: bytes) -> None:
+        if not chunk:
+            return
         if self._log is not None:
             self._log.write(chunk)
             # Flushed per chunk so a log being followed (`tail -f`, the local CLI) is live.

@@ -7,14 +7,18 @@ from dataclasses import dataclass, field
 from stratoflow.ports import (
     Clock,
     CompletionQueue,
+    CredentialSource,
     DefinitionStore,
     EventPublisher,
     IdSource,
     LogReader,
     LogText,
     Metrics,
+    NoSecrets,
     NoWorkers,
+    ProcessEnvironment,
     RunStore,
+    SecretSource,
     TaskQueue,
     Workers,
 )
@@ -37,6 +41,9 @@ class Ports:
     metrics: Metrics
     workers: Workers = field(default_factory=NoWorkers)
     logs: LogReader = field(default_factory=lambda: _NoLogs())
+    credentials: CredentialSource = field(default_factory=ProcessEnvironment)
+    """What a command's environment starts from, with its credentials (invariant 12)."""
+    secrets: SecretSource = field(default_factory=NoSecrets)
 
 
 class _NoLogs:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -14,7 +17,13 @@ from typing import Any
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import AttemptReport, TaskMessage, iso, parse_iso
 from stratoflow.core.states import RunStatus
-from stratoflow.ports import ClaimOutcome, CommandRunner
+from stratoflow.ports import (
+    ClaimOutcome,
+    CommandIdentity,
+    CommandRunner,
+    CredentialsUnavailable,
+    SecretUnavailable,
+)
 
 from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
 
@@ -47,8 +56,10 @@ def task_environment(
     msg: TaskMessage,
     base_env: Mapping[str, str] | None = None,
     attempt: int | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment a task's command sees: the base, STRATOFLOW_* and the task's env.
+    """The environment a task's command sees: the base (the credential source's, on the
+    executor path), STRATOFLOW_*, the params, the task's env and its resolved `secrets`.
     `attempt` is the attempt's number across redrives (default: the message's)."""
     task = plan.tasks[msg.task_id]
     env = dict(os.environ if base_env is None else base_env)
@@ -64,7 +75,29 @@ def task_environment(
     for name, value in msg.params.items():
         env[f"STRATOFLOW_PARAM_{name.upper()}"] = value
     env.update(task.env)
+    env.update(secrets or {})
     return env
+
+
+def role_session_name(msg: TaskMessage, attempt: int) -> str:
+    """The STS session name of an attempt's credentials: run, task and attempt, as CloudTrail
+    shows them (at most 64 of the characters STS allows; a long one keeps its end and a
+    digest of the whole)."""
+    kind = "c" if msg.kind == "compensate" else "a"
+    name = re.sub(r"[^\w+=,.@-]", "-", f"{msg.run_id}.{msg.task_id}.{kind}{attempt}")
+    if len(name) <= MAX_SESSION_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{digest}-{name[-(MAX_SESSION_NAME - len(digest) - 1) :]}"
+
+
+MAX_SESSION_NAME = 64
+"""STS's limit on RoleSessionName."""
+
+
+def secret_values(plan: Plan, msg: TaskMessage) -> list[str]:
+    """The values of the run's `secret: true` params: masked in the command's output."""
+    return [msg.params[name] for name in plan.workflow.secret_params if msg.params.get(name)]
 
 
 def execute_task(
@@ -78,6 +111,9 @@ def execute_task(
 
     The executor never changes a run's state itself (invariant 10): it reports. While the
     command runs, its run's status is watched: a cancelled run's command is killed at once.
+    The command's environment starts from `ports.credentials` (on AWS: from scratch, with
+    the task role's credentials; invariant 12) or, for tests, from `base_env`; its secrets
+    come from `ports.secrets` and are masked in its output.
     `worker` names what runs the attempt when it can be stopped from outside (ECS task).
     """
     now = ports.clock.now()
@@ -128,13 +164,37 @@ def execute_task(
         if msg.enqueued_at:
             queued_for = (now - (parse_iso(msg.enqueued_at) or now)).total_seconds() * 1000
             ports.metrics.timing("QueueLatency", msg.workflow_id, max(queued_for, 0.0))
+    identity = CommandIdentity(
+        role=task.role,
+        session_name=role_session_name(msg, number),
+        duration_seconds=math.ceil(task.timeout + KILL_GRACE_SECONDS + LEASE_MARGIN_SECONDS),
+    )
+    try:
+        base = ports.credentials.environment(identity) if base_env is None else dict(base_env)
+        secrets = {name: ports.secrets.resolve(name, ref) for name, ref in task.secrets.items()}
+    except (CredentialsUnavailable, SecretUnavailable) as err:
+        # The command does not run without what it was promised; the attempt fails (and is
+        # retried as its `retries` allow: SSM may have been throttled) with the reason,
+        # which names the role or the reference and never a value.
+        stamp = iso(ports.clock.now())
+        report = _report(
+            msg,
+            error=str(err),
+            output_tail=f"stratoflow: {err}",
+            started_at=stamp,
+            finished_at=stamp,
+            log_ref=log_ref or None,
+        )
+        ports.completions.send_reports([report])
+        return ExecuteResult(ExecuteOutcome.RAN, report=report)
     result = run_command(
         command,
-        env=task_environment(plan, msg, base_env, number),
+        env=task_environment(plan, msg, base, number, secrets),
         cwd=msg.workdir,
         timeout=task.timeout,
         log_name=log_name,
         cancel=RunCancelWatch(ports, msg.run_id),
+        mask=[*secrets.values(), *secret_values(plan, msg)],
     )
     report = _report(
         msg,

@@ -37,7 +37,18 @@ def run_status(ports: Ports, run_id: str) -> RunDocument | None:
     plan = ports.definitions.get_plan(run.workflow_id, run.version)
     tasks = ports.runs.list_tasks(run_id)
     comps = ports.runs.list_compensations(run_id) if run.compensations else []
-    return run_document(run, tasks, list(plan.tasks), comps)
+    doc = run_document(run, tasks, list(plan.tasks), comps)
+    doc["params"] = shown_params(doc["params"], plan.workflow.secret_params)
+    return doc
+
+
+SECRET_SHOWN_AS = "***"
+
+
+def shown_params(params: dict[str, str], secret: list[str]) -> dict[str, str]:
+    """Params as every answer after the trigger shows them: `secret: true` ones as ***
+    (their value is still what the commands get)."""
+    return {name: SECRET_SHOWN_AS if name in secret else value for name, value in params.items()}
 
 
 def _compensation_logs(ports: Ports, run: RunRecord, task_id: str) -> LogsDocument:

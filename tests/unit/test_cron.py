@@ -53,6 +53,24 @@ def test_out_of_range_minute_is_rejected_showing_the_value() -> None:
         validate_schedule("61 * * * *")
 
 
+@pytest.mark.parametrize(
+    ("schedule", "says"),
+    [
+        ("61 * * * *", 'the minute field "61" is not valid (0-59)'),
+        ("0 24 * * *", 'the hour field "24" is not valid (0-23)'),
+        ("0 0 0 * *", 'the day of month field "0" is not valid (1-31)'),
+        ("0 0 1 13 *", 'the month field "13" is not valid (1-12 or JAN-DEC)'),
+        ("0 0 * * 8", 'the day of week field "8" is not valid (0-7 (0 and 7 are Sunday)'),
+        ("*/0 * * * *", 'the minute field "*/0" is not valid'),
+        ("61 25 * * *", 'minute field "61" is not valid (0-59); the hour field "25"'),
+    ],
+)
+def test_a_bad_field_is_named_with_what_it_allows(schedule: str, says: str) -> None:
+    with pytest.raises(ValueError) as err:
+        validate_schedule(schedule)
+    assert says in str(err.value)
+
+
 def test_schedule_that_never_fires_is_rejected() -> None:
     with pytest.raises(ValueError, match=r'"0 0 30 2 \*" never fires'):
         validate_schedule("0 0 30 2 *")

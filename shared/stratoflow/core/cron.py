@@ -48,8 +48,36 @@ def validate_schedule(schedule: str) -> str:
     except CroniterBadDateError as err:
         raise ValueError(f"{shown} never fires: no date matches it") from err
     except (ValueError, TypeError) as err:  # every croniter error derives from one of these
-        raise ValueError(f"{shown} is not a valid cron expression: {err}") from err
+        raise ValueError(
+            f"{shown} is not a valid cron expression: {_which_field(text, err)}"
+        ) from err
     return text
+
+
+_FIELD_RANGES = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of week", "0-7 (0 and 7 are Sunday) or SUN-SAT"),
+)
+
+
+def _which_field(text: str, err: Exception) -> str:
+    """Name the field croniter refused, and what that field allows (its own messages say
+    "out of range" without saying where)."""
+    fields = text.split()
+    bad = []
+    for i, (name, allowed) in enumerate(_FIELD_RANGES):
+        probe = ["*"] * 5
+        probe[i] = fields[i]
+        try:
+            croniter(" ".join(probe), _REFERENCE).get_next(datetime)
+        except CroniterBadDateError:
+            continue
+        except (ValueError, TypeError):
+            bad.append(f"the {name} field {json.dumps(fields[i])} is not valid ({allowed})")
+    return "; ".join(bad) if bad else str(err)
 
 
 def validate_timezone(name: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from stratoflow.handlers.api import errors, openapi, runs, workflows
+from stratoflow.handlers.api import errors, graph, openapi, runs, workflows
 from stratoflow.handlers.observability import tracer
 
 __all__ = ["app", "handler", "openapi_document"]
@@ -23,6 +23,7 @@ __all__ = ["app", "handler", "openapi_document"]
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(workflows.router)
 app.include_router(runs.router)
+app.include_router(graph.router)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -100,6 +100,27 @@ class Settlement:
         return self.is_leaf and self.status not in GOOD_LEAF_STATUSES
 
 
+@dataclass(frozen=True)
+class RunDefaults:
+    """What recording a run needs of its version: read from the stored definition as it
+    is, not compiled into a `Plan` (seconds for tens of thousands of tasks), so that a
+    trigger answers in the same short time whatever the workflow's size."""
+
+    params: dict[str, str]
+    concurrency: int | None
+    n_tasks: int
+
+    @classmethod
+    def from_definition(cls, body: str | bytes) -> RunDefaults:
+        """From a stored definition's JSON (validated when it was stored)."""
+        data = json.loads(body)
+        return cls(
+            params=dict(data.get("params") or {}),
+            concurrency=data.get("concurrency"),
+            n_tasks=len(data["tasks"]),
+        )
+
+
 class DefinitionStore(Protocol):
     def save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
         """Store a new immutable version (or return the existing one with identical content)."""
@@ -110,6 +131,11 @@ class DefinitionStore(Protocol):
         ...
 
     def get_meta(self, workflow_id: str) -> WorkflowMeta | None: ...
+
+    def run_defaults(self, workflow_id: str, version: int) -> RunDefaults:
+        """What a run of this version takes from its definition when it is recorded, read
+        without compiling the plan; raises `DefinitionNotFound`."""
+        ...
 
     def list_versions(self, workflow_id: str) -> list[dict[str, Any]]:
         """The stored versions (version, created_at, source, hash), oldest first."""
@@ -341,9 +367,10 @@ class RunCommand:
         data = json.loads(body)
         if not isinstance(data, dict) or "command" not in data:
             return None
-        if data["command"] not in (cls.START, cls.CANCEL) or not isinstance(data.get("run_id"), str):
+        command, run_id = data["command"], data.get("run_id")
+        if command not in (cls.START, cls.CANCEL) or not isinstance(run_id, str):
             raise ValueError(f"not a run command: {body[:200]!r}")
-        return cls(command=data["command"], run_id=data["run_id"])
+        return cls(command=command, run_id=run_id)
 
 
 class EventPublisher(Protocol):

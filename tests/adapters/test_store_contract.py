@@ -967,6 +967,101 @@ def test_a_run_finishes_once_and_only_forward(stores: Stores) -> None:
     assert (run.status, run.finished_at) == (RunStatus.SUCCEEDED, T1)
 
 
+def queued(stores: Stores, run_id: str = "r1", **overrides: Any) -> RunRecord:
+    """A run recorded by a trigger: queued, its start (no `started_at`) still to do."""
+    return started(stores, run_id, status=RunStatus.QUEUED, **overrides)
+
+
+def test_a_queued_run_begins_once(stores: Stores) -> None:
+    # GIVEN a queued run
+    queued(stores)
+    # WHEN two starts begin it at once, and a third comes later
+    results = at_once(lambda: stores.runs.begin_run("r1"), lambda: stores.runs.begin_run("r1"))
+    later = stores.runs.begin_run("r1")
+    # THEN exactly one moved it to running, and its start is not complete yet
+    assert sorted(results) == [False, True] and later is False
+    run = run_of(stores)
+    assert (run.status, run.started_at) == (RunStatus.RUNNING, None)
+
+
+def test_only_a_queued_run_begins(stores: Stores) -> None:
+    # GIVEN a running run and a cancelled queued one
+    started(stores, "r1")
+    queued(stores, "r2")
+    assert stores.runs.finish_run("r2", RunStatus.CANCELLED, T1)
+    # THEN neither begins
+    assert (stores.runs.begin_run("r1"), stores.runs.begin_run("r2")) == (False, False)
+    assert run_of(stores, "r2").status is RunStatus.CANCELLED
+
+
+def test_a_start_is_finished_once_and_only_on_a_running_run(stores: Stores) -> None:
+    # GIVEN a queued run
+    queued(stores)
+    # WHEN its start is finished before it began, then after, then again
+    early = stores.runs.finish_start("r1", T1)
+    assert stores.runs.begin_run("r1")
+    first = stores.runs.finish_start("r1", T1)
+    again = stores.runs.finish_start("r1", T2)
+    # THEN only the one after it began counted, and its time stands
+    assert (early, first, again) == (False, True, False)
+    assert run_of(stores).started_at == T1
+
+
+def test_pending_starts_are_the_queued_and_the_unfinished_created_before(stores: Stores) -> None:
+    # GIVEN runs at T0: queued; begun but not finished; started and finished; started the
+    # old way (started_at at creation); cancelled while queued; and a queued one at T2
+    queued(stores, "q", created_at=T0)
+    queued(stores, "begun", created_at=T0)
+    assert stores.runs.begin_run("begun")
+    queued(stores, "done", created_at=T0)
+    assert stores.runs.begin_run("done") and stores.runs.finish_start("done", T1)
+    started(stores, "direct", created_at=T0, started_at=T0)
+    queued(stores, "gone", created_at=T0)
+    assert stores.runs.finish_run("gone", RunStatus.CANCELLED, T1)
+    queued(stores, "new", created_at=T2)
+    # WHEN the starts pending from before T1 are asked for
+    pending = stores.runs.pending_starts(T1, 10)
+    # THEN they are the queued one and the one whose start did not finish
+    assert sorted(pending) == ["begun", "q"]
+    assert sorted(stores.runs.pending_starts("2026-01-01T00:03:00.000000Z", 10)) == [
+        "begun",
+        "new",
+        "q",
+    ]
+    assert len(stores.runs.pending_starts(T1, 1)) == 1
+
+
+def test_a_queued_run_can_be_cancelled_but_not_otherwise_finished(stores: Stores) -> None:
+    # GIVEN a queued run
+    queued(stores)
+    # WHEN it is succeeded or failed, then cancelled, then cancelled again
+    others = [stores.runs.finish_run("r1", s, T1) for s in (RunStatus.SUCCEEDED, RunStatus.FAILED)]
+    first = stores.runs.finish_run("r1", RunStatus.CANCELLED, T1)
+    again = stores.runs.finish_run("r1", RunStatus.CANCELLED, T2)
+    # THEN only the first cancel moved it
+    assert (others, first, again) == ([False, False], True, False)
+    run = run_of(stores)
+    assert (run.status, run.finished_at) == (RunStatus.CANCELLED, T1)
+
+
+def test_run_defaults_are_read_from_the_stored_definition(stores: Stores) -> None:
+    # GIVEN a version with params, a concurrency cap and two tasks
+    wf = Workflow.model_validate(
+        {
+            "id": "wf",
+            "params": {"region": "eu"},
+            "concurrency": 3,
+            "tasks": [{"id": "a", "command": "true"}, {"id": "b", "command": "true"}],
+        }
+    )
+    version = stores.definitions.save_version(wf, "test", NOW)
+    # THEN what a run takes of it reads back without the plan, and an unknown one raises
+    defaults = stores.definitions.run_defaults("wf", version)
+    assert (defaults.params, defaults.concurrency, defaults.n_tasks) == ({"region": "eu"}, 3, 2)
+    with pytest.raises(DefinitionNotFound):
+        stores.definitions.run_defaults("wf", version + 1)
+
+
 def test_a_failing_run_may_compensate_before_it_fails(stores: Stores) -> None:
     # GIVEN a running run
     started(stores)

@@ -12,6 +12,7 @@ from typing import Any
 
 from stratoflow.aws.clients import AwsClients
 from stratoflow.core.records import AttemptReport, TaskMessage
+from stratoflow.ports import RunCommand
 
 SQS_BATCH = 10
 """Entries per SendMessageBatch: SQS's limit, and one billed request for all ten."""
@@ -70,3 +71,6 @@ class SqsCompletionQueue:
 
     def send_reports(self, reports: Iterable[AttemptReport]) -> None:
         self._sender.send(r.to_json() for r in reports)
+
+    def send_commands(self, commands: Iterable[RunCommand]) -> None:
+        self._sender.send(c.to_json() for c in commands)

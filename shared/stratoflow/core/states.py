@@ -34,8 +34,10 @@ GOOD_LEAF_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.SKIPPED})
 
 
 class RunStatus(StrEnum):
-    """A run's state. `compensating` is reported as failed: the run has failed for good."""
+    """A run's state. `compensating` is reported as failed: the run has failed for good.
+    `queued`: recorded by a trigger, its start (task records, roots enqueued) handed off."""
 
+    QUEUED = "queued"
     RUNNING = "running"
     COMPENSATING = "compensating"
     SUCCEEDED = "succeeded"

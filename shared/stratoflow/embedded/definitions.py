@@ -17,7 +17,7 @@ from stratoflow.core.model import Workflow
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import WorkflowMeta, iso
 from stratoflow.embedded.db import Database
-from stratoflow.ports import DefinitionNotFound
+from stratoflow.ports import DefinitionNotFound, RunDefaults
 
 _META_COLUMNS = (
     "workflow_id, latest_version, active_version, paused, schedule, timezone, catchup, "
@@ -92,6 +92,19 @@ class SqliteDefinitionStore:
         with self._lock:
             self._cache[key] = plan
         return plan
+
+    def run_defaults(self, workflow_id: str, version: int) -> RunDefaults:
+        row = (
+            self._db.connection()
+            .execute(
+                "SELECT body FROM versions WHERE workflow_id = ? AND version = ?",
+                (workflow_id, version),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise DefinitionNotFound(f"workflow {workflow_id!r} has no version {version}")
+        return RunDefaults.from_definition(row[0])
 
     def get_meta(self, workflow_id: str) -> WorkflowMeta | None:
         row = (

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from stratoflow.core.records import AttemptReport, TaskMessage
 from stratoflow.embedded.sqs_model import queue_name
+from stratoflow.ports import RunCommand
 
 if TYPE_CHECKING:
     from stratoflow.embedded.queues import EmbeddedSqs
@@ -37,3 +38,7 @@ class EmbeddedCompletionQueue:
     def send_reports(self, reports: Iterable[AttemptReport]) -> None:
         """Report finished attempts (any number, one transaction)."""
         self._sqs.enqueue(self._queue, (r.to_json() for r in reports))
+
+    def send_commands(self, commands: Iterable[RunCommand]) -> None:
+        """Hand work on runs to the completion handler (one transaction)."""
+        self._sqs.enqueue(self._queue, (c.to_json() for c in commands))

@@ -68,6 +68,33 @@ class SqliteRunStore(SqliteRunAttempts):
         )
         return _run_from(row) if row else None
 
+    def begin_run(self, run_id: str) -> bool:
+        with self._db.write() as db:
+            cur = db.execute(
+                "UPDATE runs SET status = ? WHERE run_id = ? AND status = ?",
+                (RunStatus.RUNNING.value, run_id, RunStatus.QUEUED.value),
+            )
+            return cur.rowcount == 1
+
+    def finish_start(self, run_id: str, now: str) -> bool:
+        with self._db.write() as db:
+            cur = db.execute(
+                "UPDATE runs SET doc = json_set(doc, '$.started_at', ?) WHERE run_id = ? "
+                "AND status = ? AND json_extract(doc, '$.started_at') IS NULL",
+                (now, run_id, RunStatus.RUNNING.value),
+            )
+            return cur.rowcount == 1
+
+    def pending_starts(self, before: str, limit: int) -> list[str]:
+        # No index: the dispatcher's tick asks once a minute, and a local engine's runs
+        # table is small; the status test comes first, so only live runs read their doc.
+        rows = self._db.connection().execute(
+            "SELECT run_id FROM runs WHERE status IN (?, ?) AND created_at < ? "
+            "AND json_extract(doc, '$.started_at') IS NULL ORDER BY created_at LIMIT ?",
+            (RunStatus.QUEUED.value, RunStatus.RUNNING.value, before, limit),
+        )
+        return [r[0] for r in rows]
+
     def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
         return self.page_runs(workflow_id, limit)[0]
 
@@ -174,6 +201,8 @@ class SqliteRunStore(SqliteRunAttempts):
         allowed = [RunStatus.RUNNING.value]
         if status in (RunStatus.FAILED, RunStatus.CANCELLED):
             allowed.append(RunStatus.COMPENSATING.value)
+        if status is RunStatus.CANCELLED:
+            allowed.append(RunStatus.QUEUED.value)
         sets, values = "status = ?", [status.value]
         if status is not RunStatus.COMPENSATING:
             sets += ", finished_at = ?"

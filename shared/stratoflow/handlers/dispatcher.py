@@ -1,8 +1,10 @@
 """Dispatcher Lambda: creates runs and enqueues their ready tasks.
 
 Events (EventBridge shape): `Scheduled Event` (the every-minute rule) starts the due slots
-of scheduled workflows; `Run Requested` (from the CLI, the API or the local runtime) starts
-one run of a registered workflow version.
+of scheduled workflows, reports attempts whose lease ended, and hands off again the starts
+of triggered runs still queued after START_REHAND_SECONDS (their message was lost);
+`Run Requested` (the local runtime's `stratoflow run`) starts one run of a registered
+workflow version in one go.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if ev.detail_type == SCHEDULED_EVENT:
         started = services.dispatch_due(ports)
         lost = services.reap_expired_attempts(ports)
-        logger.info("tick", extra={"runs_started": len(started), "attempts_lost": len(lost)})
-        return {"started": started, "lost": lost}
+        rehanded = services.rehand_starts(ports)
+        logger.info(
+            "tick",
+            extra={
+                "runs_started": len(started),
+                "attempts_lost": len(lost),
+                "starts_handed_again": len(rehanded),
+            },
+        )
+        return {"started": started, "lost": lost, "rehanded": rehanded}
     if ev.detail_type != RUN_REQUESTED:
         raise ValueError(f"dispatcher: unsupported event detail-type {ev.detail_type!r}")
     detail = ev.detail

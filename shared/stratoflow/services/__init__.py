@@ -9,11 +9,13 @@ a dependent out of pending may enqueue it (invariant 3).
 One module per use case; this package re-exports their public names:
 
 - `bundle`: the `Ports` bundle and the queue limits the use cases share.
-- `start`: `start_run`, and sending decided tasks to the queue (the concurrency cap).
+- `start`: `start_run`; `queue_run` and `start_queued_run` (a trigger's run, recorded at
+  once and started by the completion handler), `rehand_starts`; sending decided tasks to
+  the queue (the concurrency cap).
 - `execution`: `execute_task` and what it needs (`CommandRunner`, `RunCancelWatch`, ...).
 - `settlement`: `record_completion`: retries, settling a task, deciding its dependents,
   finishing a run, compensations.
-- `runs`: `trigger_run`, `cancel_run`, `retry_run`.
+- `runs`: `trigger_run`, `cancel_run`, `retry_run`; `perform`, the work they hand off.
 - `schedules`: registering workflows, the dispatcher's tick, backfills.
 - `queries`: `run_status`, `task_logs`.
 
@@ -35,7 +37,15 @@ from .execution import (
     task_environment,
 )
 from .queries import run_status, task_logs
-from .runs import IdempotencyConflict, WorkflowInactive, cancel_run, retry_run, trigger_run
+from .runs import (
+    IdempotencyConflict,
+    WorkflowInactive,
+    cancel_run,
+    perform,
+    retry_run,
+    stop_cancelled_run,
+    trigger_run,
+)
 from .schedules import (
     BACKFILL_LIMIT,
     CATCHUP_LIMIT,
@@ -50,7 +60,15 @@ from .schedules import (
     scheduled_run_id,
 )
 from .settlement import record_completion
-from .start import DECIDE_BATCH, start_run
+from .start import (
+    DECIDE_BATCH,
+    START_REHAND_SECONDS,
+    queue_run,
+    rehand_starts,
+    start_pending,
+    start_queued_run,
+    start_run,
+)
 
 __all__ = [
     "BACKFILL_LIMIT",
@@ -63,6 +81,7 @@ __all__ = [
     "SCHEDULE_TRIGGER",
     "SHORT_WAIT_SECONDS",
     "SQS_MAX_DELAY_SECONDS",
+    "START_REHAND_SECONDS",
     "CommandOutcome",
     "CommandRunner",
     "ExecuteOutcome",
@@ -77,14 +96,20 @@ __all__ = [
     "dispatch_due",
     "dispatch_workflow",
     "execute_task",
+    "perform",
+    "queue_run",
     "reap_expired_attempts",
     "record_completion",
     "register_source",
     "register_workflow",
+    "rehand_starts",
     "retry_run",
     "run_status",
     "scheduled_run_id",
+    "start_pending",
+    "start_queued_run",
     "start_run",
+    "stop_cancelled_run",
     "task_environment",
     "task_logs",
     "trigger_run",

@@ -1,5 +1,5 @@
 """Acting on a run from outside: `trigger_run` (the API's and the CLI's start), `cancel_run`
-and `retry_run` (a redrive)."""
+and `retry_run` (a redrive), and `perform` (the work they hand to the completion handler)."""
 
 from __future__ import annotations
 
@@ -11,31 +11,52 @@ from stratoflow.core.model import TriggerRule
 from stratoflow.core.records import RunRecord, TaskRecord, iso
 from stratoflow.core.rules import Decision, decide
 from stratoflow.core.states import RunStatus, TaskStatus
-from stratoflow.ports import RunNotRetryable
+from stratoflow.ports import RunCommand, RunNotRetryable
 
 from .bundle import Ports
 from .schedules import _after_scheduled_run, _scheduled
 from .settlement import _counts, _decided_settlement, _decided_status, _finish_run, _settle
-from .start import _decide_and_enqueue, start_run
+from .start import _decide_and_enqueue, hand_off, queue_run, start_queued_run
 
 
 def cancel_run(ports: Ports, run_id: str) -> bool:
-    """Cancel a running run: nothing new starts, and what runs is stopped.
+    """Cancel a queued or running run: nothing new starts, and what runs is stopped.
 
-    The run turns cancelled first (a conditional write: a second cancel, or one racing the
-    run's own end, changes nothing and returns False). Then its queued tasks are marked
-    cancelled, so their messages are dropped at claim; running attempts see the status
-    within CANCEL_POLL_SECONDS and kill their process tree, and ECS tasks are also stopped.
-    Each running attempt is recorded cancelled when its report arrives.
+    The run turns cancelled (a conditional write: a second cancel, or one racing the run's
+    own end, changes nothing and returns False); that is all the caller waits for. The
+    per-task work (`stop_cancelled_run`) is handed to the completion handler, so a cancel
+    answers at once whatever the run's size; if the hand-off fails it is done here. Running
+    attempts see the status within CANCEL_POLL_SECONDS and kill their process tree whether
+    or not that work has been done yet.
     """
     run = ports.runs.get_run(run_id)
-    if run is None or run.status not in (RunStatus.RUNNING, RunStatus.COMPENSATING):
+    if run is None or run.status not in (
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+        RunStatus.COMPENSATING,
+    ):
         return False
     now = iso(ports.clock.now())
     if not ports.runs.finish_run(
         run_id, RunStatus.CANCELLED, now, release_workflow=_scheduled(run)
     ):
         return False
+    ports.metrics.count("RunsCancelled", run.workflow_id)
+    ports.events.run_finished(run.with_status(RunStatus.CANCELLED, now), [])
+    if not hand_off(ports, RunCommand(RunCommand.CANCEL, run_id), run.workflow_id):
+        stop_cancelled_run(ports, run_id)
+    return True
+
+
+def stop_cancelled_run(ports: Ports, run_id: str) -> None:
+    """A cancel's per-task work, handed off by `cancel_run`: the tasks not yet started are
+    marked cancelled, so their messages are dropped at claim, ECS tasks running attempts
+    are stopped, and a held-back slot of a schedule may start. Idempotent (each write is
+    conditional, stopping a gone worker is no error); nothing for a run not cancelled."""
+    run = ports.runs.get_run(run_id)
+    if run is None or run.status is not RunStatus.CANCELLED:
+        return
+    now = iso(ports.clock.now())
     tasks = ports.runs.list_tasks(run_id)
     unstarted = [t for t, rec in tasks.items() if rec.status in _UNSTARTED]
     # Root tasks are enqueued at the start without an item of their own.
@@ -46,10 +67,17 @@ def cancel_run(ports: Ports, run_id: str) -> bool:
     for rec in tasks.values():
         if rec.status is TaskStatus.RUNNING and rec.worker:
             ports.workers.stop(rec.worker, f"stratoflow: run {run_id} cancelled")
-    ports.metrics.count("RunsCancelled", run.workflow_id)
-    ports.events.run_finished(run.with_status(RunStatus.CANCELLED, now), [])
     _after_scheduled_run(ports, run)
-    return True
+
+
+def perform(ports: Ports, command: RunCommand) -> None:
+    """Do the work a request handed off (the completion handler calls this)."""
+    if command.command == RunCommand.START:
+        start_queued_run(ports, command.run_id)
+    elif command.command == RunCommand.CANCEL:
+        stop_cancelled_run(ports, command.run_id)
+    else:
+        raise ValueError(f"unknown run command {command.command!r}")
 
 
 _UNSTARTED = frozenset(
@@ -78,8 +106,10 @@ def retry_run(ports: Ports, run_id: str) -> RunRecord:
         raise RunNotRetryable(
             f"run {run_id!r} failed and is running its compensations: it cannot be retried"
         )
-    if run.status is RunStatus.RUNNING:
-        raise RunNotRetryable(f"run {run_id!r} is running: only a finished run can be retried")
+    if run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+        raise RunNotRetryable(
+            f"run {run_id!r} is {run.status.value}: only a finished run can be retried"
+        )
     if run.status is RunStatus.SUCCEEDED:
         raise RunNotRetryable(f"run {run_id!r} succeeded: it has nothing to retry")
     if run.compensations:
@@ -161,7 +191,9 @@ def trigger_run(
     params: Mapping[str, str] | None = None,
     idempotency_key: str | None = None,
 ) -> tuple[RunRecord, bool]:
-    """Start a run of the workflow's active version now (the API's and the CLI's trigger).
+    """Start a run of the workflow's active version now (the API's and the CLI's trigger):
+    the run is recorded queued and its start handed off (`queue_run`), so this takes the
+    same short time whatever the workflow's size.
 
     With an idempotency key the run id is derived from (workflow, key), so the same request
     sent any number of times creates one run; the same key with other params is refused.
@@ -174,15 +206,17 @@ def trigger_run(
         raise WorkflowInactive(
             f"workflow {workflow_id!r} has no active version (its file was deleted)"
         )
-    plan = ports.definitions.get_plan(workflow_id, meta.active_version)
+    version = meta.active_version
     run_id = None
     if idempotency_key is not None:
         digest = hashlib.sha256(f"{workflow_id}\0{idempotency_key}".encode()).hexdigest()
         run_id = f"{workflow_id}@key-{digest[:24]}"
-    run, created = start_run(ports, plan, params=params, run_id=run_id, trigger="api")
+    run, created = queue_run(
+        ports, workflow_id, version, params=params, run_id=run_id, trigger="api"
+    )
     # The key names a request; the same key with another body is a client mistake.
-    merged = {**plan.workflow.params, **(params or {})}
-    if not created and run.version == plan.version and run.params != merged:
+    merged = {**ports.definitions.run_defaults(workflow_id, version).params, **(params or {})}
+    if not created and run.version == version and run.params != merged:
         raise IdempotencyConflict(
             f"Idempotency-Key {idempotency_key!r} was used for run {run.run_id} with other params"
         )

@@ -19,7 +19,7 @@ from stratoflow.config import DEFINITIONS_PREFIX, DUE_INDEX, DUE_INDEX_PARTITION
 from stratoflow.core.model import Workflow
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import WorkflowMeta, iso
-from stratoflow.ports import DefinitionNotFound
+from stratoflow.ports import DefinitionNotFound, RunDefaults
 
 INLINE_DEFINITION_LIMIT = 300_000
 """Definitions above this size go to S3: an item may not exceed 400 KB (invariant 7)."""
@@ -311,17 +311,21 @@ class DynamoDefinitionStore:
         plan = self._cache.get(key)
         if plan is not None:
             return plan
+        plan = Plan(Workflow.model_validate_json(self._body(workflow_id, version)), version)
+        with self._lock:
+            self._cache[key] = plan
+        return plan
+
+    def run_defaults(self, workflow_id: str, version: int) -> RunDefaults:
+        return RunDefaults.from_definition(self._body(workflow_id, version))
+
+    def _body(self, workflow_id: str, version: int) -> str:
         item = self._db.get_item(
             TableName=self.table, Key=_key(f"WF#{workflow_id}", f"V#{version:08d}")
         ).get("Item")
         if not item:
             raise DefinitionNotFound(f"workflow {workflow_id!r} has no version {version}")
         if "body" in item:
-            body = item["body"]["S"]
-        else:
-            obj = self._clients.s3.get_object(Bucket=self.bucket, Key=item["body_s3_key"]["S"])
-            body = obj["Body"].read().decode()
-        plan = Plan(Workflow.model_validate_json(body), version)
-        with self._lock:
-            self._cache[key] = plan
-        return plan
+            return str(item["body"]["S"])
+        obj = self._clients.s3.get_object(Bucket=self.bucket, Key=item["body_s3_key"]["S"])
+        return str(obj["Body"].read().decode())

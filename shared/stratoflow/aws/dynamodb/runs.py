@@ -30,10 +30,13 @@ from stratoflow.aws.dynamodb.transactions import (
     _transact,
     _transact_reasons,
 )
-from stratoflow.config import LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
+from stratoflow.config import LEASE_INDEX, LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
 from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
 
+_START_PARTITION = "START"
+"""The `leases` index's partition of the runs whose start is not complete (attempts are
+under "LEASE"): one sparse index serves both of the tick's look-ups."""
 _RESET_REMOVES = (
     "attempt, exit_code, timed_out, started_at, finished_at, settled_at, decided_at, "
     f"output_tail, log_ref, #err, propagated, lease_until, worker, {LEASE_INDEX_PARTITION}, "
@@ -67,6 +70,12 @@ class DynamoRunStore(RunAttempts):
             }
         )
         item.update(_key(_run_pk(run.run_id), "#RUN"))
+        if run.started_at is None:
+            # A start still to do: the run sits in the sparse `leases` index, under its own
+            # partition, until `finish_start`, so the dispatcher's tick finds it if the
+            # message handing the start off is lost (`pending_starts`).
+            item[LEASE_INDEX_PARTITION] = {"S": _START_PARTITION}
+            item[LEASE_INDEX_SORT] = {"S": run.created_at}
         # The run and its entry in the workflow's run history, newest first by sort key.
         history = {
             **_key(f"WF#{run.workflow_id}", f"RUN#{run.created_at}#{run.run_id}"),
@@ -86,6 +95,45 @@ class DynamoRunStore(RunAttempts):
             ],
         )
         return reason is None
+
+    def begin_run(self, run_id: str) -> bool:
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), "#RUN"),
+            UpdateExpression="SET #st = :running",
+            ConditionExpression="#st = :queued",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":running": {"S": RunStatus.RUNNING.value},
+                ":queued": {"S": RunStatus.QUEUED.value},
+            },
+        )
+
+    def finish_start(self, run_id: str, now: str) -> bool:
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), "#RUN"),
+            UpdateExpression=f"SET started_at = :now REMOVE {LEASE_INDEX_PARTITION}, "
+            f"{LEASE_INDEX_SORT}",
+            ConditionExpression="#st = :running AND attribute_not_exists(started_at)",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":now": {"S": now},
+                ":running": {"S": RunStatus.RUNNING.value},
+            },
+        )
+
+    def pending_starts(self, before: str, limit: int) -> list[str]:
+        resp = self._db.query(
+            TableName=self.table,
+            IndexName=LEASE_INDEX,
+            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} < :b",
+            ExpressionAttributeValues={":p": {"S": _START_PARTITION}, ":b": {"S": before}},
+            Limit=limit,
+        )
+        return [i["pk"]["S"][4:] for i in resp.get("Items", [])]
 
     def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
         """The workflow's runs, newest first."""
@@ -247,6 +295,11 @@ class DynamoRunStore(RunAttempts):
         if status in (RunStatus.FAILED, RunStatus.CANCELLED):
             condition = "#st IN (:running, :comp)"
             values[":comp"] = {"S": RunStatus.COMPENSATING.value}
+        if status is RunStatus.CANCELLED:
+            # A queued run may be cancelled before it starts; its start is then never done.
+            condition = "#st IN (:running, :comp, :queued)"
+            values[":queued"] = {"S": RunStatus.QUEUED.value}
+            update += f" REMOVE {LEASE_INDEX_PARTITION}, {LEASE_INDEX_SORT}"
         run_update = {
             "TableName": self.table,
             "Key": _key(_run_pk(run_id), "#RUN"),

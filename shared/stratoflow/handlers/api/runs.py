@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
@@ -73,11 +74,14 @@ def _bad_params() -> Iterator[None]:
     "/workflows/<workflow_id>/runs",
     tags=["runs"],
     summary="Start a run now",
-    description="With an Idempotency-Key header, however often the request is sent, one "
-    "run is created (201); repeats return it (200).",
+    description="Answers at once whatever the workflow's size: the run is recorded with "
+    "status `queued` and its start (task records, root tasks enqueued) is handed to the "
+    "engine (202, `Location` the run; `GET` it to follow: `queued`, then `running`). A "
+    "queued run's document here lists no tasks yet. With an Idempotency-Key header, however "
+    "often the request is sent, one run is created (202); repeats return it (200).",
     responses={
-        201: {
-            "description": "run started",
+        202: {
+            "description": "run recorded (status queued), its start handed off",
             "content": {"application/json": {"model": RunDocument}},
         },
         200: {
@@ -108,9 +112,15 @@ def trigger(
     with _bad_params():
         run, created = services.trigger_run(ports, workflow_id, params, idempotency_key)
     logger.info("run triggered", extra={"run_id": run.run_id, "new_run": created})
-    return json_response(
-        HTTPStatus.CREATED if created else HTTPStatus.OK, _run_document(run.run_id)
+    # A run whose start is pending has no tasks yet: its header alone, whatever its size.
+    doc = (
+        records.run_document(run, {}, [])
+        if services.start_pending(run)
+        else _run_document(run.run_id)
     )
+    response = json_response(HTTPStatus.ACCEPTED if created else HTTPStatus.OK, doc)
+    response.headers["Location"] = f"/runs/{quote(run.run_id, safe='@')}"
+    return response
 
 
 @router.get("/workflows/<workflow_id>/runs", tags=["runs"], summary="Runs, newest first")
@@ -157,6 +167,9 @@ def get_logs(
     "/runs/<run_id>/cancel",
     tags=["runs"],
     summary="Cancel a run: nothing new starts, running attempts are stopped",
+    description="Answers at once: the run turns cancelled (`changed`), and marking its "
+    "unstarted tasks cancelled and stopping its workers is handed to the engine; running "
+    "commands are stopped within about a second.",
     responses={
         409: {
             "description": "the run already ended otherwise",

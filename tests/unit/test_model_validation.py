@@ -604,3 +604,135 @@ def test_json_number_with_too_many_digits_is_reported() -> None:
     message = problem(text, "w.json")
 
     assert message == 'workflow file "w.json": invalid JSON: a number has too many digits to read'
+
+
+# ---- role, secrets and secret params ------------------------------------------------------
+
+SECRETS_YAML = """\
+id: etl
+role: stratoflow-task-etl
+params:
+  region: eu
+  TOKEN: {secret: true}
+secrets:
+  DB_PASSWORD: "ssm:/stratoflow/db/password"
+  API_KEY: "secretsmanager:stratoflow/api"
+tasks:
+  - id: extract
+    command: ./extract.sh
+  - id: load
+    command: ./load.sh
+    role: arn:aws:iam::123456789012:role/stratoflow-task-load
+    secrets:
+      API_KEY: "secretsmanager:stratoflow/api-load#key"
+"""
+
+
+def test_role_and_secrets_are_inherited_and_overridden_by_name() -> None:
+    workflow = load_workflow_text(SECRETS_YAML, "etl.yaml")
+
+    extract, load = workflow.resolved_tasks()
+    assert extract.role == "stratoflow-task-etl"
+    assert extract.secrets == {
+        "DB_PASSWORD": "ssm:/stratoflow/db/password",
+        "API_KEY": "secretsmanager:stratoflow/api",
+    }
+    assert load.role == "arn:aws:iam::123456789012:role/stratoflow-task-load"
+    assert load.secrets["API_KEY"] == "secretsmanager:stratoflow/api-load#key"
+    assert load.secrets["DB_PASSWORD"] == "ssm:/stratoflow/db/password"
+
+
+def test_a_secret_param_has_an_empty_default_and_survives_a_round_trip() -> None:
+    workflow = load_workflow_text(SECRETS_YAML, "etl.yaml")
+
+    assert workflow.params == {"region": "eu", "TOKEN": ""}
+    assert workflow.secret_params == ["TOKEN"]
+    assert Workflow.model_validate_json(workflow.model_dump_json()) == workflow
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        (
+            {"secrets": {"DB": "vault:/db"}},
+            'tasks[1] (id "load").secrets: secret DB: "vault:/db" must start with ssm: or '
+            'secretsmanager: (e.g. "ssm:/stratoflow/db/password" or '
+            '"secretsmanager:stratoflow/api-key")',
+        ),
+        (
+            {"secrets": {"DB-PASSWORD": "ssm:/db"}},
+            'tasks[1] (id "load").secrets: secret name "DB-PASSWORD" must be an environment '
+            "variable name: letters, digits and _, not starting with a digit",
+        ),
+        (
+            {"secrets": {"AWS_SECRET_ACCESS_KEY": "ssm:/db"}},
+            'tasks[1] (id "load").secrets: secret name "AWS_SECRET_ACCESS_KEY" is set by the '
+            "engine itself (the task role's credentials and STRATOFLOW_* variables); choose "
+            "another name",
+        ),
+        (
+            {"secrets": {"DB": "ssm:/db path"}},
+            'tasks[1] (id "load").secrets: secret DB: "ssm:/db path" is not a valid SSM '
+            "parameter name after ssm:",
+        ),
+        (
+            {"secrets": {"DB": "ssm:/db"}, "env": {"DB": "plain"}},
+            'tasks[1] (id "load").secrets: DB is also set in env; a variable is either a plain '
+            "value (env) or a secret, not both",
+        ),
+        (
+            {"role": "not a role"},
+            'tasks[1] (id "load").role: role "not a role" must be an IAM role ARN '
+            '("arn:aws:iam::123456789012:role/stratoflow-task-etl") or a role name',
+        ),
+    ],
+)
+def test_bad_secrets_and_roles_are_reported_with_field_and_value(
+    field: dict[str, object], expected: str
+) -> None:
+    assert problem(two_tasks(**field), "wf.json") == f'workflow file "wf.json": {expected}'
+
+
+def test_a_workflow_secret_that_clashes_with_a_tasks_env_is_reported() -> None:
+    text = json.dumps(
+        {
+            "id": "etl",
+            "secrets": {"TOKEN": "ssm:/t"},
+            "tasks": [{"id": "a", "command": "x", "env": {"TOKEN": "plain"}}],
+        }
+    )
+    assert problem(text, "wf.json") == (
+        'workflow file "wf.json": tasks[0] (id "a").secrets: TOKEN is also set in env; a '
+        "variable is either a plain value (env) or a secret, not both"
+    )
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        (
+            {"secret": True, "default": "hunter2"},
+            "params.TOKEN: a secret param takes no default (the workflow file is stored and "
+            "shown); give its value when triggering the run, or use `secrets:` for a value "
+            "kept in SSM or Secrets Manager",
+        ),
+        ({"secret": "maybe"}, 'params.TOKEN.secret: must be true or false, got "maybe"'),
+        (
+            {"secret": True, "hidden": True},
+            'params.TOKEN: unknown field "hidden"; a param is a default value or '
+            "{default: ..., secret: true|false}",
+        ),
+    ],
+)
+def test_bad_secret_params_are_reported(param: dict[str, object], expected: str) -> None:
+    text = json.dumps(
+        {"id": "etl", "params": {"TOKEN": param}, "tasks": [{"id": "a", "command": "x"}]}
+    )
+    assert problem(text, "wf.json") == f'workflow file "wf.json": {expected}'
+
+
+def test_json_schema_accepts_role_secrets_and_secret_params() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    jsonschema.validate(yaml.safe_load(SECRETS_YAML), workflow_json_schema())

@@ -7,13 +7,18 @@ Messages go to stderr; with --json, stdout carries exactly one JSON document.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
@@ -23,7 +28,6 @@ from stratoflow.cli_common import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_OK,
-    INTERRUPTED,
     err_console,
     progress_line,
 )
@@ -38,6 +42,8 @@ from stratoflow.core.model import (
     check_params_size,
 )
 from stratoflow.local.http import DEFAULT_API_PORT
+
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,22 +104,20 @@ def next_times(
     target: str, count: int, after: str | None, as_json: bool, endpoint_url: str | None
 ) -> None:
     """The next fire times of a workflow FILE (or a registered WORKFLOW id)."""
-    from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
     from stratoflow.core.cron import next_fire_times
 
+    start = datetime.now(UTC) if after is None else _iso_arg("--after", after)
     schedule, timezone = _schedule_of(target, endpoint_url)
-    if after is None:
-        start = datetime.now(UTC)
-    else:
-        try:
-            start = datetime.fromisoformat(after.replace("Z", "+00:00"))
-        except ValueError:
-            _invalid(f"--after {after!r}: expected an ISO 8601 time, e.g. 2026-03-08T00:00:00Z")
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=UTC)
-    fires = next_fire_times(schedule, timezone, start, count)
+    try:
+        fires = next_fire_times(schedule, timezone, start, count)
+    except (OverflowError, ValueError):
+        # The calendar ends with year 9999: a late --after has fewer fire times before it.
+        _invalid(
+            f"--after {after!r}: the schedule {schedule!r} has fewer than {count} fire times "
+            f"between it and the end of year {_LATEST.year}; give an earlier time or a smaller -n"
+        )
     if as_json:
         click.echo(json.dumps([f.isoformat().replace("+00:00", "Z") for f in fires]))
         return
@@ -170,10 +174,17 @@ def backfill(workflow: str, start: str, end: str, endpoint_url: str | None, as_j
     if finish < begin:
         _invalid(f"--end {end!r} is before --start {start!r}")
     ports = _engine(endpoint_url)
+    _check_backfill_size(ports, workflow, begin, finish, start, end)
     try:
         created = services.backfill(ports, workflow, begin, finish)
     except LookupError as err:
         _invalid(str(err))
+    except OverflowError:
+        _invalid(
+            f"--start {start!r} / --end {end!r}: out of the range the schedule can be computed "
+            f"in; give times from {_EARLIEST.date().isoformat()} to "
+            f"{_LATEST.date().isoformat()}"
+        )
     if as_json:
         click.echo(json.dumps(created))
     else:
@@ -182,14 +193,60 @@ def backfill(workflow: str, start: str, end: str, endpoint_url: str | None, as_j
             click.echo(run_id)
 
 
-def _iso_arg(option: str, value: str) -> Any:
-    from datetime import UTC, datetime
+def _check_backfill_size(
+    ports: Any, workflow: str, begin: datetime, finish: datetime, start: str, end: str
+) -> None:
+    """Refuse a range with more slots than one backfill creates, rather than creating the
+    first BACKFILL_LIMIT of them and leaving the rest without a word."""
+    from datetime import timedelta
 
+    from stratoflow import services
+    from stratoflow.core.cron import fire_times_between
+
+    meta = ports.definitions.get_meta(workflow)
+    if meta is None or not meta.schedule:
+        return  # services.backfill says so
+    limit = services.BACKFILL_LIMIT
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        slots = fire_times_between(
+            meta.schedule, meta.timezone, begin - timedelta(microseconds=1), finish, limit + 1
+        )
+    except OverflowError:
+        return
+    if len(slots) > limit:
+        _invalid(
+            f"--start {start!r} --end {end!r}: the range holds more than {limit} slots of "
+            f"workflow {workflow!r} (schedule {meta.schedule!r}); one backfill creates at most "
+            f"{limit} runs: split the range (its first {limit} slots end at "
+            f"{slots[limit - 1].isoformat().replace('+00:00', 'Z')})"
+        )
+
+
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+"""The times `--after`, `--start` and `--end` may give: a day inside the calendar Python
+can compute in (years 1 to 9999), so that time zones and a slot's neighbours stay in it."""
+
+
+def _iso_arg(option: str, value: str) -> datetime:
+    """An aware UTC time from an ISO 8601 option (no offset: UTC); exit 2 naming the option
+    and the value if it is not one, or out of the range schedules can be computed in."""
+    out_of_range = (
+        f"{option} {value!r}: out of range; give a time from {_EARLIEST.date().isoformat()} "
+        f"to {_LATEST.date().isoformat()} (UTC), e.g. 2026-03-08T00:00:00Z"
+    )
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except ValueError as err:
+        if "out of range" in str(err):  # year 0, month 13, …: a date, outside the calendar
+            _invalid(out_of_range)
         _invalid(f"{option} {value!r}: expected an ISO 8601 time, e.g. 2026-03-08T00:00:00Z")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:  # its offset took it out of the calendar
+        _invalid(out_of_range)
+    if not _EARLIEST <= moment <= _LATEST:
+        _invalid(out_of_range)
+    return moment
 
 
 _EMULATOR = click.option(
@@ -235,10 +292,11 @@ def local() -> None:
 )
 @click.option(
     "--grace",
-    type=float,
+    type=click.FloatRange(min=0),
     default=10.0,
     show_default=True,
-    help="Seconds running tasks get at shutdown before they are stopped.",
+    help="Seconds running tasks get at shutdown (Ctrl-C, SIGTERM) before they are stopped "
+    "and recorded cancelled; a second Ctrl-C stops them at once.",
 )
 @click.option(
     "--clock-speed",
@@ -266,9 +324,15 @@ def up(
 ) -> None:
     """Serve FOLDER: register its workflow files (hot reload), run their schedules, and
     serve the REST API on 127.0.0.1:PORT (what `stratoflow status/trigger/logs/…` use).
-    State lives in STRATOFLOW_HOME (default ./.stratoflow) and survives restarts."""
+    State lives in STRATOFLOW_HOME (default ./.stratoflow) and survives restarts.
+
+    Ctrl-C or SIGTERM: no new task starts; running tasks get --grace seconds, then are
+    stopped and recorded cancelled (exit 0). Exit 1: the engine met a failure it cannot
+    recover from (the message says which)."""
+    from stratoflow.local.failures import EngineFailed
     from stratoflow.local.runtime import LocalRuntime
     from stratoflow.local.server import FolderServer
+    from stratoflow.local.signals import StopSignals, signal_name
     from stratoflow.local.target import EngineBusy, home
 
     _check_emulator(emulator)
@@ -287,18 +351,44 @@ def up(
         say=lambda text: err_console.print(text, soft_wrap=True, markup=False),
         api_port=port,
     )
-    try:
-        server.start()
-    except EngineBusy as exc:
-        _invalid(str(exc))
-    except OSError as exc:
-        _invalid(f"cannot serve the API on 127.0.0.1:{port}: {exc}; pick another with --port")
-    try:
-        server.serve()
-    except KeyboardInterrupt:
-        err_console.print(f"shutting down: running tasks get {grace:g} s")
-    finally:
-        server.shutdown(grace)
+
+    def first(signum: int) -> None:
+        # From the signals' own thread: no new task starts from now on.
+        runtime.drain()
+        server.stop()
+        err_console.print(
+            f"{signal_name(signum)}: stopping; no new task starts, running tasks get "
+            f"{grace:g} s (Ctrl-C again: stop them now)",
+            markup=False,
+        )
+
+    def second(signum: int) -> None:
+        runtime.hurry()
+        err_console.print(f"{signal_name(signum)} again: stopping running tasks now", markup=False)
+
+    failure: str | None = None
+    with StopSignals(first, second):
+        try:
+            server.start()
+        except EngineBusy as exc:
+            _invalid(str(exc))
+        except sqlite3.Error as exc:
+            _invalid(f"cannot open the engine in {home()}: {exc}")
+        except OSError as exc:
+            _invalid(f"cannot serve the API on 127.0.0.1:{port}: {exc}; pick another with --port")
+        try:
+            server.serve()
+        except EngineFailed as exc:
+            failure = exc.reason
+        finally:
+            server.shutdown(grace, failure)
+    if failure is not None:
+        err_console.print(
+            f"[bold red]error:[/] the local engine stopped: {escape(failure)}; its running "
+            "commands were stopped. Fix the cause, then start `stratoflow local up` again.",
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -321,6 +411,14 @@ def up(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document when the run ends.")
 @click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds running tasks get after Ctrl-C or SIGTERM before they are stopped "
+    "(no new task starts meanwhile); a second Ctrl-C stops them at once.",
+)
+@click.option(
     "--endpoint-url",
     default=None,
     metavar="URL",
@@ -341,12 +439,17 @@ def run(
     params: tuple[str, ...],
     workers: int,
     as_json: bool,
+    grace: float,
     endpoint_url: str | None,
     stack: str | None,
     api: str | None,
 ) -> None:
     """Run a workflow file now and wait for it to finish: on the embedded engine by
-    default (its history kept in STRATOFLOW_HOME), or on a deployed stack (--stack/--api)."""
+    default (its history kept in STRATOFLOW_HOME), or on a deployed stack (--stack/--api).
+
+    Ctrl-C or SIGTERM cancels the run: no new task starts, running tasks get --grace
+    seconds, then are stopped; all are recorded cancelled (exit 130 on Ctrl-C, 143 on
+    SIGTERM)."""
     wf = _load(file)
     param_values = _parse_params(params)
     try:
@@ -362,7 +465,9 @@ def run(
     if workers < 1:
         _invalid(f"--workers must be at least 1, got {workers}")
     effective = min(workers, wf.concurrency) if wf.concurrency else workers
-    code = _run_locally(wf, Path(file), param_values, effective, as_json, endpoint_url, emulator)
+    code = _run_locally(
+        wf, Path(file), param_values, effective, as_json, endpoint_url, emulator, grace
+    )
     sys.exit(code)
 
 
@@ -374,9 +479,12 @@ def _run_locally(
     as_json: bool,
     endpoint_url: str | None,
     emulator: bool,
+    grace: float,
 ) -> int:
     from stratoflow import services
+    from stratoflow.local.failures import EngineFailed, unrecoverable
     from stratoflow.local.runtime import LocalRuntime
+    from stratoflow.local.signals import StopSignals, exit_code_for, signal_name
     from stratoflow.local.target import home
 
     # A channel of its own: other `stratoflow run` processes and a `local up` on the same
@@ -389,66 +497,157 @@ def _run_locally(
         channel=f"run-{os.getpid()}-{os.urandom(4).hex()}",
     )
     interactive = err_console.is_terminal and not as_json
-    try:
-        runtime.start()
-    except Exception as exc:
-        if runtime.embedded:
-            _invalid(f"cannot open the engine in {home()}: {exc}")
-        _invalid(f"cannot reach the AWS endpoint {endpoint_url or '(emulator)'}: {exc}")
-    try:
-        version = runtime.register(wf, str(path.resolve()))
-        run_id = runtime.request_run(
-            wf.id, version, params=params, workdir=str(path.resolve().parent)
+    wake = threading.Event()
+
+    def first(signum: int) -> None:
+        # From the signals' own thread: no new task starts from now on.
+        runtime.drain()
+        wake.set()
+        err_console.print(
+            f"{signal_name(signum)}: cancelling the run; no new task starts"
+            + (f", running tasks get {grace:g} s (Ctrl-C again: stop them now)" if grace else ""),
+            markup=False,
         )
-        if not as_json:
-            err_console.print(
-                f"run [bold]{run_id}[/] of {wf.id} v{version} "
-                f"({len(wf.tasks)} tasks, {workers} workers)"
-            )
+
+    def second(signum: int) -> None:
+        runtime.hurry()
+        err_console.print(f"{signal_name(signum)} again: stopping running tasks now", markup=False)
+
+    signals = StopSignals(first, second)
+    failure: str | None = None
+    doc: Any = None
+    with signals:
         try:
-            if interactive:
-                _follow(runtime, run_id, len(wf.tasks))
-            else:
-                runtime.wait(run_id)
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: cancelling the run, stopping its tasks")
-            assert runtime.ports is not None
-            services.cancel_run(runtime.ports, run_id)
-            runtime.cancel.set()
-            runtime.quiesce()
-            code: int | None = INTERRUPTED
-        else:
-            code = None
-        assert runtime.ports is not None
-        doc = services.run_status(runtime.ports, run_id)
-        assert doc is not None
-    finally:
-        runtime.stop()
+            runtime.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                runtime.stop()
+            if runtime.embedded:
+                _invalid(f"cannot open the engine in {home()}: {exc}")
+            _invalid(f"cannot reach the AWS endpoint {endpoint_url or '(emulator)'}: {exc}")
+        finished = False
+        try:
+            run_id = _drive(runtime, wf, path, params, workers, as_json, interactive, wake)
+            if signals.first is not None:
+                _stop_run(runtime, run_id, grace)
+            ports = runtime.ports
+            assert ports is not None
+            doc = _retrying("reading the run", lambda: services.run_status(ports, run_id))
+            finished = True
+        except EngineFailed as exc:
+            failure = exc.reason
+        except Exception as exc:
+            # Not a traceback: one line here, the whole story in handlers.log.
+            logging.getLogger("stratoflow.local").exception("stratoflow run failed")
+            failure = unrecoverable(exc) or f"{type(exc).__name__}: {exc}"
+        finally:
+            if not finished:
+                runtime.drain()
+                runtime.cancel.set()  # its commands stop with it
+            runtime.stop()
+    if failure is not None:
+        err_console.print(
+            f"[bold red]error:[/] the local engine stopped: {escape(failure)}; the run's "
+            "commands were stopped. Fix the cause; `stratoflow local up` on this home then "
+            "ends the run.",
+            soft_wrap=True,
+        )
+        return EXIT_FAILED
+    assert doc is not None
     if as_json:
         sys.stdout.write(json.dumps(doc) + "\n")
     else:
         _print_table(doc)
-    if code is not None:
-        return code
+    if signals.first is not None:
+        return exit_code_for(signals.first)
     return EXIT_OK if doc["status"] == "succeeded" else EXIT_FAILED
 
 
-def _follow(runtime: Any, run_id: str, total: int) -> None:
-    """Live progress on the terminal until the run ends."""
-    from rich.live import Live
+def _retrying(what: str, call: Callable[[], T], attempts: int = 8) -> T:
+    """`call()`, tried again after a back-off when it fails transiently (a database locked
+    beyond its busy timeout, a connection the emulator closed); EngineFailed when the
+    failure cannot heal or persists."""
+    from stratoflow.local.failures import EngineFailed, backoff_delay, unrecoverable
 
-    done = threading.Event()
-    result: dict[str, Any] = {}
+    for failures in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            reason = unrecoverable(exc)
+            if reason is not None or failures == attempts:
+                raise EngineFailed(
+                    f"{reason or f'{type(exc).__name__}: {exc}'}, while {what}"
+                ) from exc
+            logging.getLogger("stratoflow.local").error(
+                "stratoflow run: %s failed (%d in a row); trying again",
+                what,
+                failures,
+                exc_info=exc,
+            )
+            time.sleep(backoff_delay(failures))
+    raise AssertionError("unreachable")
+
+
+def _drive(
+    runtime: Any,
+    wf: Workflow,
+    path: Path,
+    params: dict[str, str],
+    workers: int,
+    as_json: bool,
+    interactive: bool,
+    wake: threading.Event,
+) -> str:
+    """Start the run and wait until it ends or a stop is asked for (`wake`); returns its id.
+
+    The wait is in a thread of its own so that the main thread only waits on `wake`, set
+    by the run's end, a stop signal or the engine's unrecoverable failure (EngineFailed)."""
+    version = runtime.register(wf, str(path.resolve()))
+    run_id: str = runtime.request_run(
+        wf.id, version, params=params, workdir=str(path.resolve().parent)
+    )
+    if not as_json:
+        err_console.print(
+            f"run [bold]{run_id}[/] of {wf.id} v{version} "
+            f"({len(wf.tasks)} tasks, {workers} workers)"
+        )
+    result: dict[str, BaseException] = {}
 
     def waiter() -> None:
         try:
-            result["run"] = runtime.wait(run_id)
+            runtime.wait(run_id)
         except BaseException as exc:
             result["error"] = exc
         finally:
-            done.set()
+            wake.set()
 
-    threading.Thread(target=waiter, daemon=True).start()
+    threading.Thread(target=waiter, name="stratoflow-run-wait", daemon=True).start()
+    if interactive:
+        _follow(runtime, wake, len(wf.tasks))
+    else:
+        wake.wait()
+    error = result.get("error")
+    if error is not None:
+        raise error
+    return run_id
+
+
+def _stop_run(runtime: Any, run_id: str, grace: float) -> None:
+    """After a stop signal: let running tasks have the grace (the runtime already took no
+    new work), then cancel the run, stop what still runs and wait for the reports, so the
+    home records every task cancelled or as it ended, none running."""
+    from stratoflow import services
+
+    runtime.wait_idle(grace)
+    _retrying("cancelling the run", lambda: services.cancel_run(runtime.ports, run_id))
+    runtime.cancel.set()
+    runtime.quiesce()
+
+
+def _follow(runtime: Any, done: threading.Event, total: int) -> None:
+    """Live progress on the terminal until `done` (the run ended, or a stop was asked for)."""
+    from rich.live import Live
+
     started = time.monotonic()
     with Live(console=err_console, refresh_per_second=8, transient=True) as live:
         while not done.wait(0.125):
@@ -456,8 +655,6 @@ def _follow(runtime: Any, run_id: str, total: int) -> None:
             live.update(
                 progress_line(p.succeeded, p.failed, p.running, total, time.monotonic() - started)
             )
-    if "error" in result:
-        raise result["error"]
 
 
 cli_ops.register(main)

@@ -100,5 +100,7 @@ def test_local_ups_loop_survives_a_failing_step(tmp_path: Path) -> None:
         rt.stop()
     assert calls == 2
     assert said == [
-        "warning: looking at the folder failed (OperationalError: database is locked); trying again"
+        "warning: looking at the folder failed (OperationalError: database is locked); "
+        "trying again",
+        "looking at the folder works again (after 1 failure(s))",
     ]

@@ -7,6 +7,12 @@ its container would; the completion pumps hand batches of reports to the complet
 handler. What a handler processed is deleted (in batches, off every task's path), what it
 failed is made visible again after a backoff, as ReportBatchItemFailures asks. A mixin of
 `LocalRuntime`, whose state (queues, pool, command slots, progress) it drives.
+
+Every loop here survives a failing call (logged, backed off with jitter, tried again);
+only a failure `stratoflow.local.failures` calls unrecoverable stops a loop, and it is
+recorded for the runtime's owner to stop the engine. Draining (`drain`) stops the task
+pump at once: nothing more is received, and a message received but not yet started goes
+back to its queue, visible at once.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import subprocess
 import sys
 import time
@@ -26,6 +31,7 @@ from stratoflow.core.records import AttemptReport, TaskMessage
 from stratoflow.handlers import completion, executor
 from stratoflow.local.emulator import package_root
 from stratoflow.local.events import LambdaContext, sqs_event
+from stratoflow.local.failures import FailureLatch, backoff_delay, unrecoverable
 
 if TYPE_CHECKING:
     import threading
@@ -38,7 +44,6 @@ if TYPE_CHECKING:
     from stratoflow.runner.guardian import ProcessGuardian
 
 LONG_POLL_SECONDS = 1
-BACKOFF_MAX_SECONDS = 5.0
 _log = logging.getLogger("stratoflow.local")
 PREFETCH = 10
 COMPLETION_PUMPS = 3
@@ -54,11 +59,13 @@ class EventSourceMappings:
     workers: int
     redelivery_delay: float
     _stop: threading.Event
+    _draining: threading.Event
+    _failure: FailureLatch
     _flow: threading.Condition
     _held: int
     _waiting: int
     _capacity: int
-    _slots: threading.Semaphore
+    _free_slots: int
     _slot_held: threading.local
     _deletes: queue.Queue[tuple[str, str] | None]
     _pool: ThreadPoolExecutor | None
@@ -129,77 +136,131 @@ class EventSourceMappings:
                                 {"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)
                             ],
                         )
-                    except Exception:
+                    except Exception as exc:
                         # Undeleted, they come back after their visibility timeout and are
-                        # dropped as duplicates at their claim: only wasted work.
-                        self._back_off("deleting processed messages", 1)
+                        # dropped as duplicates at their claim: only wasted work. The
+                        # deleter goes on even after an unrecoverable failure: it must
+                        # still take the stop's end marker.
+                        self._back_off("deleting processed messages", 1, exc)
 
     def _pump_tasks(self) -> None:
         assert self.settings is not None and self._pool is not None
         url = self.settings.task_queue_url
         failures = 0
-        while not self._stop.is_set():
+        while self._taking_work():
             # Receive when the prefetched tasks are about to run out, not each time one
             # finishes: a busy queue is then read ten messages at a time (as the
             # event-source mapping does) while the workers never wait for a receive.
             with self._flow:
                 self._flow.wait_for(
                     lambda: (
-                        self._stop.is_set()
+                        not self._taking_work()
                         or (self._held < self._capacity and self._waiting <= self.workers)
                     )
                 )
+                if not self._taking_work():
+                    return
                 taken = min(10, self._capacity - self._held)
                 self._held += taken
                 self._waiting += taken
             try:
-                messages = self._receive(url, taken) if not self._stop.is_set() else []
+                messages = self._receive(url, taken)
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 messages = []
                 failures += 1
-                self._back_off("receiving tasks", failures)
-            with self._flow:
-                self._held -= taken - len(messages)
-                self._waiting -= taken - len(messages)
+                if not self._back_off("receiving tasks", failures, exc):
+                    return
+            finally:
+                with self._flow:
+                    self._held -= taken - len(messages)
+                    self._waiting -= taken - len(messages)
+            # Received in the instant the engine began to drain: `_execute_one` gives
+            # them back.
             for m in messages:
                 self._pool.submit(self._execute_one, url, m)
 
-    def _back_off(self, what: str, failures: int) -> None:
-        """Log a pump's failure with its context and wait before it tries again: a transient
-        error (a database locked longer than its busy timeout, an endpoint that hiccups)
-        must not end the pump, and a lasting one must not make it spin. Jittered, doubling
-        from 0.1 s up to 5 s; a stop ends the wait."""
-        _log.exception("local engine: %s failed (%d in a row); trying again", what, failures)
-        delay = min(BACKOFF_MAX_SECONDS, 0.1 * 2 ** min(failures - 1, 6))
-        self._stop.wait(delay * random.uniform(0.5, 1.5))
+    def _taking_work(self) -> bool:
+        return not (self._stop.is_set() or self._draining.is_set() or self._failure.reason)
+
+    def _back_off(self, what: str, failures: int, exc: BaseException) -> bool:
+        """Log a loop's failure with its context and wait before it tries again: a
+        transient error (a database locked longer than its busy timeout, an endpoint that
+        hiccups) must not end the loop, and a lasting one must not make it spin. Jittered,
+        doubling from 0.1 s up to 5 s; a stop ends the wait. Returns False (at once) if the
+        failure is unrecoverable: it is recorded for the engine's owner, and the loop ends."""
+        reason = unrecoverable(exc)
+        if reason is not None:
+            self.record_failure(f"{reason}, while {what}")
+            return False
+        _log.error(
+            "local engine: %s failed (%d in a row); trying again",
+            what,
+            failures,
+            exc_info=exc,
+        )
+        self._stop.wait(backoff_delay(failures))
+        return True
+
+    def record_failure(self, reason: str) -> None:
+        """Record an unrecoverable failure: the engine's owner stops the engine."""
+        if self._failure.set(reason):
+            _log.error("local engine: stopping: %s", reason)
+        with self._flow:
+            self._flow.notify_all()
+
+    def _take_slot(self) -> bool:
+        """Wait for a command slot; False (at once) when the engine stops taking work."""
+        with self._flow:
+            self._flow.wait_for(lambda: self._free_slots > 0 or not self._taking_work())
+            if not self._taking_work():
+                return False
+            self._free_slots -= 1
+        self._slot_held.value = True
+        return True
 
     def _release_slot(self) -> None:
         """Give the executor's command slot back (its command has ended); a no-op in a
         thread that holds none, such as a test calling a handler itself."""
         if getattr(self._slot_held, "value", False):
             self._slot_held.value = False
-            self._slots.release()
+            with self._flow:
+                self._free_slots += 1
+                self._flow.notify_all()
 
     def _execute_one(self, url: str, message: dict[str, Any]) -> None:
         assert self.settings is not None
         # `workers` is how many commands run at once: an attempt holds a slot from its
         # claim (so that no lease runs out while it waits) until its command ends.
-        self._slots.acquire()
-        self._slot_held.value = True
+        started = self._take_slot()
         try:
             with self._flow:
                 self._waiting -= 1
                 self._flow.notify_all()
-            if not self._stop.is_set():
-                # (Stopping: the message is left to be delivered again, as an attempt not
-                # yet started would be.)
+            if started:
                 self._invoke_executor(url, message)
+            else:
+                self._give_back(url, message)
+        except Exception as exc:
+            # What was not settled comes back after its visibility timeout.
+            reason = unrecoverable(exc)
+            if reason is not None:
+                self.record_failure(f"{reason}, while running a task")
+            else:
+                _log.error("local engine: running a task failed", exc_info=exc)
         finally:
             self._release_slot()
             with self._flow:
                 self._held -= 1
                 self._flow.notify_all()
+
+    def _give_back(self, url: str, message: dict[str, Any]) -> None:
+        """Make a message received but not started visible again at once: the engine is
+        stopping, and the next one (or, after a cancel, the claim that drops it) takes it."""
+        assert self.clients is not None
+        self.clients.sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
 
     def _invoke_executor(self, url: str, message: dict[str, Any]) -> None:
         assert self.settings is not None
@@ -260,7 +321,7 @@ class EventSourceMappings:
         assert self.settings is not None
         url = self.settings.completion_queue_url
         failures = 0
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._failure.reason:
             try:
                 messages = self._receive(url, 10)
                 if messages:
@@ -269,11 +330,12 @@ class EventSourceMappings:
                     self._settle_batch(url, messages, response)
                     self._note_reports(messages, response)
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 # What was received and not settled is delivered again after its
                 # visibility timeout, as SQS would: nothing recorded is lost.
                 failures += 1
-                self._back_off("handling reports", failures)
+                if not self._back_off("handling reports", failures, exc):
+                    return
 
     def _note_reports(self, messages: list[dict[str, Any]], response: dict[str, Any]) -> None:
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}

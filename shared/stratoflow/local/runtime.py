@@ -9,6 +9,7 @@ on arrival, so nothing here sleeps to wait for work.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -31,6 +32,13 @@ from stratoflow.embedded.runs import SqliteRunStore
 from stratoflow.handlers import dispatcher
 from stratoflow.local.emulator import LOCAL_CREDENTIALS, LOCAL_REGION
 from stratoflow.local.events import LambdaContext, eventbridge_event
+from stratoflow.local.failures import (
+    EngineFailed,
+    FailureLatch,
+    HomeWatch,
+    backoff_delay,
+    unrecoverable,
+)
 from stratoflow.local.pumps import (
     COMPLETION_PUMPS,
     LONG_POLL_SECONDS,
@@ -41,6 +49,8 @@ from stratoflow.ports import Metrics
 from stratoflow.runner.commands import command_runner
 from stratoflow.runner.guardian import ProcessGuardian
 from stratoflow.services import CommandRunner, Ports
+
+_log = logging.getLogger("stratoflow.local")
 
 
 @dataclass
@@ -99,6 +109,10 @@ class LocalRuntime(EventSourceMappings):
         self.engine: EmbeddedEngine | None = None
         self._guardian: ProcessGuardian | None = None
         self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._hurry = threading.Event()
+        self._failure = FailureLatch()
+        self._home_watch: HomeWatch | None = None
         self.cancel = threading.Event()
         """Set to kill every running command (Ctrl-C): their attempts end as cancelled."""
         self._threads: list[threading.Thread] = []
@@ -106,7 +120,7 @@ class LocalRuntime(EventSourceMappings):
         # Messages held at once: the ones running plus a prefetch, so that one receive
         # serves up to ten tasks, as Lambda's event-source mapping polls in batches.
         self._capacity = workers + PREFETCH
-        self._slots = threading.Semaphore(workers)
+        self._free_slots = workers
         self._slot_held = threading.local()
         self._held = 0  # received and not yet finished
         self._waiting = 0  # received and not yet started
@@ -143,6 +157,7 @@ class LocalRuntime(EventSourceMappings):
                 # Before anything is received, or this engine's own claims would look dead.
                 assert isinstance(self.ports.runs, SqliteRunStore)
                 self.recovered = engine.recover(self.ports.runs)
+            self._home_watch = HomeWatch(engine.db.path)
         else:
             self._start_aws(log_dir, events)
         # Commands do not outlive this engine, however it ends (SIGKILL included).
@@ -199,8 +214,6 @@ class LocalRuntime(EventSourceMappings):
         so their lines go to a file in the state folder instead. Locally only warnings and
         errors by default: a line per task message and per report cost a tenth of the
         engine's time per task; POWERTOOLS_LOG_LEVEL=INFO (or DEBUG) asks for them all."""
-        import logging
-
         from stratoflow.handlers.observability import send_logs_to
 
         if not (os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL")):
@@ -209,8 +222,63 @@ class LocalRuntime(EventSourceMappings):
         self._log_stream = stream
         send_logs_to(stream)
 
+    # -- stopping
+
+    def drain(self) -> None:
+        """Stop taking new work, at once: the task pump receives nothing more, and messages
+        received but not started go back to the queue, visible at once. Running attempts
+        go on, and the completion pumps go on recording reports. Thread-safe; for a signal
+        handler's thread too."""
+        self._draining.set()
+        with self._flow:
+            self._flow.notify_all()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def hurry(self) -> None:
+        """End a `wait_idle` now (a second Ctrl-C: no more grace)."""
+        self._hurry.set()
+        with self._flow:
+            self._flow.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds, or until `hurry`, for every running attempt to
+        end (the grace of a shutdown; call `drain` first). True if none runs."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._flow:
+            self._flow.wait_for(
+                lambda: (
+                    self.progress.running == 0
+                    or self._hurry.is_set()
+                    or self._failure.reason is not None
+                    or time.monotonic() >= deadline
+                ),
+                # wait_for re-checks on every notification; the deadline needs a wake-up
+                # of its own.
+                timeout=max(0.0, timeout),
+            )
+            return self.progress.running == 0
+
+    @property
+    def failure(self) -> str | None:
+        """Why the engine must stop (one line), once an unrecoverable failure happened:
+        met by a loop, or the database file deleted or replaced (looked at now)."""
+        if self._failure.reason is None and self._home_watch is not None:
+            problem = self._home_watch.problem()
+            if problem is not None:
+                self.record_failure(problem)
+        return self._failure.reason
+
+    @property
+    def failed(self) -> threading.Event:
+        """Set when an unrecoverable failure is recorded."""
+        return self._failure.event
+
     def stop(self) -> None:
         self._stop.set()
+        self._draining.set()
         if self.engine is not None:
             self.engine.sqs.interrupt()
         with self._flow:
@@ -219,7 +287,9 @@ class LocalRuntime(EventSourceMappings):
             if t.name != "stratoflow-deleter":
                 t.join(timeout=LONG_POLL_SECONDS + 5)
         if self._pool:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # Queued executions give their messages back at once (nothing takes work now);
+            # running ones end with their commands.
+            self._pool.shutdown(wait=True)
         self._deletes.put(None)
         for t in self._threads:
             t.join(timeout=5)
@@ -289,27 +359,55 @@ class LocalRuntime(EventSourceMappings):
         return str(result["run_id"])
 
     def wait(self, run_id: str, timeout: float | None = None) -> RunRecord:
-        """Block until the run has finished (no polling: the completion handler signals)."""
+        """Block until the run has finished (the completion handler signals its end).
+
+        A failing read is logged and tried again after a back-off; raises EngineFailed
+        when the engine meets a failure it cannot recover from, or stops."""
         assert self.ports is not None
         event = self._event_for(run_id)
         deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
         while True:
-            run = self.ports.runs.get_run(run_id)
+            try:
+                run = self.ports.runs.get_run(run_id)
+                failures = 0
+            except Exception as exc:
+                reason = unrecoverable(exc)
+                if reason is not None:
+                    self.record_failure(f"{reason}, while waiting for run {run_id}")
+                    raise EngineFailed(self._failure.reason or reason) from exc
+                failures += 1
+                _log.error(
+                    "local engine: reading run %s failed (%d in a row); trying again",
+                    run_id,
+                    failures,
+                    exc_info=exc,
+                )
+                run = None
+                event.wait(backoff_delay(failures))
             if run is not None and run.finished_at:
                 return run
             if event.is_set():
                 # Set by an end the run has since left (a retry redrove it): wait anew.
                 event.clear()
                 continue
+            if self.failure is not None:
+                raise EngineFailed(self.failure)
+            if self._stop.is_set():
+                raise EngineFailed(f"the engine stopped before run {run_id} finished")
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not event.wait(left):
+            if left == 0:
                 raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
+            # The end is signalled; the look every second is for a failure or a stop.
+            event.wait(1.0 if left is None else min(left, 1.0))
 
     def quiesce(self, timeout: float = 10.0) -> bool:
         """Wait until no command runs and every report has been recorded (shutdown only)."""
         assert self.clients is not None and self.settings is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        with self._flow:
+            self._flow.wait_for(lambda: self.progress.running == 0, timeout)
+        while time.monotonic() < deadline and self._failure.reason is None:
             attrs = self.clients.sqs.get_queue_attributes(
                 QueueUrl=self.settings.completion_queue_url,
                 AttributeNames=[

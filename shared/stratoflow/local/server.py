@@ -10,6 +10,7 @@ embedded engine it also adopts the work of `stratoflow run` processes that died.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,9 +21,11 @@ from pathlib import Path
 
 from stratoflow import bootstrap, services
 from stratoflow.config import WORKFLOW_FILE_SUFFIXES, WORKFLOWS_PREFIX
+from stratoflow.core.loader import WorkflowFileError, load_workflow_text
 from stratoflow.embedded.runs import SqliteRunStore
 from stratoflow.handlers import loader
 from stratoflow.local.events import LambdaContext, s3_event
+from stratoflow.local.failures import EngineFailed, backoff_delay, unrecoverable
 from stratoflow.local.http import DEFAULT_API_PORT, ApiServer
 from stratoflow.local.runtime import LocalRuntime
 from stratoflow.local.target import EngineLock, clear_state, home, write_state
@@ -64,12 +67,16 @@ class FolderServer:
         self.speed = speed
         self.say = say
         self._seen: dict[Path, float] = {}
+        self._declared: dict[Path, str] = {}  # the workflow id each file declares
+        self._owners: dict[str, Path] = {}  # the file each registered id came from
+        self._refused: dict[Path, Path] = {}  # a file refused → the file it clashes with
         self._stop = threading.Event()
+        self._steps: dict[str, _StepFailures] = {}
         self._lock = EngineLock(runtime.state_dir)
 
     def start(self) -> None:
         """Take the home's engine lock (EngineBusy if another engine has it), start the
-        runtime and the API, and record where they answer."""
+        runtime and the API, and record where they answer and the API's token."""
         self._lock.acquire()
         # Holding the lock, this engine is the one to take over what a dead one left.
         self.runtime.recover = True
@@ -91,11 +98,20 @@ class FolderServer:
                 raise
             # An upload through the API lands in the served folder, like a file saved there.
             bootstrap.install_uploader(self._store_upload)
-        write_state(self.api.url if self.api else None, rt.endpoint_url, rt.prefix)
+        state = write_state(
+            self.api.url if self.api else None,
+            rt.endpoint_url,
+            rt.prefix,
+            token=self.api.token if self.api else None,
+        )
         where = rt.endpoint_url or f"{rt.state_dir / 'engine.db'} (embedded)"
         self.say(f"stratoflow local engine at {where}, serving {self.folder}")
         if self.api:
-            self.say(f"REST API at {self.api.url}")
+            # The token is this engine's (new at each start); the file is the user's only.
+            self.say(
+                f"REST API at {self.api.url} (its owner's only: the CLI takes the token "
+                f"from {state}; in a browser, open {self.api.url}/?token={self.api.token})"
+            )
 
     def _store_upload(self, key: str, body: bytes) -> str:
         rt = self.runtime
@@ -108,33 +124,62 @@ class FolderServer:
         return f"s3://{rt.settings.bucket}/{key}"
 
     def serve(self) -> None:
-        """Watch and tick until `stop()` (or Ctrl-C in the caller)."""
+        """Watch and tick until `stop()`. A failing step is retried after a back-off; a
+        failure the engine cannot recover from (`stratoflow.local.failures`) raises
+        EngineFailed: the caller then shuts down with it."""
         assert self.runtime.ports is not None
         clock = self.runtime.ports.clock
         next_tick = _next_minute(clock.now())
         while not self._stop.is_set():
+            self._check()
             self._survive("looking at the folder", self.scan)
             if clock.now() >= next_tick:
                 self._survive("taking over dead engines' work", self._adopt)
-                self._survive("the scheduler's tick", self._tick)
-                next_tick = _next_minute(clock.now())
+                # A failed tick is tried again after its back-off, not a minute later.
+                if self._survive("the scheduler's tick", self._tick):
+                    next_tick = _next_minute(clock.now())
             self._stop.wait(min(SCAN_SECONDS, 60 / self.speed / 4))
+        self._check()
+
+    def _check(self) -> None:
+        reason = self.runtime.failure
+        if reason is not None:
+            raise EngineFailed(reason)
 
     def _tick(self) -> None:
         for run_id in self.runtime.tick():
             self.say(f"started {run_id}")
 
-    def _survive(self, what: str, step: Callable[[], None]) -> None:
-        """Run one step of the loop; a failure is said (one line) and logged in full, and
-        the loop goes on: the step runs again at its next turn (the folder every half
-        second, the tick next minute), so a transient error never stops the engine."""
+    def _survive(self, what: str, step: Callable[[], None]) -> bool:
+        """Run one step of the loop unless it is backing off; True if it ran and succeeded.
+
+        A failure is logged in full and said in one line (the first of a series; its end
+        is said too), and the step waits a jittered back-off (0.1 s doubling up to 5 s)
+        before its next turn, so a transient error never stops the engine and a lasting
+        one does not spin. An unrecoverable failure is recorded: `serve` then ends."""
+        state = self._steps.setdefault(what, _StepFailures())
+        if time.monotonic() < state.not_before:
+            return False
         try:
             step()
         except Exception as exc:
-            _log.exception("local up: %s failed", what)
-            self.say(f"warning: {what} failed ({type(exc).__name__}: {exc}); trying again")
+            reason = unrecoverable(exc)
+            if reason is not None:
+                self.runtime.record_failure(f"{reason}, while {what}")
+                return False
+            state.count += 1
+            state.not_before = time.monotonic() + backoff_delay(state.count)
+            _log.error("local up: %s failed (%d in a row)", what, state.count, exc_info=exc)
+            if state.count == 1:
+                self.say(f"warning: {what} failed ({type(exc).__name__}: {exc}); trying again")
+            return False
+        if state.count:
+            self.say(f"{what} works again (after {state.count} failure(s))")
+            state.count, state.not_before = 0, 0.0
+        return True
 
     def stop(self) -> None:
+        """End `serve` (thread-safe): its loop stops at its next turn."""
         self._stop.set()
 
     def _recover(self) -> None:
@@ -161,41 +206,83 @@ class FolderServer:
             )
 
     def scan(self) -> None:
-        """Register new and changed workflow files; deactivate removed ones."""
+        """Register new and changed workflow files; deactivate removed ones. Two files that
+        declare one workflow id: the one registered first stays active, the other is
+        refused (said, and shown by `stratoflow workflows`) until the clash is gone."""
         current = {
             p: p.stat().st_mtime
-            for p in self.folder.rglob("*")
+            for p in sorted(self.folder.rglob("*"))
             if p.is_file()
             and p.suffix.lower() in WORKFLOW_FILE_SUFFIXES
             and ".stratoflow" not in p.parts
         }
+        for path in set(self._seen) - set(current):
+            self._remove(path)
         for path, mtime in current.items():
             if self._seen.get(path) != mtime:
                 self._upload(path)
-        for path in set(self._seen) - set(current):
-            self._remove(path)
         self._seen = current
+        # A refused file whose rival is gone (removed, or now another id) gets its turn.
+        for path, rival in list(self._refused.items()):
+            if self._owners.get(self._declared.get(path, "")) != rival:
+                del self._refused[path]
+                self._upload(path)
 
     def _key(self, path: Path) -> str:
         return WORKFLOWS_PREFIX + path.relative_to(self.folder).as_posix()
 
     def _upload(self, path: Path) -> None:
         rt = self.runtime
-        assert rt.clients is not None and rt.settings is not None
+        assert rt.clients is not None and rt.settings is not None and rt.ports is not None
         key = self._key(path)
-        rt.clients.s3.put_object(Bucket=rt.settings.bucket, Key=key, Body=path.read_bytes())
+        body = path.read_bytes()
+        rival = self._rival(path, body)
+        if rival is not None:
+            workflow_id = self._declared[path]
+            message = (
+                f"{path} declares workflow id {workflow_id!r}, which {rival} already defines: "
+                f"{rival.name} stays active; rename the id in one of them (or remove one)"
+            )
+            self._refused[path] = rival
+            source = f"s3://{rt.settings.bucket}/{key}"
+            rt.ports.definitions.record_source_error(
+                source, message, rt.ports.clock.now().isoformat()
+            )
+            self.say(f"error: {message}")
+            return
+        rt.clients.s3.put_object(Bucket=rt.settings.bucket, Key=key, Body=body)
         result = loader.handler(
             s3_event("ObjectCreated:Put", rt.settings.bucket, key, rt.settings.region),
             LambdaContext("stratoflow-loader"),
         )
         for reg in result["registered"]:
+            self._owners[reg["workflow_id"]] = path
             self.say(f"registered {reg['workflow_id']} v{reg['version']} from {path.name}")
         for error in result["errors"]:
-            self.say(f"error: {error}")
+            # The loader names the object's key; here the file is what the user knows.
+            self.say(f"error: {error.replace(json.dumps(key), json.dumps(str(path)), 1)}")
+
+    def _rival(self, path: Path, body: bytes) -> Path | None:
+        """The other file of the folder that already defines the id `path` declares."""
+        try:
+            declared = load_workflow_text(body.decode("utf-8", "replace"), str(path)).id
+        except WorkflowFileError:
+            self._declared.pop(path, None)
+            return None  # the loader reports it
+        previous = self._declared.get(path)
+        self._declared[path] = declared
+        if previous is not None and previous != declared and self._owners.get(previous) == path:
+            del self._owners[previous]  # its old id is free for a refused file
+        owner = self._owners.get(declared)
+        return owner if owner is not None and owner != path and owner.exists() else None
 
     def _remove(self, path: Path) -> None:
         rt = self.runtime
         assert rt.clients is not None and rt.settings is not None
+        self._refused.pop(path, None)
+        declared = self._declared.pop(path, None)
+        if declared is not None and self._owners.get(declared) == path:
+            del self._owners[declared]
         key = self._key(path)
         rt.clients.s3.delete_object(Bucket=rt.settings.bucket, Key=key)
         result = loader.handler(
@@ -205,23 +292,53 @@ class FolderServer:
         for workflow_id in result["deactivated"]:
             self.say(f"deactivated {workflow_id} ({path.name} removed)")
 
-    def shutdown(self, grace: float) -> None:
-        """Give running tasks `grace` seconds, then stop them and record them cancelled."""
+    def shutdown(self, grace: float, failure: str | None = None) -> None:
+        """Stop the engine: take no new work at once (`LocalRuntime.drain`), give running
+        attempts `grace` seconds to end (cut short by `runtime.hurry()`, a second Ctrl-C),
+        then stop them and record them cancelled, cancelling their runs; then the API, the
+        runtime, the state file and the lock. Other runs keep their queued tasks for the
+        next engine. With a `failure` (the engine cannot go on) there is no grace: the
+        commands are stopped and whatever can still be recorded is."""
         rt = self.runtime
-        deadline = time.monotonic() + grace
-        while rt.progress.running and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if rt.progress.running and rt.ports is not None:
-            for run_id in list(rt.progress.running_runs):
-                services.cancel_run(rt.ports, run_id)
+        rt.drain()
+        try:
+            if failure is not None:
+                rt.cancel.set()
+            elif not rt.wait_idle(grace):
+                self._cancel_running()
+        except Exception:
+            _log.exception("local up: stopping the running tasks failed")
             rt.cancel.set()
-            rt.quiesce()
-        clear_state()
-        if self.api is not None:
-            self.api.stop()
-            bootstrap.install_uploader(None)
-        rt.stop()
-        self._lock.release()
+        finally:
+            clear_state()
+            if self.api is not None:
+                self.api.stop()
+                bootstrap.install_uploader(None)
+            try:
+                rt.stop()
+            finally:
+                self._lock.release()
+
+    def _cancel_running(self) -> None:
+        """Cancel the runs whose attempts still run, stop those attempts and wait for
+        their reports to be recorded (so a restart shows them cancelled, not running)."""
+        rt = self.runtime
+        assert rt.ports is not None
+        for run_id in list(rt.progress.running_runs):
+            try:
+                services.cancel_run(rt.ports, run_id)
+            except Exception:
+                _log.exception("local up: cancelling run %s at shutdown failed", run_id)
+        rt.cancel.set()
+        rt.quiesce()
+
+
+@dataclass
+class _StepFailures:
+    """A step of `serve` failing in a row, and when it may run again."""
+
+    count: int = 0
+    not_before: float = 0.0
 
 
 def _next_minute(now: datetime) -> datetime:

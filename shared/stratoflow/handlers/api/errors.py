@@ -5,6 +5,8 @@ mistakes, never a 5xx for bad input. Routes raise; the handlers here choose the 
 
 - `ApiError`: the status it carries (a route's own check);
 - `RequestValidationError` (Powertools' validation of path, query, header and body): 400;
+- `RequestUnsupportedContentType` (a body Powertools cannot parse): 415 (`bodies` refuses
+  such bodies before routing; this is the backstop);
 - `LookupError` (no such workflow, run, task or attempt): 404;
 - `WorkflowInactive`, `IdempotencyConflict`, `RunNotRetryable`: 409;
 - anything else: 500 naming the request id, the details in the function's log;
@@ -20,7 +22,10 @@ from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from stratoflow import services
 from stratoflow.handlers.observability import logger
@@ -65,6 +70,12 @@ def register(app: APIGatewayRestResolver, document: Callable[[], dict[str, Any]]
             where = ".".join(str(p) for p in loc if p != "body" or len(e["loc"]) == 1)
             problems.append(f"{where or 'request'}: {e.get('msg', 'invalid')}")
         return _message(HTTPStatus.BAD_REQUEST, "invalid request: " + "; ".join(problems))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_media_type(err: RequestUnsupportedContentType) -> Response[Any]:
+        return _message(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the body's Content-Type is not accepted here"
+        )
 
     @app.exception_handler(LookupError)
     def _not_found(err: LookupError) -> Response[Any]:

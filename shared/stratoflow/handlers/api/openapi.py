@@ -8,6 +8,8 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
+from stratoflow.handlers.api.bodies import UPLOAD_MEDIA_TYPES
+
 API_TITLE = "stratoflow"
 API_VERSION = "1.0.0"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -19,11 +21,22 @@ def build(app: APIGatewayRestResolver) -> dict[str, Any]:
         title=API_TITLE,
         version=API_VERSION,
         description="Operate stratoflow workflows and runs. Requests to a deployed stack "
-        "are signed with AWS SigV4 (IAM auth); the local server takes them unsigned.",
+        "are signed with AWS SigV4 (IAM auth); the local server (`stratoflow local up`) "
+        "takes its own token instead (`Authorization: Bearer TOKEN`, the token in "
+        "$STRATOFLOW_HOME/local.json).",
     )
     doc: dict[str, Any] = json.loads(text)
     error = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDocument"}}}
+    }
+    # The upload's body is the workflow file itself, read raw by the route.
+    doc["paths"]["/workflows"]["post"]["requestBody"] = {
+        "required": True,
+        "description": "the workflow file (YAML or JSON text)",
+        "content": {
+            media: {"schema": {"type": "string", "maxLength": MAX_UPLOAD_BYTES}}
+            for media in UPLOAD_MEDIA_TYPES
+        },
     }
     # Our validation errors are 400s with an ErrorDocument (see errors._invalid_request),
     # not Powertools' 422; every operation may also answer 404 for an unknown id or route.
@@ -34,16 +47,9 @@ def build(app: APIGatewayRestResolver) -> dict[str, Any]:
             responses.setdefault("400", {"description": "invalid request", **error})
             responses.setdefault("404", {"description": "not found", **error})
             if "requestBody" in operation:
-                responses.setdefault("415", {"description": "not JSON", **error})
-    # The upload's body is the workflow file itself, read raw by the route.
-    doc["paths"]["/workflows"]["post"]["requestBody"] = {
-        "required": True,
-        "description": "the workflow file (YAML or JSON text)",
-        "content": {
-            media: {"schema": {"type": "string", "maxLength": MAX_UPLOAD_BYTES}}
-            for media in ("application/yaml", "text/plain")
-        },
-    }
+                responses.setdefault(
+                    "415", {"description": "a media type this route does not take", **error}
+                )
     schemas = doc.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
@@ -53,8 +59,15 @@ def build(app: APIGatewayRestResolver) -> dict[str, Any]:
             "name": "Authorization",
             "in": "header",
             "x-amazon-apigateway-authtype": "awsSigv4",
-            "description": "AWS SigV4 (IAM). Not needed on the local server.",
-        }
+            "description": "AWS SigV4 (IAM), on a deployed stack.",
+        },
+        "localToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The local server's token, `token` in $STRATOFLOW_HOME/local.json "
+            "(also taken as header X-Stratoflow-Token, or the cookie stratoflow_token that "
+            "opening the API with ?token=TOKEN sets).",
+        },
     }
-    doc["security"] = [{"sigv4": []}]
+    doc["security"] = [{"sigv4": []}, {"localToken": []}]
     return doc

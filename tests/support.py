@@ -83,6 +83,21 @@ def json_payload(body: Any, text: str | None) -> str | None:
     return text if text is not None else (None if body is None else json.dumps(body))
 
 
+_TOKENS: dict[str, str] = {}
+
+
+def remember_token(api_url: str, token: str) -> str:
+    """Have `http_json` send `token` to the local API at `api_url` (it answers its owner
+    only); returns the URL."""
+    _TOKENS[api_url.rstrip("/")] = token
+    return api_url
+
+
+def local_api(state: dict[str, Any]) -> str:
+    """The API URL in a `local up` state file (local.json), its token remembered."""
+    return remember_token(str(state["api_url"]), str(state["token"]))
+
+
 def http_json(
     base: str,
     method: str,
@@ -95,13 +110,15 @@ def http_json(
     timeout: float = 30,
 ) -> tuple[int, Any]:
     """`METHOD base+path?query` with a JSON (or raw `text`) body; (status, the parsed JSON
-    reply), error statuses included."""
+    reply), error statuses included. A local API's remembered token is sent."""
     payload = json_payload(body, text)
+    token = _TOKENS.get(base.rstrip("/"))
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     req = urllib.request.Request(
         base + path + ("?" + urlencode(query) if query else ""),
         data=payload.encode() if payload is not None else None,
         method=method,
-        headers={"Content-Type": "application/json", **(headers or {})},
+        headers={"Content-Type": "application/json", **auth, **(headers or {})},
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -159,7 +176,7 @@ def local_up(folder: Path, home: Path, *extra: str) -> Iterator[LocalUp]:
         return found if found.get("api_url") else None
 
     try:
-        up.api = str(wait_until(state, 60, "local up's state file")["api_url"])
+        up.api = local_api(wait_until(state, 60, "local up's state file"))
         yield up
     finally:
         proc.send_signal(signal.SIGINT)

@@ -21,6 +21,8 @@ from stratoflow.config import OUTPUT_API_URL, OUTPUT_BUCKET
 
 _EXECUTE_API = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 TIMEOUT_SECONDS = 35.0
+ENV_TOKEN = "STRATOFLOW_TOKEN"
+"""The token of a `local up`'s API reached with --api/STRATOFLOW_API from elsewhere."""
 
 
 class TargetError(Exception):
@@ -44,11 +46,16 @@ class ApiResponse:
 
 
 class ApiClient:
-    """The REST API at `base_url`, or in this process when `base_url` is None."""
+    """The REST API at `base_url`, or in this process when `base_url` is None. Requests
+    are signed with SigV4 for `sign_region` (a stack's API Gateway), or carry `token` as
+    `Authorization: Bearer` (a `local up`'s API)."""
 
-    def __init__(self, base_url: str | None, *, sign_region: str | None = None) -> None:
+    def __init__(
+        self, base_url: str | None, *, sign_region: str | None = None, token: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.sign_region = sign_region
+        self.token = token
         self._credentials: Any = None  # resolved once: `logs --follow` signs every second
 
     @property
@@ -82,6 +89,8 @@ class ApiClient:
         self, method: str, url: str, headers: dict[str, str], payload: str | None
     ) -> ApiResponse:
         data = payload.encode() if payload is not None else None
+        if self.token:
+            headers = {**headers, "Authorization": f"Bearer {self.token}"}
         if self.sign_region:
             if self._credentials is None:
                 self._credentials = _credentials()
@@ -142,12 +151,34 @@ class Target:
 
 
 def api_target(url: str) -> Target:
-    """An API by URL: signed if it is an API Gateway endpoint, plain otherwise (local)."""
+    """An API by URL: signed if it is an API Gateway endpoint; otherwise (local) with the
+    token in env STRATOFLOW_TOKEN, or that of the running `local up` if it is this URL."""
     host = urlsplit(url).hostname or ""
     match = _EXECUTE_API.match(host)
     if not urlsplit(url).scheme.startswith("http") or not host:
         raise TargetError(f"--api {url!r}: expected an http(s) URL")
-    return Target(ApiClient(url, sign_region=match.group(1) if match else None))
+    if match:
+        return Target(ApiClient(url, sign_region=match.group(1)))
+    return Target(ApiClient(url, token=os.environ.get(ENV_TOKEN) or _local_token(url)))
+
+
+def _local_token(url: str) -> str | None:
+    """The token of this home's running `local up`, if `url` is its API (a token is never
+    sent anywhere else)."""
+    from stratoflow.local.target import read_state
+
+    state = read_state() or {}
+    ours = _origin(str(state.get("api_url") or ""))
+    same = ours is not None and ours == _origin(url)
+    return str(state["token"]) if same and state.get("token") else None
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urlsplit(url)
+    try:
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:  # a port that is not a number: no origin of ours
+        return None
 
 
 def stack_target(stack: str) -> Target:
@@ -181,7 +212,8 @@ def endpoint_target(endpoint_url: str | None) -> Target:
     if endpoint_url is None:
         state = read_state()
         if state and state.get("api_url"):
-            return Target(ApiClient(str(state["api_url"])))
+            token = str(state["token"]) if state.get("token") else None
+            return Target(ApiClient(str(state["api_url"]), token=token))
     try:
         install(endpoint_url)
     except NoEngine as err:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support import alive, cli, cli_env, http_json, wait_until
+from tests.support import alive, cli, cli_env, http_json, local_api, wait_until
 
 WIDTH = 32
 LOCAL_UP = (sys.executable, "-m", "stratoflow.cli", "local", "up", "--port", "0")
@@ -86,7 +86,7 @@ def _api(home: Path, engine: Engine) -> str:
             found = json.loads((home / "local.json").read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return found.get("api_url") if found.get("pid") == proc.pid else None
+        return local_api(found) if found.get("pid") == proc.pid else None
 
     return str(wait_until(state, 60, "local up's API"))
 

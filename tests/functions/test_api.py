@@ -23,7 +23,14 @@ from stratoflow.handlers import api
 from stratoflow.local.events import LambdaContext, api_gateway_event
 from stratoflow.local.http import ApiServer
 from stratoflow.local.runtime import LocalRuntime
-from tests.support import alive, http_json, json_payload, unique_id, wait_until
+from tests.support import (
+    alive,
+    http_json,
+    json_payload,
+    remember_token,
+    unique_id,
+    wait_until,
+)
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 Call = Callable[..., tuple[int, Any]]
@@ -56,7 +63,7 @@ def _event_call(
 @pytest.fixture(scope="module")
 def http_base(runtime: LocalRuntime) -> Iterator[str]:
     server = ApiServer(port=0).start()
-    yield server.url
+    yield remember_token(server.url, server.token)
     server.stop()
 
 

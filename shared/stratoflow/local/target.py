@@ -86,8 +86,15 @@ def engine_running(folder: Path | None = None) -> bool:
         return False
 
 
-def write_state(api_url: str | None, endpoint_url: str | None = None, prefix: str = "") -> Path:
-    """Record where the running `local up` answers (readable by this user only)."""
+def write_state(
+    api_url: str | None,
+    endpoint_url: str | None = None,
+    prefix: str = "",
+    token: str | None = None,
+) -> Path:
+    """Record where the running `local up` answers and the token its API takes. The file
+    is created readable and writable by this user only (mode 0600, never wider, not even
+    for an instant): whoever reads the token can run commands as this user."""
     path = home() / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"pid": os.getpid(), "engine": "embedded"}
@@ -95,9 +102,13 @@ def write_state(api_url: str | None, endpoint_url: str | None = None, prefix: st
         state.update(engine="emulator", endpoint_url=endpoint_url, prefix=prefix)
     if api_url:
         state["api_url"] = api_url
+    if token:
+        state["token"] = token
     tmp = path.with_name(f".{STATE_FILE}.tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)  # a leftover could have other permissions: start afresh
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(state))
     tmp.replace(path)
     return path
 

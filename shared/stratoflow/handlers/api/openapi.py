@@ -40,16 +40,20 @@ def build(app: APIGatewayRestResolver) -> dict[str, Any]:
     }
     # Our validation errors are 400s with an ErrorDocument (see errors._invalid_request),
     # not Powertools' 422; every operation may also answer 404 for an unknown id or route.
+    # Any request that may carry a body may name a media type its route does not take.
     for operations in doc["paths"].values():
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation["responses"]
             responses.pop("422", None)
             responses.setdefault("400", {"description": "invalid request", **error})
             responses.setdefault("404", {"description": "not found", **error})
-            if "requestBody" in operation:
+            if "requestBody" in operation or method in ("post", "put", "patch"):
                 responses.setdefault(
                     "415", {"description": "a media type this route does not take", **error}
                 )
+    doc["paths"]["/workflows"]["post"]["responses"].setdefault(
+        "413", {"description": "the file is over 5 MiB", **error}
+    )
     schemas = doc.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

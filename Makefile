@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= auto
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install demo test test-unit lint bench clean openapi
+.PHONY: install demo test test-unit lint bench clean openapi captures
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -38,6 +38,9 @@ lint: $(STAMP)  ## ruff (lint and format) and mypy (strict on core, services, po
 
 bench: $(STAMP)  ## both local engines beside the floor and Luigi (bench/run.py pip-installs Luigi into the venv if missing); ~6 min
 	$(PY) bench/run.py
+
+captures: $(STAMP)  ## the terminal captures in README.md and docs/captures/ (needs tmux)
+	$(PY) docs/tools/capture_terminal.py
 
 clean:
 	rm -rf $(VENV) .stratoflow .pytest_cache .ruff_cache cdk.out node_modules

@@ -29,7 +29,6 @@ from stratoflow.cli_common import (
     EXIT_INVALID,
     EXIT_OK,
     err_console,
-    progress_line,
 )
 from stratoflow.cli_common import invalid as _invalid
 from stratoflow.cli_common import load as _load
@@ -623,7 +622,7 @@ def _drive(
 
     threading.Thread(target=waiter, name="stratoflow-run-wait", daemon=True).start()
     if interactive:
-        _follow(runtime, wake, len(wf.tasks))
+        _follow(runtime, run_id, wake, len(wf.tasks))
     else:
         wake.wait()
     error = result.get("error")
@@ -644,17 +643,45 @@ def _stop_run(runtime: Any, run_id: str, grace: float) -> None:
     runtime.quiesce()
 
 
-def _follow(runtime: Any, done: threading.Event, total: int) -> None:
-    """Live progress on the terminal until `done` (the run ended, or a stop was asked for)."""
+def _follow(runtime: Any, run_id: str, done: threading.Event, total: int) -> None:
+    """Live progress on the terminal until `done` (the run ended, or a stop was asked for),
+    read from the run's own document each time, never tallied from events, so it cannot
+    drift (`cli_progress`). A big run's document costs more to read: it is read less often."""
     from rich.live import Live
 
+    from stratoflow import services
+    from stratoflow.cli_progress import estimate_left, progress_view
+
     started = time.monotonic()
-    with Live(console=err_console, refresh_per_second=8, transient=True) as live:
-        while not done.wait(0.125):
-            p = runtime.progress
-            live.update(
-                progress_line(p.succeeded, p.failed, p.running, total, time.monotonic() - started)
-            )
+    earlier = _earlier_runs(runtime, run_id)
+    every = 0.25 if total <= 1000 else 1.0
+    with Live(console=err_console, refresh_per_second=4, transient=True) as live:
+        while not done.is_set():
+            doc = services.run_status(runtime.ports, run_id)
+            if doc is not None:
+                elapsed = time.monotonic() - started
+                live.update(
+                    progress_view(
+                        doc,
+                        elapsed,
+                        left=estimate_left(earlier, elapsed),
+                        width=err_console.width,
+                    )
+                )
+            done.wait(every)
+
+
+def _earlier_runs(runtime: Any, run_id: str) -> list[dict[str, Any]]:
+    """The workflow's latest runs before this one (for an estimate of the time left)."""
+    run = runtime.ports.runs.get_run(run_id)
+    if run is None:
+        return []
+    runs, _ = runtime.ports.runs.page_runs(run.workflow_id, 10, None)
+    return [
+        {"status": r.status.public, "started_at": r.started_at, "finished_at": r.finished_at}
+        for r in runs
+        if r.run_id != run_id
+    ]
 
 
 cli_ops.register(main)

@@ -69,6 +69,8 @@ def acknowledge_findings(stack: StratoflowStack, prefix: str) -> None:
     )
     _acknowledge_api(stack, workflows)
 
+    _acknowledge_task_roles(stack)
+
     task_definition = stack.fargate.task_definition
     acknowledge(
         task_definition.task_role,
@@ -89,6 +91,39 @@ def acknowledge_findings(stack: StratoflowStack, prefix: str) -> None:
         "The runner's environment holds resource names and queue URLs only, no secrets; "
         "task env values in workflow files reference SSM/Secrets Manager (docs/security.md).",
     )
+
+
+def _acknowledge_task_roles(stack: StratoflowStack) -> None:
+    """The executors assume task roles and read secrets, by prefix (invariant 12)."""
+    prefixes = stack.task_grant_prefixes
+    iam_roles = "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:role/"
+    region = "<AWS::Partition>:{}:<AWS::Region>:<AWS::AccountId>"
+    findings = {
+        f"{iam_roles}{prefixes['roles']}*]": (
+            f"A task's `role` may be any role whose name starts with {prefixes['roles']} (a "
+            "stack setting): workflows name their roles, which are made after the stack. "
+            "Only sts:AssumeRole; each role must also trust the executor in its own policy."
+        ),
+        f"{iam_roles}*]": (
+            "sts:AssumeRole on roles of this account only when tagged "
+            "stratoflow:task-role=true (aws:ResourceTag condition): tagging a role is what "
+            "makes it a task role; each role must also trust the executor."
+        ),
+        f"AwsSolutions-IAM5[Resource::arn:{region.format('ssm')}:parameter/"
+        f"{prefixes['parameters']}/*]": (
+            f"Workflows name their secrets; ssm:GetParameter is limited to the parameters "
+            f"under /{prefixes['parameters']}/ (a stack setting)."
+        ),
+        f"AwsSolutions-IAM5[Resource::arn:{region.format('secretsmanager')}:secret:"
+        f"{prefixes['secrets']}*]": (
+            f"Workflows name their secrets; secretsmanager:GetSecretValue is limited to the "
+            f"secrets named {prefixes['secrets']}* (a stack setting; names end in a random "
+            "suffix)."
+        ),
+    }
+    for runner in (stack.functions["executor"].role, stack.fargate.task_definition.task_role):
+        for finding, reason in findings.items():
+            acknowledge(runner, finding, reason)
 
 
 def _acknowledge_api(stack: StratoflowStack, workflows: str) -> None:

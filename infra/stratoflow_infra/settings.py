@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,29 @@ class StackSettings:
     alarm_email: str | None = None
     failed_run_email: str | None = None
     """Subscribes this address to failed runs' `Run Finished` events (an SNS topic)."""
+    task_role_prefix: str | None = None
+    """Roles whose name starts with this (default `<prefix>-task-`) may be a task's `role`:
+    the executors may assume them (so may roles tagged `stratoflow:task-role=true`)."""
+    secrets_parameter_prefix: str | None = None
+    """SSM parameters the executors may read for `secrets:` (default `/<prefix>/`)."""
+    secrets_name_prefix: str | None = None
+    """Secrets Manager secrets the executors may read for `secrets:` (default `<prefix>/`)."""
+
+    @property
+    def task_roles(self) -> str:
+        """The name prefix of the roles tasks may run as."""
+        return self.task_role_prefix or f"{self.prefix}-task-"
+
+    @property
+    def secret_parameters(self) -> str:
+        """The SSM parameter path prefix secrets may be read under."""
+        return self.secrets_parameter_prefix or f"/{self.prefix}/"
+
+    @property
+    def secret_names(self) -> str:
+        """The Secrets Manager name prefix secrets may be read under."""
+        return self.secrets_name_prefix or f"{self.prefix}/"
+
     api_throttle_rate_limit: int = 50
     """Steady-state requests per second the REST API's stage admits (all methods)."""
     api_throttle_burst_limit: int = 100
@@ -102,6 +126,13 @@ class StackSettings:
             ),
             alarm_email=_text(get("alarmEmail"), None, "alarmEmail") or None,
             failed_run_email=_text(get("failedRunEmail"), None, "failedRunEmail") or None,
+            task_role_prefix=_name_prefix(get("taskRolePrefix"), "taskRolePrefix", _ROLE_PREFIX),
+            secrets_parameter_prefix=_name_prefix(
+                get("secretsParameterPrefix"), "secretsParameterPrefix", _PARAMETER_PREFIX
+            ),
+            secrets_name_prefix=_name_prefix(
+                get("secretsNamePrefix"), "secretsNamePrefix", _SECRET_PREFIX
+            ),
             api_throttle_rate_limit=_integer(
                 get("apiThrottleRateLimit"),
                 defaults.api_throttle_rate_limit,
@@ -134,6 +165,24 @@ def _text(value: Any, default: str | None, key: str) -> str | None:
     if not isinstance(value, str):
         raise ValueError(f"context {CONTEXT_PREFIX}{key} must be a string, got {value!r}")
     return value.strip()
+
+
+_ROLE_PREFIX = r"[A-Za-z0-9+=,.@_-]{1,60}"
+_PARAMETER_PREFIX = r"/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/"
+_SECRET_PREFIX = r"[A-Za-z0-9/_+=.@-]{1,200}"
+
+
+def _name_prefix(value: Any, key: str, pattern: str) -> str | None:
+    """A prefix the executors' grants end in `*`: non-empty, so never every role or secret."""
+    text = _text(value, None, key)
+    if text is None:
+        return None
+    if not re.fullmatch(pattern, text):
+        raise ValueError(
+            f"context {CONTEXT_PREFIX}{key} must match {pattern} (a non-empty prefix, so that "
+            f"the grant cannot cover everything), got {value!r}"
+        )
+    return text
 
 
 def _integer(value: Any, default: int, key: str, *, minimum: int) -> int:

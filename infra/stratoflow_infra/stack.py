@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import ArnFormat, Aws, CfnOutput, IgnoreMode, Stack, Tags
+from aws_cdk import ArnFormat, Aws, CfnOutput, Duration, IgnoreMode, Stack, Tags
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -21,6 +21,7 @@ from stratoflow.config import (
     ENV_COMPLETION_QUEUE_URL,
     ENV_TABLE,
     ENV_TASK_QUEUE_URL,
+    ENV_TASK_ROLE_ARN,
     EXECUTOR_TIMEOUT_SECONDS,
     HANDLER_ENV_VARS,
     LOADER_TIMEOUT_SECONDS,
@@ -135,6 +136,9 @@ class StratoflowStack(Stack):
             ENV_BUCKET: names.bucket,
             ENV_EVENT_BUS: self.run_events.bus_name,
             ENV_RUN_RETENTION_DAYS: str(settings.run_retention_days),
+            # Known before the role exists (it is made in _grant_task_roles): the Fargate
+            # container's environment is fixed before the roles that role trusts exist.
+            ENV_TASK_ROLE_ARN: self._default_task_role_arn(settings),
         }
         powertools = {
             "POWERTOOLS_SERVICE_NAME": settings.prefix,
@@ -180,6 +184,7 @@ class StratoflowStack(Stack):
                 ),
             )
         self._grant()
+        self._grant_task_roles(settings)
         self._connect()
         self.api = StratoflowApi(
             self,
@@ -273,6 +278,76 @@ class StratoflowStack(Stack):
         for name in EVENT_PUBLISHERS:
             self.run_events.bus.grant_put_events_to(self.functions[name].role)
 
+    def _default_task_role_arn(self, settings: StackSettings) -> str:
+        return self.format_arn(
+            service="iam",
+            region="",
+            resource="role",
+            resource_name=default_task_role_name(settings),
+        )
+
+    def _grant_task_roles(self, settings: StackSettings) -> None:
+        """Commands run as a task role, never as their executor (invariant 12).
+
+        The default task role may do nothing until its owner grants it something; both
+        executors (the Lambda function's role and the Fargate task role) may assume it, and
+        the roles a workflow names: those whose name starts with the task-role prefix, or
+        tagged `stratoflow:task-role=true`, in this account. They also read the secrets
+        workflows name, under the stack's SSM and Secrets Manager prefixes only.
+        """
+        runners = (self.functions["executor"].role, self.fargate.task_definition.task_role)
+        self.task_grant_prefixes = {
+            "roles": settings.task_roles,
+            "parameters": settings.secret_parameters.strip("/"),
+            "secrets": settings.secret_names,
+        }
+        """What the executors' wildcard grants end in (cdk-nag's acknowledgments name them)."""
+        self.task_role = iam.Role(
+            self,
+            "DefaultTaskRole",
+            role_name=default_task_role_name(settings),
+            assumed_by=iam.CompositePrincipal(*runners),
+            description="stratoflow: what a task's command may do when its workflow names no "
+            "role (nothing, until you grant it)",
+            max_session_duration=Duration.hours(1),
+        )
+        named = self.format_arn(
+            service="iam", region="", resource="role", resource_name=f"{settings.task_roles}*"
+        )
+        any_role = self.format_arn(service="iam", region="", resource="role", resource_name="*")
+        parameters = self.format_arn(
+            service="ssm",
+            resource="parameter",
+            resource_name=f"{settings.secret_parameters.strip('/')}/*",
+        )
+        secrets = self.format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=f"{settings.secret_names}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        for runner in runners:
+            iam.Grant.add_to_principal(
+                grantee=runner,
+                actions=["sts:AssumeRole"],
+                resource_arns=[self.task_role.role_arn, named],
+            )
+            iam.Grant.add_to_principal(
+                grantee=runner,
+                actions=["sts:AssumeRole"],
+                resource_arns=[any_role],
+                conditions={"StringEquals": {f"aws:ResourceTag/{TASK_ROLE_TAG}": "true"}},
+            )
+            iam.Grant.add_to_principal(
+                grantee=runner, actions=["ssm:GetParameter"], resource_arns=[parameters]
+            )
+            iam.Grant.add_to_principal(
+                grantee=runner, actions=["secretsmanager:GetSecretValue"], resource_arns=[secrets]
+            )
+        CfnOutput(self, "DefaultTaskRoleArn", value=self.task_role.role_arn)
+        CfnOutput(self, "ExecutorRoleArn", value=runners[0].role_arn)
+        CfnOutput(self, "FargateTaskRoleArn", value=runners[1].role_arn)
+
     def _grant_stop_fargate_tasks(self, grantee: iam.IGrantable) -> None:
         """ecs:StopTask on the runner cluster's tasks only (task ids are not known ahead)."""
         cluster = self.fargate.cluster
@@ -313,6 +388,15 @@ class StratoflowStack(Stack):
             )
         )
         self.workflows.notify_loader(self.functions["loader"].function)
+
+
+TASK_ROLE_TAG = "stratoflow:task-role"
+"""A role tagged with this key and the value `true` may be a task's `role`."""
+
+
+def default_task_role_name(settings: StackSettings) -> str:
+    """The default task role's name: fixed, so that its ARN is known before it is made."""
+    return f"{settings.task_roles}default"
 
 
 def _runner_image(settings: StackSettings) -> ecs.ContainerImage:

@@ -218,7 +218,8 @@ def test_the_token_is_taken_in_its_own_header_too(served: Served) -> None:
 def test_a_browser_opening_the_printed_url_gets_a_cookie_that_lets_it_in(served: Served) -> None:
     browser = {"Host": f"localhost:{served.port}"}
     opened = send(served.port, "GET", f"/?token={served.token}", browser)
-    assert opened.status == 404  # no page at / yet: the console will be there
+    assert opened.status == 200, opened.body  # the web console
+    assert opened.headers["Content-Type"].startswith("text/html")
     cookie = opened.headers["Set-Cookie"]
     assert cookie.startswith(f"stratoflow_token={served.token};")
     assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}

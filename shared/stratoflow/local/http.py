@@ -38,6 +38,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
+from stratoflow.console.assets import console_asset
 from stratoflow.local.events import LambdaContext, api_gateway_event
 
 DEFAULT_API_PORT = 8686
@@ -153,6 +154,13 @@ class OwnerOnly:
                 "sends it itself), or open the URL `local up` printed, with ?token=, in a browser",
                 [("WWW-Authenticate", 'Bearer realm="stratoflow"')],
             )
+        asset = console_asset(parts.path) if method in ("GET", "HEAD") else None
+        if asset is not None:  # the web console's pages (stratoflow.console)
+            extra = list(asset.headers.items())
+            if any(self._valid(t) for t in by_query):
+                cookie = f"{TOKEN_COOKIE}={self._token.decode()}; HttpOnly; SameSite=Strict; Path=/"
+                extra.append(("Set-Cookie", cookie))
+            return _send(start_response, asset.status, extra, asset.body)
         # Whole: waitress has checked Content-Length and read at most MAX_BODY_BYTES.
         raw = environ["wsgi.input"].read()
         try:

@@ -88,8 +88,9 @@ def acknowledge_findings(stack: StratoflowStack, prefix: str) -> None:
     acknowledge(
         task_definition,
         "AwsSolutions-ECS2",
-        "The runner's environment holds resource names and queue URLs only, no secrets; "
-        "task env values in workflow files reference SSM/Secrets Manager (docs/security.md).",
+        "The runner's environment holds resource names, queue URLs and the default task "
+        "role's ARN only, no secrets; a task's `secrets:` are read by the runner when its "
+        "attempt starts and given to its command alone (docs/security.md).",
     )
 
 

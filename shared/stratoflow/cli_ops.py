@@ -3,7 +3,8 @@
 endpoint such as LocalStack (`--endpoint-url`, the API handler then runs in this process).
 
 Exit codes as for `run`: 0 done (a followed run succeeded), 1 a followed run failed or was
-cancelled, 2 the input was wrong or the engine cannot be reached (nothing was done).
+cancelled, 2 the input was wrong or the engine cannot be reached (nothing was done), 3 the
+request was sent and no answer came (trigger, cancel, retry): it may have been carried out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -31,12 +33,17 @@ from stratoflow.cli_common import (
     print_table,
     progress_line,
 )
-from stratoflow.client import ApiResponse, Target, TargetError, resolve
+from stratoflow.client import ApiResponse, OutcomeUnknown, Target, TargetError, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
 FOLLOW_INTERVAL_SECONDS = 1.0
 """How often a followed run or log is looked at again (one API request each time)."""
 FINAL = ("succeeded", "failed", "cancelled")
+EXIT_UNKNOWN = 3
+"""The request was sent and no answer came: it may have been carried out (see `_call`)."""
+RESEND = 3
+"""Times a trigger or a cancel whose outcome is unknown is sent again (each is safe to
+repeat: a trigger carries its Idempotency-Key, a second cancel changes nothing)."""
 
 
 def target_options(f: F) -> F:
@@ -70,11 +77,22 @@ def _target(api: str | None, stack: str | None, endpoint_url: str | None) -> Tar
         invalid(str(err))
 
 
-def _call(target: Target, method: str, path: str, **kwargs: Any) -> Any:
+def _call(
+    target: Target, method: str, path: str, *, check: str | None = None, **kwargs: Any
+) -> Any:
+    """One request; exit 2 if it could not be sent (nothing done), 3 if it was sent and
+    no answer came (it may have been done: `check` names the command that tells)."""
     try:
         resp = target.client.request(method, path, **kwargs)
     except TargetError as err:
         invalid(str(err))
+    except OutcomeUnknown as err:
+        err_console.print(
+            "[bold yellow]outcome unknown:[/] the request may have been accepted; check "
+            f"`{escape(check or 'stratoflow runs <workflow>')}` ({escape(str(err))})",
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_UNKNOWN)
     if resp.ok:
         return resp.doc
     _fail(resp)
@@ -88,7 +106,7 @@ def _fail(resp: ApiResponse) -> NoReturn:
 
 
 def _outcome(doc: dict[str, Any]) -> int:
-    return EXIT_OK if doc["status"] in ("succeeded", "running") else EXIT_FAILED
+    return EXIT_OK if doc["status"] in ("succeeded", "running", "queued") else EXIT_FAILED
 
 
 # --------------------------------------------------------------------------- following
@@ -355,10 +373,17 @@ def upload(
 def trigger_run(
     target: Target, workflow: str, params: dict[str, str], key: str | None
 ) -> dict[str, Any]:
-    headers = {"Idempotency-Key": key} if key else None
+    """Trigger a run, always with an Idempotency-Key (a fresh one if none is given), so that
+    a request whose answer was lost can be sent again without starting a second run."""
     return dict(
         _call(
-            target, "POST", f"/workflows/{workflow}/runs", body={"params": params}, headers=headers
+            target,
+            "POST",
+            f"/workflows/{workflow}/runs",
+            body={"params": params},
+            headers={"Idempotency-Key": key or str(uuid.uuid4())},
+            retries=RESEND,
+            check=f"stratoflow runs {workflow}",
         )
     )
 
@@ -454,7 +479,13 @@ def cancel(
 ) -> None:
     """Cancel RUN_ID: nothing new starts, running tasks are stopped. Cancelling a cancelled
     run changes nothing."""
-    doc = _call(_target(api, stack, endpoint_url), "POST", f"/runs/{run_id}/cancel")
+    doc = _call(
+        _target(api, stack, endpoint_url),
+        "POST",
+        f"/runs/{run_id}/cancel",
+        retries=RESEND,
+        check=f"stratoflow status {run_id}",
+    )
     if as_json:
         click.echo(json.dumps(doc))
     elif doc["changed"]:
@@ -479,7 +510,9 @@ def retry(
     """Rerun what failed in a finished run (failed, upstream_failed, cancelled tasks), with
     the definition version it ran; what succeeded is kept."""
     target = _target(api, stack, endpoint_url)
-    doc = _call(target, "POST", f"/runs/{run_id}/retry")
+    # Not sent again when no answer comes: a redrive that did happen would then be refused
+    # as running, which would read as "nothing done".
+    doc = _call(target, "POST", f"/runs/{run_id}/retry", check=f"stratoflow status {run_id}")
     redo = [t for t, s in doc["tasks"].items() if s["status"] not in ("succeeded", "skipped")]
     if not as_json:
         err_console.print(f"run {run_id}: retrying {len(redo)} task(s)")
@@ -496,7 +529,7 @@ def run_remote(target: Target, file: str, params: dict[str, str], as_json: bool)
     if not as_json:
         err_console.print(
             f"run [bold]{doc['run_id']}[/] of {uploaded['workflow_id']} v{uploaded['version']} "
-            f"({len(doc['tasks'])} tasks) on {target.client.where}"
+            f"on {target.client.where}"
         )
     _finish(follow_run(target, doc["run_id"], quiet=as_json), as_json)
 

@@ -7,9 +7,11 @@ Whichever way, the requests and the JSON documents are the same.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -21,12 +23,39 @@ from stratoflow.config import OUTPUT_API_URL, OUTPUT_BUCKET
 
 _EXECUTE_API = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 TIMEOUT_SECONDS = 35.0
+ENV_HTTP_TIMEOUT = "STRATOFLOW_HTTP_TIMEOUT"
+"""Seconds the CLI waits for an API's answer (default TIMEOUT_SECONDS: beyond API
+Gateway's 29 s, so a deployed API's own timeout answers first)."""
+RETRY_BACKOFF_SECONDS = 0.5
+NO_ANSWER_STATUSES = (502, 504)
+"""A gateway's answers that say nothing of what the function did: it failed or timed out
+after the request reached it (API Gateway's 502 and 504)."""
 ENV_TOKEN = "STRATOFLOW_TOKEN"
 """The token of a `local up`'s API reached with --api/STRATOFLOW_API from elsewhere."""
 
 
 class TargetError(Exception):
     """The engine cannot be found or reached: a usage error (exit 2)."""
+
+
+class OutcomeUnknown(Exception):
+    """The request was sent and no answer came (a timeout, a dropped connection, a
+    gateway's 502/504): it may have been carried out. Not a usage error: nothing can be
+    said either way (the CLI exits 3)."""
+
+
+def http_timeout() -> float:
+    """The seconds to wait for an answer: env STRATOFLOW_HTTP_TIMEOUT, or TIMEOUT_SECONDS."""
+    text = os.environ.get(ENV_HTTP_TIMEOUT, "").strip()
+    if not text:
+        return TIMEOUT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise TargetError(f"{ENV_HTTP_TIMEOUT}={text!r}: expected a number of seconds above 0")
+    return value
 
 
 @dataclass(frozen=True)
@@ -71,7 +100,13 @@ class ApiClient:
         body: Any = None,
         text: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retries: int = 0,
     ) -> ApiResponse:
+        """Send one request. With `retries`, a request whose outcome is unknown (see
+        `OutcomeUnknown`) is sent again as it was, headers included, up to that many times,
+        backing off: only for requests that are safe to repeat (an Idempotency-Key, a
+        cancel). Raises TargetError if it could not be sent, OutcomeUnknown if it was and
+        no answer came."""
         target = path
         q = {k: v for k, v in (query or {}).items() if v is not None}
         if q:
@@ -83,10 +118,31 @@ class ApiClient:
 
             status, _, out = call_api(method, target, headers=hdrs, body=payload)
             return ApiResponse(status, _parse(out))
-        return self._http(method, self.base_url + target, hdrs, payload)
+        timeout = http_timeout()
+        for attempt in range(retries + 1):
+            try:
+                resp = self._http(method, self.base_url + target, hdrs, payload, timeout)
+            except OutcomeUnknown:
+                if attempt == retries:
+                    raise
+            else:
+                if resp.status not in NO_ANSWER_STATUSES:
+                    return resp
+                if attempt == retries:
+                    raise OutcomeUnknown(
+                        f"the stratoflow API at {self.base_url} answered {resp.status} "
+                        f"({resp.message})"
+                    )
+            time.sleep(min(RETRY_BACKOFF_SECONDS * 2**attempt, timeout))
+        raise AssertionError("unreachable")
 
     def _http(
-        self, method: str, url: str, headers: dict[str, str], payload: str | None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        payload: str | None,
+        timeout: float = TIMEOUT_SECONDS,
     ) -> ApiResponse:
         data = payload.encode() if payload is not None else None
         if self.token:
@@ -97,12 +153,20 @@ class ApiClient:
             headers = _sigv4(method, url, headers, data, self.sign_region, self._credentials)
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return ApiResponse(resp.status, _parse(resp.read().decode("utf-8", "replace")))
         except urllib.error.HTTPError as err:
             return ApiResponse(err.code, _parse(err.read().decode("utf-8", "replace")))
-        except (urllib.error.URLError, OSError) as exc:
+        except urllib.error.URLError as exc:
+            # urllib raises URLError while connecting and sending: the request never
+            # (completely) reached the API, so nothing was done.
             raise TargetError(f"cannot reach the stratoflow API at {self.base_url}: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            # Raised while waiting for or reading the answer: the request was sent.
+            raise OutcomeUnknown(
+                f"no answer from the stratoflow API at {self.base_url} within {timeout:g} s "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
 
 def _parse(text: str) -> Any:

@@ -199,6 +199,8 @@ def test_cancel_stops_the_ecs_task_running_an_attempt_and_records_it_cancelled(
     assert ports.runs.get_task(run.run_id, "crunch").worker == arn
 
     assert services.cancel_run(ports, run.run_id) is True
+    # the per-task work the cancel handed to the completion handler (nobody pumps here)
+    services.stop_cancelled_run(ports, run.run_id)
     [task] = ecs.describe_tasks(cluster="stratoflow", tasks=[arn])["tasks"]
     assert task["desiredStatus"] == "STOPPED"
     assert run.run_id in task["stoppedReason"]

@@ -107,7 +107,7 @@ def test_a_killed_engine_resumes_its_run_after_a_restart(tmp_path: Path) -> None
         api = _api(home, first)
         wait_until(lambda: http_json(api, "GET", "/workflows/wide")[0] == 200, 30, "wide")
         status, started = http_json(api, "POST", "/workflows/wide/runs", body={})
-        assert status == 201, started
+        assert status == 202, started
         run_id = started["run_id"]
 
         def midway() -> bool:

@@ -142,12 +142,13 @@ def test_trigger_with_params_returns_the_run_document(call: Call, runtime: Local
         _yaml(wf, '  - id: a\n    command: echo "$STRATOFLOW_PARAM_WHO"\n', "params: {who: x}\n"),
     )
     status, doc = call("POST", f"/workflows/{wf}/runs", body={"params": {"who": "api"}})
-    assert status == 201
+    # accepted at once: recorded queued, its start (and its tasks) handed to the engine
+    assert status == 202
     assert doc["workflow_id"] == wf and doc["trigger"] == "api"
-    assert doc["params"] == {"who": "api"} and set(doc["tasks"]) == {"a"}
+    assert doc["params"] == {"who": "api"} and doc["status"] == "queued" and doc["tasks"] == {}
     runtime.wait(doc["run_id"], 30)
     status, final = call("GET", f"/runs/{doc['run_id']}")
-    assert status == 200 and final["status"] == "succeeded"
+    assert status == 200 and final["status"] == "succeeded" and set(final["tasks"]) == {"a"}
     assert final["tasks"]["a"]["output_tail"] == "api\n"
     assert runtime.ports is not None
     assert final == services.run_status(runtime.ports, doc["run_id"])  # = `run --json`
@@ -181,7 +182,7 @@ def test_an_idempotency_key_yields_one_run_however_often_it_is_sent(
         t.start()
     for t in threads:
         t.join()
-    assert sorted(status for status, _ in results) == [200] * 5 + [201]
+    assert sorted(status for status, _ in results) == [200] * 5 + [202]
     assert len({doc["run_id"] for _, doc in results}) == 1
     status, page = call("GET", f"/workflows/{wf}/runs")
     assert status == 200 and len(page["runs"]) == 1
@@ -194,8 +195,8 @@ def test_an_idempotency_key_yields_one_run_however_often_it_is_sent(
     )
     assert status == 409 and "Idempotency-Key" in doc["message"]
     # without a key, every request is a new run
-    assert call("POST", f"/workflows/{wf}/runs", body={})[0] == 201
-    assert call("POST", f"/workflows/{wf}/runs")[0] == 201
+    assert call("POST", f"/workflows/{wf}/runs", body={})[0] == 202
+    assert call("POST", f"/workflows/{wf}/runs")[0] == 202
     assert len(call("GET", f"/workflows/{wf}/runs")[1]["runs"]) == 3
 
 

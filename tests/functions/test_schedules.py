@@ -12,6 +12,8 @@ import pytest
 
 from stratoflow import services
 from stratoflow.core.model import Workflow
+from stratoflow.handlers import completion
+from stratoflow.local.events import LambdaContext, sqs_event
 from stratoflow.local.runtime import LocalRuntime
 from tests.support import unique_id
 
@@ -50,6 +52,20 @@ def _register(rt: LocalRuntime, **fields: Any) -> Workflow:
     )
     rt.register(wf, "test")
     return wf
+
+
+def _cancel(rt: LocalRuntime, run_id: str) -> None:
+    """Cancel the run and do the work the cancel hands to the completion handler (its tasks,
+    the schedule's next slot), as the engine's pump would: nobody pumps `bare`."""
+    assert rt.ports is not None and rt.clients is not None and rt.settings is not None
+    assert services.cancel_run(rt.ports, run_id)
+    url = rt.settings.completion_queue_url
+    while got := rt.clients.sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    ).get("Messages", []):
+        completion.handler(sqs_event(got, url, rt.settings.region), LambdaContext("completion"))
+        for m in got:
+            rt.clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
 def _runs_of(rt: LocalRuntime, wf: Workflow, ticks: list[list[str]]) -> list[str]:
@@ -129,7 +145,7 @@ def test_max_active_runs_holds_slots_back_and_starts_them_in_order(
     ports = bare.ports
     assert ports is not None
     # the run ends (cancelled here, nobody executes): the next slot starts at once
-    services.cancel_run(ports, f"{wf.id}@20260307T110000Z")
+    _cancel(bare, f"{wf.id}@20260307T110000Z")
     meta = ports.definitions.get_meta(wf.id)
     assert meta is not None and meta.active_runs == 1
     assert meta.next_slot == "2026-03-07T13:00:00.000000Z"
@@ -216,14 +232,14 @@ def test_a_retried_scheduled_run_respects_max_active_runs(
     assert _runs_of(bare, wf, [bare.tick()]) == [first]
     ports = bare.ports
     assert ports is not None
-    services.cancel_run(ports, first)  # the 12:00 run starts and takes the one slot
+    _cancel(bare, first)  # the 12:00 run starts and takes the one slot
     second = f"{wf.id}@20260307T120000Z"
     assert ports.runs.get_run(second) is not None
     with pytest.raises(RunNotRetryable, match="max_active_runs"):
         services.retry_run(ports, first)
     assert ports.runs.get_run(first).status.value == "cancelled"  # type: ignore[union-attr]
     assert ports.runs.get_task(first, "a").status.value == "cancelled"  # nothing was reset
-    services.cancel_run(ports, second)
+    _cancel(bare, second)
     # the slot is free (and no slot is due now): the retry takes it
     assert services.retry_run(ports, first).status.value == "running"
     meta = ports.definitions.get_meta(wf.id)

@@ -315,6 +315,9 @@ class ApiServer:
         channel_timeout: int = CHANNEL_TIMEOUT_SECONDS,
     ) -> None:
         self.token = token or secrets.token_urlsafe(32)
+        # A burst of requests waiting for a thread is normal here, not worth a warning line
+        # on the engine's terminal per request.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._app = OwnerOnly(self.token, port)
         self._map: dict[int, Any] = {}
         self._server = create_server(

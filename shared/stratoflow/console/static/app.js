@@ -443,6 +443,8 @@ function drawGraph(box, graph, onSelect, plain) {
     h("button", { type: "button", "aria-label": "Zoom out", text: "−", onclick: () => zoom(1.25) }),
     h("button", { type: "button", "aria-label": "Fit the graph", text: "Fit", onclick: () => fit() }),
     h("span", { class: "muted", text: ` ${graph.tasks} tasks, ${graph.nodes.length} boxes` }));
+  // as tall as the graph, up to most of the window
+  svg.style.height = `${Math.round(Math.max(160, Math.min(graph.height + 16, window.innerHeight * 0.62)))}px`;
   box.replaceChildren(zoomBar, svg);
 
   const nodes = new Map();
@@ -454,14 +456,15 @@ function drawGraph(box, graph, onSelect, plain) {
   let view = { ...full };
   const apply = () => svg.setAttribute("viewBox", `${view.x} ${view.y} ${view.w} ${view.h}`);
   function fit() {
-    // a huge graph starts at its top, readable, instead of shrunk to dots
+    // The whole graph if it fits at 1:4 or larger, never magnified past 1:1; a bigger one
+    // starts at its top, readable, and is panned and zoomed from there.
     const rect = svg.getBoundingClientRect();
-    const aspect = rect.width && rect.height ? rect.height / rect.width : 0.6;
-    const minWidth = Math.min(full.w, 1600);
-    view = { x: 0, y: 0, w: Math.max(full.w, full.h / aspect, 1), h: 0 };
-    if (view.w > minWidth * 4) view.w = minWidth * 2;
-    view.h = view.w * aspect;
-    if (view.w > full.w) view.x = (full.w - view.w) / 2;
+    const pxW = rect.width || 1000;
+    const pxH = rect.height || 560;
+    const scale = Math.max(Math.min(pxW / full.w, pxH / full.h, 1), 0.25);
+    view = { w: pxW / scale, h: pxH / scale, x: 0, y: 0 };
+    view.x = (full.w - view.w) / 2;
+    view.y = full.h > view.h ? 0 : (full.h - view.h) / 2;
     apply();
   }
   function zoom(factor, cx, cy) {

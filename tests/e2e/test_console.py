@@ -1,0 +1,365 @@
+"""The web console in a real browser: Debian's chromium driven by Playwright, against a real
+`stratoflow local up`.
+
+Nothing here sleeps: Playwright's `expect` waits for the page to show what is asserted
+(until its timeout), and the commands wait for files the test creates. Screenshots of the
+workflows and run pages are written to a temporary folder (printed), or to
+$STRATOFLOW_SCREENSHOTS (`make screenshots` writes docs/images/ so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.support import http_json, local_up, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS_ENV = "STRATOFLOW_SCREENSHOTS"
+WAIT_MS = 30_000
+
+pytestmark = pytest.mark.slow
+
+
+def _install_chromium() -> None:
+    """Debian's chromium, installed once per machine (the test set-up's own step; never
+    `playwright install`, which downloads a browser from the internet)."""
+    if CHROMIUM.exists():
+        return
+    with open("/tmp/stratoflow-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers: one apt-get at a time
+        if CHROMIUM.exists():
+            return
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            pytest.fail(
+                f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+            )
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+            done = subprocess.run(
+                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if done.returncode != 0 or not CHROMIUM.exists():
+            pytest.fail(f"could not install chromium: {done.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    _install_chromium()
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path_factory.mktemp("console-shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"console screenshots in {folder}")
+    return folder
+
+
+@dataclass
+class Console:
+    api: str
+    token: str
+    folder: Path
+
+    @property
+    def url(self) -> str:
+        return f"{self.api}/?token={self.token}"
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        return http_json(
+            self.api, method, path, body=body, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    def add(self, spec: dict[str, object]) -> str:
+        """Drop a workflow file into the served folder; its id once registered."""
+        wid = str(spec["id"])
+        (self.folder / f"{wid}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        wait_until(lambda: self.call("GET", f"/workflows/{wid}")[0] == 200, 30, f"{wid} registered")
+        return wid
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    # One worker: a second ready task stays queued while the first runs, so that the graph
+    # can be seen showing both states.
+    base = tmp_path_factory.mktemp("console")
+    folder, home = base / "flows", base / "home"
+    folder.mkdir()
+    with local_up(folder, home, "--workers", "1") as up:
+        token = json.loads((home / "local.json").read_text())["token"]
+        yield Console(up.api, token, folder)
+
+
+@pytest.fixture
+def page(browser: Browser, console: Console) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda err: errors.append(str(err)))
+    tab.set_default_timeout(WAIT_MS)
+    tab.goto(console.url)
+    expect(tab.locator("h1")).to_have_text("Workflows")
+    yield tab
+    context.close()
+    assert errors == [], errors  # no script error on any page the test saw
+
+
+def node(page: Page, task: str) -> object:
+    return page.locator(f'#run-graph g.node[data-id="{task}"]')
+
+
+def accept_dialogs(page: Page) -> None:
+    page.on("dialog", lambda dialog: dialog.accept())
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def test_the_workflows_page_lists_workflows_and_rejected_files(
+    page: Page, console: Console, shots: Path
+) -> None:
+    console.add(
+        {
+            "id": "nightly-etl",
+            "schedule": "0 2 * * *",
+            "timezone": "Europe/Paris",
+            "tasks": [{"id": "extract", "command": "true"}],
+        }
+    )
+    (console.folder / "broken.yaml").write_text("id: broken\ntasks: [\n")
+    wait_until(
+        lambda: console.call("GET", "/workflows")[1]["load_errors"],  # type: ignore[index]
+        30,
+        "the rejected file",
+    )
+    page.reload()
+    row = page.locator('#workflows tr[data-workflow="nightly-etl"]')
+    expect(row).to_contain_text("0 2 * * * (Europe/Paris)")
+    expect(page.locator("#load-errors")).to_contain_text("broken.yaml")
+    # the token left the address bar once its cookie was set
+    assert "token=" not in page.url
+
+    # pausing from the page pauses the schedule
+    row.get_by_role("button").click()
+    expect(row.get_by_role("button")).to_have_attribute("aria-pressed", "true")
+    assert console.call("GET", "/workflows/nightly-etl")[1]["paused"] is True  # type: ignore[index]
+    page.screenshot(path=str(shots / "console-workflows.png"), full_page=True)
+
+
+def test_a_run_triggered_from_the_form_is_seen_going_from_queued_to_running_to_succeeded(
+    page: Page, console: Console
+) -> None:
+    gate = console.folder / "gate-hello"
+    wait = f'while [ ! -f "{gate}" ]; do sleep 0.05; done'
+    console.add(
+        {
+            "id": "hello",
+            "params": {"who": "world"},
+            "tasks": [
+                {"id": "left", "command": wait},
+                {"id": "right", "command": wait},
+                {
+                    "id": "greet",
+                    "command": 'echo "hello $STRATOFLOW_PARAM_WHO"',
+                    "depends": ["left", "right"],
+                },
+            ],
+        }
+    )
+    page.reload()  # the page opened before the workflow was there
+    page.get_by_role("link", name="hello", exact=True).click()
+    expect(page.locator("h1")).to_have_text("hello")
+    field = page.get_by_label("who")
+    expect(field).to_have_value("world")
+    field.fill("console")
+    page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
+    page.get_by_role("button", name="Trigger").click()
+
+    expect(page).to_have_url(re.compile(r"#/runs/"))
+    graph = page.locator("#run-graph")
+    # one worker: one gated task runs, the other waits in the queue
+    expect(graph.locator('g.node[data-state="running"]')).to_have_count(1)
+    expect(graph.locator('g.node[data-state="queued"]')).to_have_count(1)
+    expect(node(page, "greet")).to_have_attribute("data-state", "pending")
+    expect(node(page, "greet")).to_contain_text("pending")  # the word, not only a colour
+
+    gate.touch()
+    for task in ("left", "right", "greet"):
+        expect(node(page, task)).to_have_attribute("data-state", "succeeded")
+    expect(page.locator("#run-status")).to_have_attribute("data-state", "succeeded")
+    assert page.evaluate("window.__sameDocument") is True
+
+    # the task's log, and the params it ran with
+    node(page, "greet").click()
+    expect(page.locator("#log")).to_contain_text("hello console")
+    run_url = page.url
+    assert "/tasks/greet" in run_url
+
+    # the back button walks the pages back
+    page.go_back()
+    expect(page.locator("#task-panel")).to_be_hidden()
+    page.go_back()
+    expect(page.locator("h1")).to_have_text("hello")
+    expect(page.locator("#runs")).to_contain_text("succeeded")
+
+    # and a bookmarked URL opens the same page
+    page.goto(run_url)
+    expect(page.locator("#log")).to_contain_text("hello console")
+
+
+def test_a_failed_tasks_log_and_a_retry_after_fixing_the_cause(
+    page: Page, console: Console, shots: Path
+) -> None:
+    fixed = console.folder / "fixed-marker"
+    tasks: list[dict[str, object]] = [{"id": "prepare", "command": "echo preparing"}]
+    tasks += [{"id": f"shard{i:02}", "command": "true", "depends": ["prepare"]} for i in range(12)]
+    tasks += [
+        {
+            "id": "load",
+            "command": f'test -f "{fixed}" || {{ echo "load: {fixed.name} is missing"; exit 4; }}',
+            "depends": [f"shard{i:02}" for i in range(12)],
+        },
+        {"id": "report", "command": "echo report", "depends": ["load"]},
+    ]
+    console.add({"id": "fragile", "tasks": tasks})
+    status, run = console.call("POST", "/workflows/fragile/runs", {})
+    assert status in (201, 202), run
+    run_id = run["run_id"]  # type: ignore[index]
+    page.goto(f"{console.api}/#/runs/{run_id}")
+
+    expect(page.locator("#run-status")).to_have_attribute("data-state", "failed")
+    expect(node(page, "load")).to_have_attribute("data-state", "failed")
+    expect(node(page, "report")).to_have_attribute("data-state", "upstream_failed")
+    # twelve identical siblings are one box, with their count
+    group = node(page, "group:shard00")
+    expect(group).to_have_attribute("data-state", "succeeded")
+    expect(group).to_contain_text("✓12")
+
+    # keyboard: focus the failed task and open it with Enter
+    node(page, "load").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#task-facts")).to_contain_text("4")  # the exit code
+    expect(page.locator("#log")).to_contain_text("fixed-marker is missing")
+
+    fixed.touch()
+    accept_dialogs(page)
+    page.get_by_role("button", name="Retry (rerun from failure)").click()
+    expect(page.locator("#action-answer")).to_contain_text("Retried")
+    expect(page.locator("#run-status")).to_have_attribute("data-state", "succeeded")
+    expect(node(page, "load")).to_have_attribute("data-state", "succeeded")
+    expect(node(page, "report")).to_have_attribute("data-state", "succeeded")
+    # the panel follows: the second attempt, and the first one's log is still there
+    expect(page.locator('#attempts button[data-attempt="2"]')).to_be_visible()
+    page.locator('#attempts button[data-attempt="1"]').click()
+    expect(page.locator("#log")).to_contain_text("fixed-marker is missing")
+    page.screenshot(path=str(shots / "console-run.png"), full_page=False)
+
+
+def test_cancelling_a_long_run_cancels_its_tasks(page: Page, console: Console) -> None:
+    console.add(
+        {
+            "id": "long",
+            "tasks": [
+                {"id": "sleepy", "command": "sleep 300"},
+                {"id": "after", "command": "true", "depends": ["sleepy"]},
+            ],
+        }
+    )
+    status, run = console.call("POST", "/workflows/long/runs", {})
+    assert status in (201, 202), run
+    page.goto(f"{console.api}/#/runs/{run['run_id']}")  # type: ignore[index]
+    expect(node(page, "sleepy")).to_have_attribute("data-state", "running")
+
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.locator("#action-answer")).to_contain_text("Cancelled")
+    expect(page.locator("#run-status")).to_have_attribute("data-state", "cancelled")
+    expect(node(page, "sleepy")).to_have_attribute("data-state", "cancelled")
+    expect(node(page, "after")).to_have_attribute("data-state", "cancelled")
+    assert dialogs and "Cancel run" in dialogs[0]
+    expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
+
+
+def test_a_thousand_task_run_renders(page: Page, console: Console) -> None:
+    # 40 chains of 25 behind one root: 1,001 boxes, none alike enough to group
+    tasks: list[dict[str, object]] = [{"id": "root", "command": "true"}]
+    for i in range(1000):
+        parent = "root" if i < 40 else f"t{i - 40:04}"
+        tasks.append({"id": f"t{i:04}", "command": "true", "depends": [parent]})
+    console.add({"id": "thousand", "tasks": tasks})
+    status, run = console.call("POST", "/workflows/thousand/runs", {})
+    assert status in (201, 202), run
+    page.goto(f"{console.api}/#/runs/{run['run_id']}")  # type: ignore[index]
+    expect(page.locator("#run-graph")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#run-graph g.node")).to_have_count(1001)
+    expect(page.locator("#run-status")).to_have_attribute(
+        "data-state", "succeeded", timeout=120_000
+    )
+    expect(page.locator('#run-graph g.node[data-state="succeeded"]')).to_have_count(1001)
+    # the task table pages instead of drawing a thousand rows
+    expect(page.locator("#tasks tbody tr")).to_have_count(200)
+
+
+def test_an_unknown_run_or_workflow_says_so(page: Page, console: Console) -> None:
+    page.goto(f"{console.api}/#/runs/no-such-run")
+    expect(page.locator("h1")).to_have_text("Run no-such-run not found")
+    expect(page.locator("main .error")).to_contain_text("no-such-run")
+    page.goto(f"{console.api}/#/workflows/no-such-workflow")
+    expect(page.locator("h1")).to_have_text("Workflow no-such-workflow not found")
+
+
+def test_the_console_says_when_the_engine_is_gone(browser: Browser, tmp_path: Path) -> None:
+    folder, home = tmp_path / "flows", tmp_path / "home"
+    folder.mkdir()
+    (folder / "slow.yaml").write_text(
+        yaml.safe_dump({"id": "slow", "tasks": [{"id": "nap", "command": "sleep 300"}]})
+    )
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    with contextlib.ExitStack() as stack:
+        up = stack.enter_context(local_up(folder, home))
+        token = json.loads((home / "local.json").read_text())["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        wait_until(
+            lambda: http_json(up.api, "GET", "/workflows/slow", headers=auth)[0] == 200, 30, "slow"
+        )
+        status, run = http_json(up.api, "POST", "/workflows/slow/runs", body={}, headers=auth)
+        assert status in (201, 202), run
+        tab.goto(f"{up.api}/?token={token}#/runs/{run['run_id']}")
+        expect(tab.locator("#run-graph g.node")).to_have_attribute("data-state", "running")
+        stack.close()  # Ctrl-C: the engine stops
+        expect(tab.locator("#banner")).to_contain_text("Cannot reach the stratoflow engine")
+    context.close()

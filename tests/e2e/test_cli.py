@@ -318,3 +318,82 @@ def test_next_without_a_schedule_is_bad_input(tmp_path: Path) -> None:
     wf = write(tmp_path / "hello.yaml", GOOD)
     result = cli("next", str(wf), cwd=tmp_path)
     assert result.returncode == 2 and "no schedule" in result.stderr
+
+
+NIGHTLY = """\
+id: nightly
+schedule: "0 6 * * *"
+timezone: Pacific/Kiritimati
+tasks: [{id: a, command: "true"}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        ("9999-12-31T23:59:59Z", "out of range"),
+        ("0000-01-01T00:00:00Z", "out of range"),
+        ("0001-01-01T00:00:00+14:00", "out of range"),
+        ("9999-12-30T23:59:59-14:00", "out of range"),
+        ("garbage", "expected an ISO 8601 time"),
+        ("", "expected an ISO 8601 time"),
+        ("2026-13-01T00:00:00Z", "expected an ISO 8601 time"),
+        # in range, but the calendar ends before the third fire time
+        ("9999-12-30T00:00:00Z", "fewer than 3 fire times"),
+    ],
+)
+def test_next_with_an_after_out_of_range_or_invalid_exits_2(
+    tmp_path: Path, after: str, expected: str
+) -> None:
+    wf = write(tmp_path / "nightly.yaml", NIGHTLY)
+    result = cli("next", str(wf), "-n", "3", "--after", after, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error: --after") and repr(after) in message, message
+    assert expected in message, message
+
+
+def test_next_at_the_edges_of_the_range_lists_fire_times(tmp_path: Path) -> None:
+    wf = write(tmp_path / "nightly.yaml", NIGHTLY)
+    late = cli(
+        "next", str(wf), "-n", "1", "--after", "9999-12-29T00:00:00Z", "--json", cwd=tmp_path
+    )
+    assert late.returncode == 0, late.stderr
+    assert json.loads(late.stdout) == ["9999-12-29T16:00:00Z"]
+    early = cli(
+        "next", str(wf), "-n", "1", "--after", "0001-01-02T00:00:00Z", "--json", cwd=tmp_path
+    )
+    assert early.returncode == 0, early.stderr
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (
+            "0000-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+            "--start '0000-01-01T00:00:00Z': out of range",
+        ),
+        (
+            "2026-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "--end '9999-12-31T23:59:59Z': out of range",
+        ),
+        ("2026-01-01T00:00:00Z", "nonsense", "--end 'nonsense': expected an ISO 8601 time"),
+        # every slot of 8,000 years: more than one backfill creates
+        ("0001-01-02T00:00:00Z", "9999-12-30T00:00:00Z", "more than 10000 slots"),
+    ],
+)
+def test_backfill_with_extreme_dates_exits_2_and_creates_nothing(
+    tmp_path: Path, start: str, end: str, expected: str
+) -> None:
+    wf = write(tmp_path / "nightly.yaml", NIGHTLY)
+    assert cli("upload", str(wf), cwd=tmp_path).returncode == 0
+    result = cli("backfill", "nightly", "--start", start, "--end", end, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert expected in message, message
+    runs = cli("runs", "nightly", "--json", cwd=tmp_path)
+    assert json.loads(runs.stdout) == []

@@ -97,12 +97,12 @@ def print_table(doc: Mapping[str, Any]) -> None:
         )
     if room >= 10:
         table.add_column(headers[-1], width=room, no_wrap=True, overflow="ellipsis")
-    for task_id, status, attempts, took, code, output in rows:
-        cells = [
+    for task_id, status, attempts, took_text, code, output in rows:
+        cells: list[Text | str] = [
             Text(task_id),
             Text(status, style=colors.get(status, "white")),
             attempts,
-            took,
+            took_text,
             code,
         ]
         if room >= 10:

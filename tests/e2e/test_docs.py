@@ -5,7 +5,9 @@ docs/) is a session to run. Each `$ ` line is a command, run by bash in a fresh 
 that has the repository's `examples/` (with STRATOFLOW_HOME there too); the lines after
 it, up to the next command, are its output (stdout and stderr together). In a line of
 expected output `...` matches any text, and a line that is only `...` matches any lines.
-A command ending in `# exit N` must exit N; any other must exit 0. Use `sh` blocks for
+A command ending in `# exit N` must exit N; any other must exit 0. A fenced block right
+after a line `<!-- file: NAME -->` is written to NAME in the folder of every session of
+that document (a workflow file the text shows, then validates). Use `sh` blocks for
 commands that are not to be run (they need AWS, a running engine, …).
 """
 
@@ -36,25 +38,43 @@ class Session:
     doc: Path
     line: int
     steps: list[Step]
+    files: dict[str, str]
 
     @property
     def name(self) -> str:
         return f"{self.doc.relative_to(ROOT)}:{self.line}"
 
 
+_FILE = re.compile(r"^\s*<!-- file: (\S+) -->\s*$")
+
+
+def _block(lines: list[str], start: int) -> tuple[list[str], int]:
+    """The body of the fenced block opening at `start` (its indentation removed), and the
+    index of its closing fence."""
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    body: list[str] = []
+    i = start + 1
+    while lines[i].strip() != "```":
+        body.append(lines[i][indent:])
+        i += 1
+    return body, i
+
+
 def sessions() -> list[Session]:
     found: list[Session] = []
     for doc in DOCS:
         lines = doc.read_text().splitlines()
+        files: dict[str, str] = {}
         i = 0
         while i < len(lines):
-            if lines[i].strip() == "```console":
-                start, i = i + 1, i + 1
-                body: list[str] = []
-                while lines[i].strip() != "```":
-                    body.append(lines[i])
-                    i += 1
-                found.append(Session(doc, start, _steps(body)))
+            named = _FILE.match(lines[i])
+            if named and lines[i + 1].strip().startswith("```"):
+                body, i = _block(lines, i + 1)
+                files[named.group(1)] = "\n".join(body) + "\n"
+            elif lines[i].strip() == "```console":
+                body, end = _block(lines, i)
+                found.append(Session(doc, i + 1, _steps(body), files))
+                i = end
             i += 1
     return found
 
@@ -98,6 +118,8 @@ def test_the_docs_have_sessions_to_run() -> None:
 @pytest.mark.parametrize("session", ALL, ids=[s.name for s in ALL])
 def test_a_docs_session_prints_what_the_docs_show(session: Session, tmp_path: Path) -> None:
     (tmp_path / "examples").symlink_to(ROOT / "examples")
+    for name, text in session.files.items():
+        (tmp_path / name).write_text(text)
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

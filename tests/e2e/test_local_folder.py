@@ -53,7 +53,7 @@ def test_a_rejected_file_is_named_by_its_path(
     server.scan()
     assert said == [
         f'error: workflow file "{bad}": tasks[0] (id "t").depends: unknown task "[a]" '
-        "(no task has this id)"
+        "(no task has this id) (line 5, column 14)"
     ]
 
 

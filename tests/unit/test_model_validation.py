@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,12 @@ tasks:
 
 
 def problem(text: str, filename: str = "wf.yaml") -> str:
-    """The message of the WorkflowFileError that loading `text` raises."""
+    """The message of the WorkflowFileError that loading `text` raises, without the line
+    and column each problem ends with (`located` keeps them; tests below check them)."""
+    return re.sub(r" \(line \d+, column \d+\)", "", located(text, filename))
+
+
+def located(text: str, filename: str = "wf.yaml") -> str:
     with pytest.raises(WorkflowFileError) as caught:
         load_workflow_text(text, filename)
     return caught.value.message
@@ -736,3 +742,38 @@ def test_json_schema_accepts_role_secrets_and_secret_params() -> None:
     import yaml
 
     jsonschema.validate(yaml.safe_load(SECRETS_YAML), workflow_json_schema())
+
+
+# ---- where a problem is -------------------------------------------------------------------
+
+
+def test_each_field_problem_gives_its_line_and_column_in_yaml() -> None:
+    text = """\
+id: m
+schedule: "0 24 * * *"
+tasks:
+  - id: a
+    command: x
+    timeout: abc
+  - command: y
+    retires: 2
+"""
+    message = located(text, "m.yaml")
+    assert '(1) schedule: "0 24 * * *" is not a valid cron expression' in message
+    assert "is not valid (0-23) (line 2, column 11)" in message
+    assert 'got "abc" (line 6, column 14)' in message  # the value
+    assert (
+        'unknown field "retires" (did you mean "retries"?) (line 8, column 5)' in message
+    )  # the key
+    assert 'tasks[1]: missing required field "id" (line 7, column 5)' in message  # its mapping
+
+
+def test_each_problem_gives_its_line_and_column_in_json_graph_problems_too() -> None:
+    text = (
+        '{\n  "id": "j",\n  "tasks": [\n    {"id": "a", "command": "x"},\n'
+        '    {"id": "b", "command": "y", "depends": ["zz"]}\n  ]\n}\n'
+    )
+    message = located(text, "j.json")
+    assert message.endswith(
+        'tasks[1] (id "b").depends: unknown task "zz" (no task has this id) (line 5, column 44)'
+    )

@@ -82,7 +82,7 @@ def load_workflow_text(text: str, filename: str) -> Workflow:
     try:
         return Workflow.model_validate(data)
     except ValidationError as err:
-        raise WorkflowFileError(filename, _validation_problems(err, data)) from err
+        raise WorkflowFileError(filename, _validation_problems(err, data, text)) from err
 
 
 def workflow_json_schema() -> dict[str, Any]:
@@ -246,21 +246,69 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
 # ---- validation messages --------------------------------------------------------------
 
 
-def _validation_problems(err: ValidationError, data: dict[str, Any]) -> list[str]:
+def _validation_problems(err: ValidationError, data: dict[str, Any], text: str) -> list[str]:
+    """Each problem, located in the file: its field's path, then its line and column."""
+    where = _Locator(text)
     problems: list[str] = []
     graph_checked = False
     for error in err.errors(include_url=False):
         cause = error.get("ctx", {}).get("error")
         if isinstance(cause, GraphError):
-            problems.extend(str(problem) for problem in cause.problems)
+            problems.extend(_graph_problem(p, where) for p in cause.problems)
             graph_checked = True
         else:
-            problems.append(_field_problem(error, data))
+            loc = tuple(error["loc"])
+            on_key = error["type"] in ("extra_forbidden", "invalid_key")
+            problems.append(_field_problem(error, data) + where(loc, on_key=on_key))
     if not graph_checked:
         # Pydantic checks the graph only once every field is valid; check what we can now
         # so that one run reports, say, a bad timeout and a cycle together.
-        problems.extend(str(problem) for problem in _raw_graph_problems(data))
+        problems.extend(_graph_problem(p, where) for p in _raw_graph_problems(data))
     return problems
+
+
+def _graph_problem(problem: GraphProblem, where: _Locator) -> str:
+    if problem.task_index is None:
+        return str(problem) + where(("tasks",))
+    loc = ("tasks", problem.task_index, problem.field or "id")
+    return str(problem) + where(loc)
+
+
+class _Locator:
+    """Where a field is in the file's text, as ` (line L, column C)`. The text is composed
+    again (YAML's node tree keeps positions; JSON is read as YAML for this) only when a
+    problem is to be located, so valid files pay nothing."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._root: yaml.Node | None = None
+        self._composed = False
+
+    def __call__(self, loc: tuple[Any, ...], *, on_key: bool = False) -> str:
+        if not self._composed:
+            self._composed = True
+            try:
+                self._root = yaml.compose(self._text, Loader=_YamlBase)
+            except (yaml.YAMLError, ValueError, RecursionError):
+                self._root = None
+        node = self._root
+        if node is None:
+            return ""
+        for i, part in enumerate(loc):
+            if isinstance(node, yaml.MappingNode):
+                found = [(k, v) for k, v in node.value if getattr(k, "value", None) == str(part)]
+                if not found:
+                    break  # a missing field, or pydantic's own step (a union's member)
+                key, value = found[-1]
+                node = key if on_key and i == len(loc) - 1 else value
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if part >= len(node.value):
+                    break
+                node = node.value[part]
+            else:
+                break
+        mark = node.start_mark
+        return f" (line {mark.line + 1}, column {mark.column + 1})"
 
 
 class _RawTask(NamedTuple):

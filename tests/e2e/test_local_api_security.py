@@ -232,6 +232,10 @@ def test_a_browser_opening_the_printed_url_gets_a_cookie_that_lets_it_in(served:
     assert "Set-Cookie" not in later.headers
     wrong = send(served.port, "GET", "/?token=nope", browser)
     assert wrong.status == 401 and "Set-Cookie" not in wrong.headers
+    # Any path takes ?token=; the API's route never sees it among its query parameters.
+    api = send(served.port, "GET", f"/workflows/target/runs?limit=1&token={served.token}", browser)
+    assert api.status == 200, api.body
+    assert api.headers["Set-Cookie"] == cookie
 
 
 def test_local_up_prints_its_url_with_the_token_and_keeps_the_token_for_its_user(

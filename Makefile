@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= auto
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install demo test test-unit lint bench clean openapi captures
+.PHONY: install demo test test-unit lint bench clean openapi captures screenshots
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -41,6 +41,10 @@ bench: $(STAMP)  ## both local engines beside the floor and Luigi (bench/run.py 
 
 captures: $(STAMP)  ## the terminal captures in README.md and docs/captures/ (needs tmux)
 	$(PY) docs/tools/capture_terminal.py
+
+screenshots: $(STAMP)  ## the web console's pictures in docs/images/ (README, docs/operations.md), taken by its browser tests
+	mkdir -p docs/images
+	STRATOFLOW_SCREENSHOTS=docs/images $(PY) -m pytest -n 0 -q tests/e2e/test_console.py -k "workflows_page or retry_after"
 
 clean:
 	rm -rf $(VENV) .stratoflow .pytest_cache .ruff_cache cdk.out node_modules

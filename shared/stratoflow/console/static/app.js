@@ -14,7 +14,7 @@ const FINAL_RUN = new Set(["succeeded", "failed", "cancelled"]);
 const STATES = {
   pending: "○",
   queued: "◔",
-  waiting: "⏸",
+  waiting: "‖",
   running: "▶",
   up_for_retry: "↻",
   succeeded: "✓",
@@ -247,7 +247,7 @@ function workflowsPage() {
     const button = h("button", {
       type: "button", class: "toggle", "aria-pressed": String(w.paused),
       "aria-label": `${w.workflow_id}: schedule ${w.paused ? "paused" : "active"}; press to ${w.paused ? "resume" : "pause"}`,
-      text: w.paused ? "⏸ paused" : "▶ active",
+      text: w.paused ? "‖ paused" : "▶ active",
     });
     button.addEventListener("click", async () => {
       button.disabled = true;
@@ -255,7 +255,7 @@ function workflowsPage() {
         const doc = await api("POST", `/workflows/${seg(w.workflow_id)}/${w.paused ? "unpause" : "pause"}`);
         w.paused = doc.paused;
         button.setAttribute("aria-pressed", String(w.paused));
-        button.textContent = w.paused ? "⏸ paused" : "▶ active";
+        button.textContent = w.paused ? "‖ paused" : "▶ active";
       } catch (err) {
         banner(err.message);
       } finally {
@@ -531,6 +531,14 @@ function drawGraph(box, graph, onSelect, plain) {
     if (node && onSelect) onSelect(node.dataset.id, byId.get(node.dataset.id));
   });
   fit();
+  // Until the user pans or zooms, the graph is refitted when its box changes size (the
+  // task panel opening beside it).
+  let moved = false;
+  for (const kind of ["wheel", "pointerdown", "keydown"]) {
+    svg.addEventListener(kind, (ev) => { if (!(ev.target.closest && ev.target.closest("g.node"))) moved = true; });
+  }
+  for (const b of zoomBar.querySelectorAll("button")) b.addEventListener("click", () => { moved = true; });
+  new ResizeObserver(() => { if (!moved) fit(); }).observe(svg);
 
   function setState(el, state, text, name) {
     if (el.dataset.state === state && el.dataset.text === text) return;

@@ -90,8 +90,13 @@ class StackSettings:
     """Requests the stage admits in a burst above the steady rate."""
     oldest_task_age_alarm_seconds: int = 900
     nat_gateways: int = 0
-    """0: Fargate tasks run in public subnets with a public IP (no NAT cost) behind a
-    security group without ingress rules. ≥1: private subnets with that many NAT gateways."""
+    """NAT gateways of the Fargate tasks' VPC (≥1 serves `fargate_subnets="private"`)."""
+    fargate_subnets: str = "public"
+    """Where Fargate tasks run. `public`: public subnets with a public IP (no NAT cost),
+    behind a security group without ingress rules. `private`: private subnets without
+    public IPs, reaching AWS through the NAT gateways if `nat_gateways` ≥ 1, else (no route
+    out at all) through interface VPC endpoints of the services the runner calls. Default:
+    `public` without NAT gateways, `private` with them."""
     runner_image: str | None = None
     """An image URI for the Fargate runner; unset builds infra/runner/Dockerfile at deploy."""
     skip_bundling: bool = False
@@ -151,8 +156,14 @@ class StackSettings:
                 "oldestTaskAgeAlarmSeconds",
                 minimum=60,
             ),
-            nat_gateways=_integer(
-                get("natGateways"), defaults.nat_gateways, "natGateways", minimum=0
+            nat_gateways=(
+                nat := _integer(get("natGateways"), defaults.nat_gateways, "natGateways", minimum=0)
+            ),
+            fargate_subnets=_choice(
+                get("fargateSubnets"),
+                "private" if nat else "public",
+                "fargateSubnets",
+                ("public", "private"),
             ),
             runner_image=_text(get("runnerImage"), None, "runnerImage") or None,
             skip_bundling=_boolean(get("skipBundling"), defaults.skip_bundling, "skipBundling"),
@@ -167,7 +178,7 @@ def _text(value: Any, default: str | None, key: str) -> str | None:
     return value.strip()
 
 
-_ROLE_PREFIX = r"[A-Za-z0-9+=,.@_-]{1,60}"
+_ROLE_PREFIX = r"[A-Za-z0-9+=,.@_-]{1,57}"  # + "default": IAM allows 64
 _PARAMETER_PREFIX = r"/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/"
 _SECRET_PREFIX = r"[A-Za-z0-9/_+=.@-]{1,200}"
 
@@ -183,6 +194,16 @@ def _name_prefix(value: Any, key: str, pattern: str) -> str | None:
             f"the grant cannot cover everything), got {value!r}"
         )
     return text
+
+
+def _choice(value: Any, default: str, key: str, choices: tuple[str, ...]) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str) or value.strip().lower() not in choices:
+        raise ValueError(
+            f"context {CONTEXT_PREFIX}{key} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return value.strip().lower()
 
 
 def _integer(value: Any, default: int, key: str, *, minimum: int) -> int:

@@ -138,13 +138,15 @@ def _acknowledge_api(stack: StratoflowStack, workflows: str) -> None:
     )
     cluster = stack.fargate.cluster.node.default_child
     assert isinstance(cluster, CfnElement)
-    acknowledge(
-        api_role,
-        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:"
-        f"<AWS::AccountId>:task/<{stack.get_logical_id(cluster)}>/*]",
-        "Cancelling a run stops its Fargate tasks, whose ids are only known at run time: "
-        "ecs:StopTask on the runner cluster's tasks, with an ecs:cluster condition too.",
-    )
+    # The API cancels; the completion handler does the per-task work the cancel hands off.
+    for role in (api_role, stack.functions["completion"].role):
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:"
+            f"<AWS::AccountId>:task/<{stack.get_logical_id(cluster)}>/*]",
+            "Cancelling a run stops its Fargate tasks, whose ids are only known at run time: "
+            "ecs:StopTask on the runner cluster's tasks, with an ecs:cluster condition too.",
+        )
 
     rest_api = stack.api.api
     cloud_watch_role = rest_api.node.find_child("CloudWatchRole")

@@ -258,6 +258,8 @@ class StratoflowStack(Stack):
         self.completions.queue.grant_send_messages(completion)
         bucket.grant_read_objects(completion, DEFINITIONS_PREFIX)
         self.fargate.task_definition.grant_run(completion)
+        # It does the work the API hands off: a run's start, and a cancelled run's tasks.
+        self._grant_stop_fargate_tasks(completion)
 
         table.grant_read_write_data(loader)
         bucket.grant_read_objects(loader, WORKFLOWS_PREFIX)

@@ -246,11 +246,15 @@ def test_api_reads_definitions_and_reads_and_writes_uploads(synth: Synthesized) 
     }
 
 
-def test_api_may_stop_only_the_tasks_of_the_runner_cluster(synth: Synthesized) -> None:
+@pytest.mark.parametrize("name", ["api", "completion"])
+def test_api_and_completion_may_stop_only_the_tasks_of_the_runner_cluster(
+    synth: Synthesized, name: str
+) -> None:
+    # The API cancels a run; the completion handler does the per-task work it hands off.
     cluster = synth.logical_id(synth.stack.fargate.cluster)
     (stop,) = [
         s
-        for s in statements(synth, synth.stack.functions["api"].role)
+        for s in statements(synth, synth.stack.functions[name].role)
         if s["action"] == "ecs:StopTask"
     ]
     assert stop["condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster, "Arn"]}}}
@@ -258,9 +262,9 @@ def test_api_may_stop_only_the_tasks_of_the_runner_cluster(synth: Synthesized) -
     assert arn[-3:] == [":task/", {"Ref": cluster}, "/*"]
 
 
-def test_only_the_api_may_stop_tasks(synth: Synthesized) -> None:
+def test_only_the_api_and_completion_may_stop_tasks(synth: Synthesized) -> None:
     for name, function in synth.stack.functions.items():
-        if name != "api":
+        if name not in ("api", "completion"):
             assert "ecs:StopTask" not in {s["action"] for s in statements(synth, function.role)}
 
 

@@ -46,7 +46,9 @@ class RunDocument(BaseModel):
 
     run_id: str
     workflow_id: str
-    status: str = Field(description="running, succeeded, failed or cancelled")
+    status: str = Field(
+        description="queued (recorded, its start pending), running, succeeded, failed or cancelled"
+    )
     version: int
     trigger: str
     params: dict[str, str]

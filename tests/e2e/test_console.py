@@ -31,6 +31,7 @@ SCREENSHOTS_ENV = "STRATOFLOW_SCREENSHOTS"
 WAIT_MS = 30_000
 
 pytestmark = pytest.mark.slow
+expect.set_options(timeout=WAIT_MS)  # a shared 2-core machine: the default 5 s is tight
 
 
 def _install_chromium() -> None:
@@ -265,6 +266,12 @@ def test_a_failed_tasks_log_and_a_retry_after_fixing_the_cause(
     group = node(page, "group:shard00")
     expect(group).to_have_attribute("data-state", "succeeded")
     expect(group).to_contain_text("✓12")
+    # opening the group lists its tasks; expanding it draws them one by one
+    group.click()
+    expect(page.locator("#task-panel li")).to_have_count(12)
+    page.get_by_role("button", name="Expand in the graph").click()
+    expect(node(page, "shard07")).to_have_attribute("data-state", "succeeded")
+    expect(group).to_have_count(0)
 
     # keyboard: focus the failed task and open it with Enter
     node(page, "load").focus()
@@ -363,3 +370,33 @@ def test_the_console_says_when_the_engine_is_gone(browser: Browser, tmp_path: Pa
         stack.close()  # Ctrl-C: the engine stops
         expect(tab.locator("#banner")).to_contain_text("Cannot reach the stratoflow engine")
     context.close()
+
+
+def test_a_ten_thousand_task_run_stays_usable(page: Page, console: Console) -> None:
+    # 100 chains of 100 under a root that waits: nothing groups, so only the boxes near
+    # the view are in the page, and a task picked in the table is brought into view.
+    gate = console.folder / "gate-big"
+    tasks: list[dict[str, object]] = [
+        {"id": "root", "command": f'while [ ! -f "{gate}" ]; do sleep 0.05; done'}
+    ]
+    for i in range(10_000):
+        parent = "root" if i < 100 else f"t{i - 100:05}"
+        tasks.append({"id": f"t{i:05}", "command": "true", "depends": [parent]})
+    console.add({"id": "big", "tasks": tasks[:10_000]})  # the root and 9,999 more
+    status, run = console.call("POST", "/workflows/big/runs", {})
+    assert status in (201, 202), run
+    page.goto(f"{console.api}/#/runs/{run['run_id']}")  # type: ignore[index]
+    expect(page.locator("#run-graph")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#run-graph svg")).to_have_attribute("data-boxes", "10000")
+    expect(node(page, "root")).to_have_attribute("data-state", "running")
+    assert 0 < page.locator("#run-graph g.node").count() < 2_000
+    expect(node(page, "t09899")).to_have_count(0)  # far below the view
+
+    page.get_by_label("Filter").fill("t09899")
+    page.get_by_role("link", name="t09899", exact=True).click()
+    expect(node(page, "t09899")).to_have_class(re.compile(r"\bselected\b"))
+    expect(node(page, "t09899")).to_have_attribute("data-state", "pending")
+    expect(page.locator("#task-panel h2")).to_have_text("t09899")
+    console.call("POST", f"/runs/{run['run_id']}/cancel")  # type: ignore[index]
+    expect(page.locator("#run-status")).to_have_attribute("data-state", "cancelled")
+    gate.touch()

@@ -1482,6 +1482,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-peers", action="store_true", help="do not measure Luigi")
     p.add_argument("--no-cli", action="store_true", help="do not time the `stratoflow run` process")
+    p.add_argument("--no-console", action="store_true", help="do not time the web console")
     p.add_argument("--workers", type=int, default=WORKERS)
     p.add_argument("--timeout", type=float, default=None, help="per run, seconds")
     p.add_argument("--results", type=Path, default=RESULTS)
@@ -1592,6 +1593,13 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             log(f"{exc}")
             failures.append(str(exc))
+    console = None
+    if not args.no_console and not args.quick:
+        try:  # the web console's run pages in chromium (bench/console.py)
+            console = _run_json([sys.executable, str(BENCH / "console.py"), "--json"], "console")
+        except RuntimeError as exc:
+            log(f"{exc}")
+            failures.append(str(exc))
     doc: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -1608,6 +1616,7 @@ def main(argv: list[str] | None = None) -> int:
         "prices": {"as_of": PRICES_AS_OF, "sources": PRICE_SOURCES, **vars(Prices())},
         "engines": {e: rs for e, rs in results.items() if rs},
         "cli": cli,
+        "console": console,
         "peers": {"Luigi": luigi} if luigi_version else {},
         "peers_not_rerun": {"note": NOT_RERUN_NOTE, "overhead_ms_per_task": NOT_RERUN},
         "failures": failures,
@@ -1616,6 +1625,10 @@ def main(argv: list[str] | None = None) -> int:
     doc["aws_targets"] = evaluate_aws_targets(results.get("emulator", {}))
     args.results.write_text(json.dumps(doc, indent=2) + "\n")
     print_tables(doc)
+    if console:
+        from console import print_table as print_console
+
+        print_console(console)
     print(f"results: {args.results} ({doc['elapsed_s'] / 60:.1f} min)")
     if is_full(doc) and not args.no_docs and update_docs(doc):
         print(f"docs: {DOCS} (measured block updated)")

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import click
 from rich.markup import escape
 
-from stratoflow import cli_ops
+from stratoflow import cli_console, cli_ops
 from stratoflow.cli_common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -685,6 +685,7 @@ def _earlier_runs(runtime: Any, run_id: str) -> list[dict[str, Any]]:
 
 
 cli_ops.register(main)
+main.add_command(cli_console.console)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hmac
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from stratoflow.cli_console import ConsoleProxy
+from stratoflow.client import ApiClient, Target
 from tests.support import http_json, local_up, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -400,3 +407,148 @@ def test_a_ten_thousand_task_run_stays_usable(page: Page, console: Console) -> N
     console.call("POST", f"/runs/{run['run_id']}/cancel")  # type: ignore[index]
     expect(page.locator("#run-status")).to_have_attribute("data-state", "cancelled")
     gate.touch()
+
+
+# ------------------------------------------------------------------ `stratoflow console`
+
+KEY_ID, SECRET, REGION = "AKIDCONSOLETEST", "console-secret", "eu-west-1"
+_SIGNATURE = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/execute-api/"
+    r"aws4_request, SignedHeaders=(?P<signed>[^,]+), Signature=(?P<signature>[0-9a-f]{64})$"
+)
+
+
+def signature_is_valid(
+    method: str, target: str, headers: Message, body: bytes, secret: str = SECRET
+) -> bool:
+    """Whether the request carries API Gateway's IAM auth for KEY_ID: the SigV4 signature
+    made again here, from the headers it says it signed, and compared."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    found = _SIGNATURE.match(headers.get("Authorization", ""))
+    if not found or found["key"] != KEY_ID:
+        return False
+    signed = {name: headers[name] for name in found["signed"].split(";")}
+    request = AWSRequest(
+        method=method, url=f"http://{headers['Host']}{target}", data=body, headers=signed
+    )
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(Credentials(KEY_ID, secret), "execute-api", found["region"])
+    expected = signer.signature(
+        signer.string_to_sign(request, signer.canonical_request(request)), request
+    )
+    return hmac.compare_digest(expected, found["signature"])
+
+
+class StackApi(BaseHTTPRequestHandler):
+    """A deployed stack's REST API, as far as these tests need it: IAM auth checked (403
+    for a bad signature, as API Gateway answers), a workflow listing and pause."""
+
+    seen: ClassVar[list[tuple[str, str]]] = []
+    paused: ClassVar[bool] = False
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not signature_is_valid(self.command, self.path, self.headers, body):
+            return self._json(
+                403, {"message": "The request signature we calculated does not match"}
+            )
+        StackApi.seen.append((self.command, self.path))
+        if (self.command, self.path) == ("GET", "/workflows"):
+            summary = {
+                "workflow_id": "remote-etl",
+                "active_version": 3,
+                "latest_version": 3,
+                "paused": StackApi.paused,
+                "schedule": "0 2 * * *",
+                "timezone": "UTC",
+                "next_run": None,
+                "active_runs": 0,
+                "last_run": None,
+                "last_status": None,
+            }
+            return self._json(200, {"workflows": [summary], "load_errors": []})
+        if (self.command, self.path) == ("POST", "/workflows/remote-etl/pause"):
+            StackApi.paused = True
+            return self._json(200, {"workflow_id": "remote-etl", "paused": True})
+        return self._json(404, {"message": f"no route {self.command} {self.path}"})
+
+    do_GET = do_POST = _answer
+
+    def _json(self, status: int, doc: object) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def stack_console(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ConsoleProxy, str]]:
+    """`stratoflow console`'s server for a stack whose API is the stand-in above."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    StackApi.seen.clear()
+    StackApi.paused = False
+    api = ThreadingHTTPServer(("127.0.0.1", 0), StackApi)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    api_url = f"http://127.0.0.1:{api.server_address[1]}"
+    proxy = ConsoleProxy(Target(ApiClient(api_url, sign_region=REGION)), port=0).start()
+    try:
+        yield proxy, api_url
+    finally:
+        proxy.stop()
+        api.shutdown()
+        api.server_close()
+
+
+def test_the_stand_in_refuses_a_request_signed_with_other_credentials(
+    stack_console: tuple[ConsoleProxy, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, api_url = stack_console
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    forged = ApiClient(api_url, sign_region=REGION).request("GET", "/workflows")
+    assert forged.status == 403
+    assert ApiClient(api_url).request("GET", "/workflows").status == 403  # unsigned
+    assert StackApi.seen == []
+
+
+def test_stratoflow_console_forwards_the_pages_api_calls_signed_and_answers_its_owner_only(
+    stack_console: tuple[ConsoleProxy, str],
+) -> None:
+    proxy, _ = stack_console
+    owner = {"Authorization": f"Bearer {proxy.token}"}
+    status, doc = http_json(proxy.url, "GET", "/workflows", headers=owner)
+    assert status == 200, doc
+    assert doc["workflows"][0]["workflow_id"] == "remote-etl"
+    assert StackApi.seen == [("GET", "/workflows")]  # its signature was valid
+
+    assert http_json(proxy.url, "GET", "/workflows")[0] == 401  # no token
+    rebound = {**owner, "Host": f"evil.example:{proxy.port}"}
+    assert http_json(proxy.url, "GET", "/workflows", headers=rebound)[0] == 403
+    foreign = {**owner, "Origin": "https://evil.example"}
+    assert http_json(proxy.url, "POST", "/workflows/remote-etl/pause", headers=foreign)[0] == 403
+    assert StackApi.paused is False
+
+
+def test_the_console_of_a_stack_shows_its_workflows_and_pauses_one(
+    browser: Browser, stack_console: tuple[ConsoleProxy, str]
+) -> None:
+    proxy, _ = stack_console
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.goto(f"{proxy.url}/?token={proxy.token}")
+    row = tab.locator('#workflows tr[data-workflow="remote-etl"]')
+    expect(row).to_contain_text("0 2 * * * (UTC)")
+    row.get_by_role("button").click()
+    expect(row.get_by_role("button")).to_have_attribute("aria-pressed", "true")
+    assert ("POST", "/workflows/remote-etl/pause") in StackApi.seen
+    context.close()

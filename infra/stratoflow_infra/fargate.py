@@ -18,8 +18,28 @@ from .contract import (
     ENV_ECS_SUBNETS,
     ENV_ECS_TASK_DEFINITION,
 )
+from .nag import acknowledge
 
 RUNNER_CONTAINER = "runner"
+RUNNER_USER = "10001:10001"
+"""The runner's uid:gid (infra/runner/Dockerfile creates them): never root, whatever the
+image says."""
+SCRATCH = "/tmp"
+"""The one writable path of the runner's read-only root filesystem: an ephemeral volume
+that holds the attempt's log files, the commands' working directory and HOME."""
+# What the runner calls when its subnets have no route out (private, no NAT): pulling the
+# image (ECR's API and registry; its layers come from S3 through the gateway endpoint), its
+# logs, the completion queue, a task's role (STS) and secrets (SSM, Secrets Manager).
+# DynamoDB and S3 have gateway endpoints in every VPC of the stack.
+_INTERFACE_ENDPOINTS = {
+    "Ecr": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+    "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
+    "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
+    "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+}
 # The task definition's size when RunTask gives no override; a task's `cpu`/`memory`
 # become task-level *and* container-level overrides (the container's hard memory limit
 # would otherwise cap the task at this value).
@@ -30,10 +50,15 @@ DEFAULT_MEMORY_MIB = 512
 class FargateExecutor(Construct):
     """A VPC without public ingress, an ECS cluster and the runner's task definition.
 
-    With `nat_gateways=0` the tasks run in public subnets with a public IP so they can
-    reach AWS APIs and the internet without a NAT gateway's hourly cost; their security
-    group has no ingress rule, so nothing can connect to them. With NAT gateways they run
-    in private subnets. S3 and DynamoDB traffic takes free gateway endpoints either way.
+    `subnets="public"`: the tasks run in public subnets with a public IP so they can reach
+    AWS APIs and the internet without a NAT gateway's hourly cost; their security group
+    has no ingress rule, so nothing can connect to them. `subnets="private"`: private
+    subnets, no public IP; out through the NAT gateways if there are any, else only to the
+    AWS services the runner needs, through interface endpoints (commands then reach no
+    internet). S3 and DynamoDB traffic takes free gateway endpoints either way.
+
+    The runner runs as an unprivileged user on a read-only root filesystem; /tmp, an
+    ephemeral volume, is the only place it and its commands can write.
     """
 
     def __init__(
@@ -46,19 +71,29 @@ class FargateExecutor(Construct):
         nat_gateways: int,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
+        subnets: str = "public",
     ) -> None:
         super().__init__(scope, construct_id)
-        public = nat_gateways == 0
-        subnet_type = ec2.SubnetType.PUBLIC if public else ec2.SubnetType.PRIVATE_WITH_EGRESS
-        subnets = [ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC)]
+        if subnets not in ("public", "private"):
+            raise ValueError(f"subnets must be public or private, got {subnets!r}")
+        public = subnets == "public"
+        if public:
+            subnet_type = ec2.SubnetType.PUBLIC
+        elif nat_gateways:
+            subnet_type = ec2.SubnetType.PRIVATE_WITH_EGRESS
+        else:
+            subnet_type = ec2.SubnetType.PRIVATE_ISOLATED
+        layout = []
+        if public or nat_gateways:  # a NAT gateway lives in a public subnet
+            layout.append(ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC))
         if not public:
-            subnets.append(ec2.SubnetConfiguration(name="tasks", subnet_type=subnet_type))
+            layout.append(ec2.SubnetConfiguration(name="tasks", subnet_type=subnet_type))
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
             max_azs=2,
             nat_gateways=nat_gateways,
-            subnet_configuration=subnets,
+            subnet_configuration=layout,
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
                 "DynamoDB": ec2.GatewayVpcEndpointOptions(
@@ -72,6 +107,19 @@ class FargateExecutor(Construct):
         self.vpc.add_flow_log(
             "FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs)
         )
+        if subnet_type is ec2.SubnetType.PRIVATE_ISOLATED:
+            for name, service in _INTERFACE_ENDPOINTS.items():
+                # Private DNS: the SDKs' usual endpoint names resolve to the endpoint. Its
+                # security group admits HTTPS from the VPC only.
+                endpoint = self.vpc.add_interface_endpoint(
+                    name, service=service, private_dns_enabled=True
+                )
+                acknowledge(
+                    endpoint,
+                    "AwsSolutions-EC23",
+                    "The endpoint's security group admits HTTPS from the VPC's own CIDR block "
+                    "(a token at synth time, which the rule cannot read), not from anywhere.",
+                )
         self.security_group = ec2.SecurityGroup(
             self,
             "TaskSecurityGroup",
@@ -98,13 +146,22 @@ class FargateExecutor(Construct):
         self.log_group = logs.LogGroup(
             self, "Logs", retention=log_retention, removal_policy=removal_policy
         )
+        self.task_definition.add_volume(name="scratch")  # task storage: gone with the task
         self.container = self.task_definition.add_container(
             "Runner",
             container_name=RUNNER_CONTAINER,
             image=image,
             memory_limit_mib=DEFAULT_MEMORY_MIB,
+            # The image sets HOME and TMPDIR to /tmp; the runner's default log folder is
+            # under the temporary directory, which is /tmp for any image.
             environment=dict(environment),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="task", log_group=self.log_group),
+            user=RUNNER_USER,
+            readonly_root_filesystem=True,
+            working_directory=SCRATCH,
+        )
+        self.container.add_mount_points(
+            ecs.MountPoint(source_volume="scratch", container_path=SCRATCH, read_only=False)
         )
         self.subnets = self.vpc.select_subnets(subnet_type=subnet_type)
         self.assign_public_ip = "ENABLED" if public else "DISABLED"

@@ -152,6 +152,7 @@ class StratoflowStack(Stack):
             image=_runner_image(settings),
             environment={**handler_environment("executor", available), **powertools},
             nat_gateways=settings.nat_gateways,
+            subnets=settings.fargate_subnets,
             log_retention=settings.log_retention,
             removal_policy=settings.removal_policy,
         )

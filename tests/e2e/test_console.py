@@ -552,3 +552,18 @@ def test_the_console_of_a_stack_shows_its_workflows_and_pauses_one(
     expect(row.get_by_role("button")).to_have_attribute("aria-pressed", "true")
     assert ("POST", "/workflows/remote-etl/pause") in StackApi.seen
     context.close()
+
+
+def test_the_console_files_come_from_the_package_and_nothing_else_does() -> None:
+    from stratoflow.console.assets import console_asset
+
+    page = console_asset("/")
+    assert page is not None and page.status == 200
+    assert page.content_type.startswith("text/html") and b"/console/app.js" in page.body
+    script = console_asset("/console/app.js")
+    assert script is not None and script.content_type.startswith("text/javascript")
+    assert "default-src 'self'" in script.headers["Content-Security-Policy"]
+    for path in ("/console/../assets.py", "/console/assets.py", "/console/nope.js"):
+        refused = console_asset(path)
+        assert refused is not None and refused.status == 404, path
+    assert console_asset("/workflows") is None  # the API's

@@ -96,8 +96,10 @@ def test_json_depth_counts_open_brackets_outside_strings(text: str, depth: int) 
     assert json_depth(text) == depth
 
 
-def test_json_depth_of_six_mib_takes_well_under_a_second() -> None:
+def test_json_depth_of_six_mib_is_linear_and_needs_no_recursion() -> None:
     body = "[" * (3 * 1024 * 1024) + "]" * (3 * 1024 * 1024)
     began = time.perf_counter()
     assert json_depth(body) == 3 * 1024 * 1024
-    assert time.perf_counter() - began < 2  # about 0.4 s; generous on a shared machine
+    # About 0.4 s idle; the bound only catches a non-linear scan (a loaded 2-core machine
+    # has run this 6x slower).
+    assert time.perf_counter() - began < 10

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 
 
 def main() -> None:
+    # A terminal's Ctrl-C reaches the whole foreground process group, this process too;
+    # its engine must still record its stop here, and ends this process by closing stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from moto.server import ThreadedMotoServer
 

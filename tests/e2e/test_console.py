@@ -185,6 +185,31 @@ def test_the_workflows_page_lists_workflows_and_rejected_files(
     page.screenshot(path=str(shots / "console-workflows.png"), full_page=True)
 
 
+def test_two_versions_of_a_workflow_are_compared(page: Page, console: Console) -> None:
+    spec: dict[str, object] = {"id": "evolving", "tasks": [{"id": "one", "command": "true"}]}
+    console.add(spec)
+    spec["tasks"] = [{"id": "one", "command": "true"}, {"id": "two", "command": "echo new"}]
+    (console.folder / "evolving.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    wait_until(
+        lambda: console.call("GET", "/workflows/evolving")[1]["active_version"] == 2,  # type: ignore[index]
+        30,
+        "version 2",
+    )
+    page.goto(f"{console.api}/#/workflows/evolving")
+    expect(page.locator("#versions tbody tr")).to_have_count(2)
+    expect(node_in(page, "two")).to_have_count(1)  # the active version's graph
+    page.get_by_role("button", name="Compare").click()
+    diff = page.locator("#version-diff")
+    expect(diff.locator(".added")).to_contain_text(['"id": "two"'])
+    expect(diff.locator(".removed")).to_have_count(0)
+    page.locator('#versions tr[data-version="1"] button').click()  # version 1's graph
+    expect(node_in(page, "two")).to_have_count(0)
+
+
+def node_in(page: Page, task: str) -> object:
+    return page.locator(f'.graph-box g.node[data-id="{task}"]')
+
+
 def test_a_run_triggered_from_the_form_is_seen_going_from_queued_to_running_to_succeeded(
     page: Page, console: Console
 ) -> None:

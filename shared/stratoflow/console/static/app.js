@@ -295,7 +295,7 @@ function workflowPage(workflowId) {
     ["all", "running", "queued", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s, text: s })));
     const versions = h("table", { class: "list", id: "versions" },
       h("thead", {}, h("tr", {}, ["Version", "Created", "Source", "Hash", ""].map((t) => h("th", { scope: "col", text: t })))),
-      h("tbody", {}, [...wf.versions].reverse().map((v) => h("tr", {},
+      h("tbody", {}, [...wf.versions].reverse().map((v) => h("tr", { "data-version": v.version },
         h("th", { scope: "row", text: v.version === wf.active_version ? `${v.version} (active)` : v.version }),
         h("td", { text: when(v.created_at) }), h("td", { text: v.source || "—" }),
         h("td", {}, h("code", { text: (v.hash || "").slice(0, 12) })),
@@ -315,7 +315,7 @@ function workflowPage(workflowId) {
         h("thead", {}, h("tr", {}, ["Run", "Status", "Trigger", "Version", "Started", "Finished"].map((t) => h("th", { scope: "col", text: t })))),
         runsBody),
       more,
-      h("h2", { text: "Versions" }), versions);
+      h("h2", { text: "Versions" }), versions, compareForm(wf));
     if (wf.active_version) showGraph(graphBox, workflowId, wf.active_version, { plain: true });
     else graphBox.replaceChildren(h("p", { class: "muted", text: "No active version." }));
     loadRuns();
@@ -344,6 +344,30 @@ function workflowPage(workflowId) {
       runsBody.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 6, class: "muted", text: "No runs." }))]));
       more.hidden = !state.next;
     }
+  }
+
+  // Two versions' definitions, line by line (a diff of their JSON).
+  function compareForm(wf) {
+    const numbers = wf.versions.map((v) => v.version).reverse();
+    const pick = (id, label, chosen) => [h("label", { for: id, text: ` ${label} ` }),
+      h("select", { id }, numbers.map((n) => h("option", { value: n, text: n, selected: n === chosen })))];
+    const out = h("div", { id: "version-diff" });
+    const form = h("form", { class: "card", id: "compare" },
+      h("strong", { text: "Compare versions" }),
+      ...pick("diff-from", "from", numbers[1] ?? numbers[0]), ...pick("diff-to", "to", numbers[0]), " ",
+      h("button", { type: "submit", text: "Compare" }), out);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const [a, b] = [form.querySelector("#diff-from").value, form.querySelector("#diff-to").value];
+      out.replaceChildren(h("p", { class: "muted", text: "Loading…" }));
+      try {
+        const [va, vb] = await Promise.all([a, b].map((n) => api("GET", `/workflows/${seg(workflowId)}/versions/${n}`)));
+        out.replaceChildren(diffView(JSON.stringify(va.definition, null, 2), JSON.stringify(vb.definition, null, 2)));
+      } catch (err) {
+        out.replaceChildren(h("p", { class: "error", role: "alert", text: err.message }));
+      }
+    });
+    return form;
   }
 
   function triggerForm(wf) {
@@ -380,6 +404,31 @@ function workflowPage(workflowId) {
     });
     return form;
   }
+}
+
+// A line diff (longest common subsequence) of two texts, as a <pre> of +/- lines.
+function diffView(before, after) {
+  const a = before.split("\n");
+  const b = after.split("\n");
+  if (a.length * b.length > 4e6) {
+    return h("p", { class: "muted", text: "Too large to compare here: use `stratoflow workflows` and a diff tool." });
+  }
+  const lcs = Array.from({ length: a.length + 1 }, () => new Int32Array(b.length + 1));
+  for (let i = a.length - 1; i >= 0; i--) {
+    for (let j = b.length - 1; j >= 0; j--) {
+      lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  const lines = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (i < a.length && j < b.length && a[i] === b[j]) { lines.push(["same", "  " + a[i]]); i++; j++; }
+    else if (j < b.length && (i === a.length || lcs[i][j + 1] >= lcs[i + 1][j])) { lines.push(["added", "+ " + b[j]]); j++; }
+    else { lines.push(["removed", "- " + a[i]]); i++; }
+  }
+  if (!lines.some(([kind]) => kind !== "same")) return h("p", { text: "The two versions are the same." });
+  return h("pre", { class: "diff" }, lines.map(([kind, text]) => h("span", { class: kind, text: text + "\n" })));
 }
 
 // ---------------------------------------------------------------- the graph

@@ -1,4 +1,5 @@
-"""The graph route: where each task of a workflow version is drawn (the web console's DAG).
+"""A version's routes, for the web console: its graph (where each task is drawn) and its
+definition (to compare two versions).
 
 The layout (stratoflow.core.layout) is computed once per version and kept in the process:
 a version never changes (invariant 6), so a cached layout is never stale. A 10,000-task
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
@@ -43,6 +44,12 @@ class GraphEdge(BaseModel):
     points: list[tuple[float, float]] = Field(
         description="from the source's bottom to the target's top, with the bends between"
     )
+
+
+class VersionDocument(BaseModel):
+    workflow_id: str
+    version: int
+    definition: dict[str, Any] = Field(description="the version's definition, as registered")
 
 
 class GraphDocument(BaseModel):
@@ -129,3 +136,20 @@ def get_graph(
 ) -> GraphDocument:
     groups = tuple(sorted({g for g in (expand or "").split(",") if g}))
     return version_graph(workflow_id, version, groups)
+
+
+@router.get(
+    "/workflows/<workflow_id>/versions/<version>",
+    tags=["workflows"],
+    summary="A version's definition (any version, not only the active one)",
+)
+def get_version(
+    workflow_id: WorkflowId,
+    version: Annotated[int, Path(ge=1, le=1_000_000_000, description="a version number")],
+) -> VersionDocument:
+    plan = bootstrap.default_ports().definitions.get_plan(workflow_id, version)
+    return VersionDocument(
+        workflow_id=workflow_id,
+        version=version,
+        definition=plan.workflow.model_dump(mode="json", by_alias=True, exclude_unset=True),
+    )

@@ -592,3 +592,18 @@ def test_the_console_files_come_from_the_package_and_nothing_else_does() -> None
         refused = console_asset(path)
         assert refused is not None and refused.status == 404, path
     assert console_asset("/workflows") is None  # the API's
+
+
+def test_the_graph_route_answers_bad_requests_with_4xx(console: Console) -> None:
+    console.add({"id": "routes", "tasks": [{"id": "only", "command": "true"}]})
+    status, doc = console.call("GET", "/workflows/routes/versions/1/graph")
+    assert status == 200 and [n["id"] for n in doc["nodes"]] == ["only"]  # type: ignore[index]
+    status, doc = console.call("GET", "/workflows/routes/versions/9/graph")
+    assert status == 404 and "no version 9" in doc["message"]  # type: ignore[index]
+    status, doc = console.call("GET", "/workflows/routes/versions/0/graph")
+    assert status == 400 and "version" in doc["message"]  # type: ignore[index]
+    status, doc = console.call("GET", "/workflows/no-such/versions/1")
+    assert status == 404 and "no-such" in doc["message"]  # type: ignore[index]
+    # an unknown group to expand changes nothing
+    status, doc = console.call("GET", "/workflows/routes/versions/1/graph?expand=group:x,,y")
+    assert status == 200 and len(doc["nodes"]) == 1  # type: ignore[index]

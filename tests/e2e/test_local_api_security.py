@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from stratoflow.client import api_target
 from stratoflow.local.http import MAX_BODY_BYTES, ApiServer
 from stratoflow.local.runtime import LocalRuntime
 from tests.support import cli, cli_env, http_json, local_up, remember_token
@@ -294,6 +295,17 @@ def test_the_cli_elsewhere_needs_the_token_in_its_environment(
     allowed = workflows(STRATOFLOW_TOKEN=served.token)
     assert allowed.returncode == 0, allowed.stderr
     assert "via-cli" in allowed.stdout
+
+
+def test_the_cli_sends_the_state_files_token_to_that_url_only(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRATOFLOW_HOME", str(served.home))
+    monkeypatch.delenv("STRATOFLOW_TOKEN", raising=False)
+    assert api_target(served.api).client.token == served.token
+    assert api_target(served.api.replace("127.0.0.1", "LOCALHOST")).client.token is None
+    for elsewhere in (f"http://127.0.0.1:{served.port + 1}", "http://example.com", "http://x:y"):
+        assert api_target(elsewhere).client.token is None
 
 
 # ------------------------------------------------------------------ bad HTTP, 4xx

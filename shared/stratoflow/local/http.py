@@ -156,10 +156,7 @@ class OwnerOnly:
             )
         asset = console_asset(parts.path) if method in ("GET", "HEAD") else None
         if asset is not None:  # the web console's pages (stratoflow.console)
-            extra = list(asset.headers.items())
-            if any(self._valid(t) for t in by_query):
-                cookie = f"{TOKEN_COOKIE}={self._token.decode()}; HttpOnly; SameSite=Strict; Path=/"
-                extra.append(("Set-Cookie", cookie))
+            extra = [*asset.headers.items(), *self._cookie(by_query)]
             return _send(start_response, asset.status, extra, asset.body)
         # Whole: waitress has checked Content-Length and read at most MAX_BODY_BYTES.
         raw = environ["wsgi.input"].read()
@@ -177,11 +174,16 @@ class OwnerOnly:
             body,
         )
         out = [(k, v) for k, v in pairs if k.lower() not in _HOP_BY_HOP]
-        if any(self._valid(t) for t in by_query):
-            # A browser opened the URL `local up` printed: let it in from now on.
-            cookie = f"{TOKEN_COOKIE}={self._token.decode()}; HttpOnly; SameSite=Strict; Path=/"
-            out.append(("Set-Cookie", cookie))
+        out.extend(self._cookie(by_query))
         return _send(start_response, status, out, text.encode())
+
+    def _cookie(self, by_query: list[str]) -> list[tuple[str, str]]:
+        """A browser opened a URL with the token (the one `local up` printed): let it in
+        from now on without one."""
+        if not any(self._valid(t) for t in by_query):
+            return []
+        value = f"{TOKEN_COOKIE}={self._token.decode()}; HttpOnly; SameSite=Strict; Path=/"
+        return [("Set-Cookie", value)]
 
     def _refusal(self, method: str, headers: dict[str, str]) -> tuple[HTTPStatus, str] | None:
         host = headers.get("Host", "")

@@ -166,6 +166,8 @@ API_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/workflows"),
     ("POST", "/workflows"),
     ("GET", "/workflows/{workflow_id}"),
+    ("GET", "/workflows/{workflow_id}/versions/{version}"),
+    ("GET", "/workflows/{workflow_id}/versions/{version}/graph"),
     ("POST", "/workflows/{workflow_id}/pause"),
     ("POST", "/workflows/{workflow_id}/unpause"),
     ("GET", "/workflows/{workflow_id}/runs"),

@@ -27,6 +27,7 @@ from stratoflow.ports import (
     DefinitionNotFound,
     Finalized,
     FinalizeOutcome,
+    RunDefaults,
     Settlement,
 )
 from tests.adapters.store_fixtures import Moto, Stores, dynamodb_stores, embedded_stores
@@ -443,6 +444,24 @@ def test_the_worker_of_an_attempt_is_recorded_and_a_claim_without_one_clears_it(
     # THEN the first worker was shown, and the second attempt shows none
     assert recorded == "arn:aws:ecs:task/1"
     assert task(stores, "a").worker is None
+
+
+def test_a_new_attempt_does_not_show_the_error_of_the_one_before(stores: Stores) -> None:
+    # GIVEN attempt 1 of a reported lost and put up for retry (found by the chaos suite:
+    # a succeeded task showed the lost attempt's error, since a settlement leaves the
+    # fields its report lacks as they were)
+    started(stores)
+    running(stores, "a")
+    lost = {"error": "executor lost: the attempt's lease expired"}
+    assert stores.runs.retry_attempt("r1", "a", 1, lost)
+    assert task(stores, "a").error == lost["error"]
+    # WHEN attempt 2 is claimed and succeeds
+    running(stores, "a", 2)
+    claimed = task(stores, "a").error
+    finalize(stores, settlement("a", SUCCEEDED, [], attempt=2))
+    # THEN neither shows attempt 1's error
+    assert claimed is None
+    assert task(stores, "a").error is None
 
 
 def test_expired_attempts_are_the_running_ones_whose_lease_ended(stores: Stores) -> None:
@@ -1058,6 +1077,8 @@ def test_run_defaults_are_read_from_the_stored_definition(stores: Stores) -> Non
     # THEN what a run takes of it reads back without the plan, and an unknown one raises
     defaults = stores.definitions.run_defaults("wf", version)
     assert (defaults.params, defaults.concurrency, defaults.n_tasks) == ({"region": "eu"}, 3, 2)
+    # (kept by the store that saved it; another process parses the stored body the same)
+    assert RunDefaults.from_definition(wf.model_dump_json(exclude_defaults=False)) == defaults
     with pytest.raises(DefinitionNotFound):
         stores.definitions.run_defaults("wf", version + 1)
 

@@ -102,7 +102,8 @@ class SqliteRunAttempts:
                 db.execute(
                     "UPDATE tasks SET status = ?, attempt = ?, started_at = ?, lease_until = ?, "
                     "owner = ?, timed_out = 0, drive = ?, worker = ?, logs = ?, "
-                    "finished_at = NULL, exit_code = NULL WHERE run_id = ? AND task_id = ?",
+                    "finished_at = NULL, exit_code = NULL, error = NULL "
+                    "WHERE run_id = ? AND task_id = ?",
                     (
                         TaskStatus.RUNNING.value,
                         attempt,

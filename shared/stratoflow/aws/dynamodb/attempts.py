@@ -73,14 +73,16 @@ class RunAttempts:
                     f"timed_out = :false, {LEASE_INDEX_PARTITION} = :lease_pk, "
                     f"{LEASE_INDEX_SORT} = :lease_at, drive = :d, {worker_update}"
                     "logs = list_append(if_not_exists(logs, :nil), :ref) "
-                    f"REMOVE finished_at, exit_code{worker_remove}"
+                    # A new attempt starts without the fields of the one before (a
+                    # settlement leaves what its report lacks, such as an error, as it was).
+                    f"REMOVE finished_at, exit_code, #err{worker_remove}"
                 ),
                 ConditionExpression=(
                     "(attribute_not_exists(#st) OR #st IN (:q, :w, :p, :r)) AND "
                     "(attribute_not_exists(attempt) OR attempt = :prev) AND "
                     "(attribute_not_exists(drive) OR drive = :d)"
                 ),
-                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeNames={"#st": "status", "#err": "error"},
                 ExpressionAttributeValues={
                     **extra,
                     ":d": {"N": str(drive)},

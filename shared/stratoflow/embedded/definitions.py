@@ -46,9 +46,19 @@ class SqliteDefinitionStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._cache: dict[tuple[str, int], Plan] = {}
+        self._defaults: dict[tuple[str, int], RunDefaults] = {}
         self._lock = threading.Lock()
 
     def save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
+        version = self._save_version(workflow, source, now)
+        # What a trigger takes of the version, known here without parsing it back: in a
+        # process that registers and triggers (local up) no trigger ever parses it.
+        defaults = RunDefaults(dict(workflow.params), workflow.concurrency, len(workflow.tasks))
+        with self._lock:
+            self._defaults[(workflow.id, version)] = defaults
+        return version
+
+    def _save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
         body = workflow.model_dump_json(exclude_defaults=False)
         digest = hashlib.sha256(body.encode()).hexdigest()
         with self._db.write() as db:
@@ -94,6 +104,12 @@ class SqliteDefinitionStore:
         return plan
 
     def run_defaults(self, workflow_id: str, version: int) -> RunDefaults:
+        # Cached like plans: a version never changes, and parsing a large one is what a
+        # trigger would otherwise spend its time on.
+        key = (workflow_id, version)
+        found = self._defaults.get(key)
+        if found is not None:
+            return found
         row = (
             self._db.connection()
             .execute(
@@ -104,7 +120,10 @@ class SqliteDefinitionStore:
         )
         if row is None:
             raise DefinitionNotFound(f"workflow {workflow_id!r} has no version {version}")
-        return RunDefaults.from_definition(row[0])
+        found = RunDefaults.from_definition(row[0])
+        with self._lock:
+            self._defaults[key] = found
+        return found
 
     def get_meta(self, workflow_id: str) -> WorkflowMeta | None:
         row = (

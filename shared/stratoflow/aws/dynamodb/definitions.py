@@ -33,6 +33,7 @@ class DynamoDefinitionStore:
         self.table = table
         self.bucket = bucket
         self._cache: dict[tuple[str, int], Plan] = {}
+        self._defaults: dict[tuple[str, int], RunDefaults] = {}
         self._lock = threading.Lock()
 
     @property
@@ -40,6 +41,15 @@ class DynamoDefinitionStore:
         return self._clients.dynamodb
 
     def save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
+        version = self._save_version(workflow, source, now)
+        # What a trigger takes of the version, known here without parsing it back: in a
+        # process that registers and triggers (local up) no trigger ever parses it.
+        defaults = RunDefaults(dict(workflow.params), workflow.concurrency, len(workflow.tasks))
+        with self._lock:
+            self._defaults[(workflow.id, version)] = defaults
+        return version
+
+    def _save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
         body = workflow.model_dump_json(exclude_defaults=False)
         digest = hashlib.sha256(body.encode()).hexdigest()
         pk = f"WF#{workflow.id}"
@@ -317,7 +327,15 @@ class DynamoDefinitionStore:
         return plan
 
     def run_defaults(self, workflow_id: str, version: int) -> RunDefaults:
-        return RunDefaults.from_definition(self._body(workflow_id, version))
+        # Cached like plans: a version never changes, and reading and parsing a large one
+        # is what a trigger would otherwise spend its time on.
+        key = (workflow_id, version)
+        found = self._defaults.get(key)
+        if found is None:
+            found = RunDefaults.from_definition(self._body(workflow_id, version))
+            with self._lock:
+                self._defaults[key] = found
+        return found
 
     def _body(self, workflow_id: str, version: int) -> str:
         item = self._db.get_item(

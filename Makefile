@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= auto
 
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: install demo test test-unit lint bench clean openapi captures screenshots
+.PHONY: install demo test test-unit lint bench clean openapi chaos captures screenshots
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -35,6 +35,14 @@ lint: $(STAMP)  ## ruff (lint and format) and mypy (strict on core, services, po
 	$(VENV)/bin/ruff check shared functions infra tests bench
 	$(VENV)/bin/ruff format --check shared functions infra tests bench
 	$(VENV)/bin/mypy
+
+CHAOS_WORKERS ?= 4
+chaos: $(STAMP)  ## fault injection: 500 seeded runs on the embedded engine, 100 on the emulator, 20 engine kills (~5 min); SEED=n reruns one seed
+ifdef SEED
+	$(PY) -m pytest -n 0 -q tests/chaos --chaos-seed=$(SEED) -k "not test_known_issues"
+else
+	$(PY) -m pytest -n $(CHAOS_WORKERS) --dist load -q -m chaos tests/chaos
+endif
 
 bench: $(STAMP)  ## both local engines beside the floor and Luigi (bench/run.py pip-installs Luigi into the venv if missing); ~6 min
 	$(PY) bench/run.py

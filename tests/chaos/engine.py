@@ -21,7 +21,7 @@ from stratoflow.local.runtime import LocalRuntime
 from stratoflow.services import execution
 
 from .dags import JOURNAL, DagDesign, generate
-from .faults import Chaos, RunFaults
+from .faults import Chaos, RunFaults, is_lost
 from .invariants import Journal, check_run
 
 LEASE_MARGIN_SECONDS = 0.5
@@ -180,11 +180,36 @@ def judge(rt: LocalRuntime, runs: Sequence[ChaosRun]) -> None:
             run.record,
             run.tasks,
             Journal.read(run.workdir),
-            run.faults.lost_attempts(),
+            run.faults.lost_attempts() | _lost_at_the_end(run.tasks),
             waiting,
             dlq.get(run.run_id, []),
             run.known,
         )
+
+
+def record_stats(runs: Sequence[ChaosRun], engine: str) -> None:
+    """With CHAOS_STATS=path, append a line per run (engine, seed, faults injected, lost
+    attempts, violations, known deviations): what docs/reliability.md's table counts."""
+    path = os.environ.get("CHAOS_STATS")
+    if not path:
+        return
+    with open(path, "a") as f:
+        for run in runs:
+            line = {
+                "engine": engine,
+                "seed": run.seed,
+                "tasks": len(run.design.tasks),
+                "injected": dict(run.faults.injected),
+                "lost": len(run.faults.lost_attempts()),
+                "violations": run.violations,
+                "known": run.known,
+            }
+            f.write(json.dumps(line) + "\n")
+
+
+def _lost_at_the_end(tasks: dict[str, Any]) -> set[tuple[str, int]]:
+    """The tasks whose last attempt the records show lost (settled from a lost report)."""
+    return {(t, rec.attempt) for t, rec in tasks.items() if is_lost(rec, rec.attempt)}
 
 
 def report(runs: Sequence[ChaosRun], engine: str) -> str:
@@ -231,6 +256,7 @@ def run_batch(seeds: Sequence[int], root: Path, *, emulator: bool) -> list[Chaos
         judge(rt, runs)
     finally:
         rt.stop()
+    record_stats(runs, "emulator" if emulator else "embedded")
     return runs
 
 

@@ -30,7 +30,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stratoflow.core.records import AttemptReport, TaskMessage
+from stratoflow.core.records import AttemptReport, TaskMessage, TaskRecord
+from stratoflow.core.states import TaskStatus
 from stratoflow.local.runtime import LocalRuntime
 from stratoflow.ports import Claim, ClaimOutcome, Clock, Finalized, FinalizeOutcome
 
@@ -258,6 +259,12 @@ class FaultyRunStore:
                 if faults and _in_handler() and embedded and faults.hit("store.before", key):
                     raise self._chaos.store_error(after=False)
                 result = method(*args, **kwargs)
+            except BaseException:
+                # A write may have applied before its caller died (the emulator's closed
+                # connection, a completion handler killed in `finalize_task`'s callback).
+                if faults is not None:
+                    self._observe_after_failure(faults, name, args)
+                raise
             finally:
                 _context.faults = None
             if faults is None:
@@ -290,6 +297,38 @@ class FaultyRunStore:
                 and str(s.fields.get("error") or "").startswith(LOST_ERROR)
             ):
                 faults.saw_lost(s.task_id, s.attempt)
+
+    def _observe_after_failure(self, faults: RunFaults, name: str, args: Sequence[Any]) -> None:
+        """After a failed retry or settlement of a lost report: whether it applied, from the
+        task's record (read at once, before anything can move the task on)."""
+        if name == "retry_attempt":
+            run_id, task_id, attempt, fields = args[0], args[1], args[2], args[3]
+        elif name == "finalize_task" and args[1].attempt is not None:
+            run_id, task_id, attempt, fields = (
+                args[0],
+                args[1].task_id,
+                args[1].attempt,
+                args[1].fields,
+            )
+        else:
+            return
+        if not str(fields.get("error") or "").startswith(LOST_ERROR):
+            return
+        if is_lost(self._inner.get_task(run_id, task_id), attempt):
+            faults.saw_lost(task_id, attempt)
+
+
+def is_lost(rec: TaskRecord, attempt: int) -> bool:
+    """Whether the record shows `attempt` settled (retried or failed) from a lost report.
+    Not from its error alone: a settlement leaves fields its report lacks as they were,
+    so an error can be an earlier attempt's (docs/reliability.md, found #5)."""
+    return (
+        rec.attempt == attempt
+        and rec.status in (TaskStatus.UP_FOR_RETRY, TaskStatus.FAILED)
+        and rec.exit_code is None
+        and not rec.timed_out
+        and str(rec.error or "").startswith(LOST_ERROR)
+    )
 
 
 def _detail(args: Sequence[Any]) -> str:

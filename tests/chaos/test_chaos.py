@@ -30,6 +30,7 @@ from .engine import (
     prepare,
     profile_of,
     quiesce,
+    record_stats,
     report,
     run_batch,
     start_runtime,
@@ -98,4 +99,5 @@ def test_killed_engine_restarted_keeps_the_invariants(
         judge(rt, [run])
     finally:
         rt.stop()
+    record_stats([run], "killed")
     assert not run.violations, report([run], "embedded engine (killed and restarted)")

@@ -137,3 +137,35 @@ def test_a_run_request_retried_after_the_dispatcher_died_starts_the_run(tmp_path
         rt.stop()
     assert queue.died
     assert run is not None and run.finished_at, run
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found #4: services/start.py start_run sends an `always` task with parents as a "
+    "root without deciding it, so its parent's settlement finds it pending and decides and "
+    "sends it again; under a concurrency cap that is a second waiting entry, whose slot is "
+    "taken for a duplicate that the claim drops and never released (a cap of 1 then stalls "
+    "the run)",
+)
+def test_an_always_task_with_parents_under_a_cap_runs_once_and_frees_its_slot(
+    tmp_path: Path,
+) -> None:
+    spec = {
+        "id": "capped-always",
+        "concurrency": 1,
+        "tasks": [
+            {"id": "parent", "command": "sleep 0.2", "priority": 1},
+            {"id": "always", "command": "true", "depends": ["parent"], "trigger_rule": "always"},
+            {"id": "after", "command": "true", "depends": ["always"]},
+        ],
+    }
+    rt = start_runtime(tmp_path / "home", emulator=False)
+    try:
+        _start(rt, spec, tmp_path, "capped-always-run")
+        wait_all(rt, [_Run("capped-always-run")], STRANDED_DEADLINE)
+        assert rt.ports is not None
+        run = rt.ports.runs.get_run("capped-always-run")
+    finally:
+        rt.stop()
+    assert run is not None and run.finished_at, run
+    assert run.active == 0

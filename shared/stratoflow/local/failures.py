@@ -91,7 +91,7 @@ class HomeWatch:
         if now is None:
             return f"its database {self.path} was deleted"
         if now != self._identity:
-            return f"its database {self.path} was replaced by another file"
+            return f"its database {self.path} was deleted or replaced by another file"
         return None
 
 

@@ -14,9 +14,12 @@ import fcntl
 import hmac
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from stratoflow.cli_console import ConsoleProxy
 from stratoflow.client import ApiClient, Target
-from tests.support import http_json, local_up, wait_until
+from tests.support import cli_env, http_json, local_up, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS_ENV = "STRATOFLOW_SCREENSHOTS"
@@ -607,3 +610,34 @@ def test_the_graph_route_answers_bad_requests_with_4xx(console: Console) -> None
     # an unknown group to expand changes nothing
     status, doc = console.call("GET", "/workflows/routes/versions/1/graph?expand=group:x,,y")
     assert status == 200 and len(doc["nodes"]) == 1  # type: ignore[index]
+
+
+def test_the_console_command_serves_another_engines_api_until_ctrl_c(console: Console) -> None:
+    console.add({"id": "proxied", "tasks": [{"id": "only", "command": "true"}]})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stratoflow.cli", "console", "--api", console.api, "--port", "0"],
+        env={**cli_env(console.folder / "elsewhere"), "STRATOFLOW_TOKEN": console.token},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in proc.stderr or ()], daemon=True
+    ).start()
+    try:
+        opened = None
+        while opened is None:
+            opened = re.search(
+                r"open (http://127\.0\.0\.1:\d+)/\?token=(\S+)", lines.get(timeout=60)
+            )
+        url, token = opened.groups()
+        status, doc = http_json(
+            url, "GET", "/workflows", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert status == 200, doc
+        assert "proxied" in [w["workflow_id"] for w in doc["workflows"]]
+        assert http_json(url, "GET", "/workflows")[0] == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0

@@ -112,11 +112,12 @@ class Console:
             self.api, method, path, body=body, headers={"Authorization": f"Bearer {self.token}"}
         )
 
-    def add(self, spec: dict[str, object]) -> str:
+    def add(self, spec: dict[str, object], within: float = 30) -> str:
         """Drop a workflow file into the served folder; its id once registered."""
         wid = str(spec["id"])
         (self.folder / f"{wid}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-        wait_until(lambda: self.call("GET", f"/workflows/{wid}")[0] == 200, 30, f"{wid} registered")
+        registered = lambda: self.call("GET", f"/workflows/{wid}")[0] == 200  # noqa: E731
+        wait_until(registered, within, f"{wid} registered")
         return wid
 
 
@@ -360,7 +361,7 @@ def test_a_thousand_task_run_renders(page: Page, console: Console) -> None:
     for i in range(1000):
         parent = "root" if i < 40 else f"t{i - 40:04}"
         tasks.append({"id": f"t{i:04}", "command": "true", "depends": [parent]})
-    console.add({"id": "thousand", "tasks": tasks})
+    console.add({"id": "thousand", "tasks": tasks}, within=60)
     status, run = console.call("POST", "/workflows/thousand/runs", {})
     assert status in (201, 202), run
     page.goto(f"{console.api}/#/runs/{run['run_id']}")  # type: ignore[index]
@@ -417,7 +418,7 @@ def test_a_ten_thousand_task_run_stays_usable(page: Page, console: Console) -> N
     for i in range(10_000):
         parent = "root" if i < 100 else f"t{i - 100:05}"
         tasks.append({"id": f"t{i:05}", "command": "true", "depends": [parent]})
-    console.add({"id": "big", "tasks": tasks[:10_000]})  # the root and 9,999 more
+    console.add({"id": "big", "tasks": tasks[:10_000]}, within=120)  # the root and 9,999 more
     status, run = console.call("POST", "/workflows/big/runs", {})
     assert status in (201, 202), run
     page.goto(f"{console.api}/#/runs/{run['run_id']}")  # type: ignore[index]

@@ -55,6 +55,14 @@ class Claim:
     """The attempt's number counted across redrives (what STRATOFLOW_ATTEMPT shows)."""
 
 
+class SlotOutcome(StrEnum):
+    """Result of starting a waiting task of a run under a concurrency cap."""
+
+    STARTED = "started"  # entry taken, slot counted, task queued: send its message
+    FULL = "full"  # the run's cap is reached: the entry stays
+    GONE = "gone"  # another caller took the entry (or the task moved on): nothing to do
+
+
 class FinalizeOutcome(StrEnum):
     APPLIED = "applied"  # this call recorded the final state and propagated it
     ALREADY = "already"  # recorded before (a redelivery): propagation was completed now
@@ -296,15 +304,12 @@ class RunStore(Protocol):
         """(entry key, task id) of waiting tasks, highest priority first, then first come."""
         ...
 
-    def take_waiting(self, run_id: str, key: str) -> bool:
-        """Remove a waiting entry; True for the one caller that removed it."""
+    def start_waiting(self, run_id: str, key: str, task_id: str, cap: int) -> SlotOutcome:
+        """All or nothing: take the waiting entry `key` of `task_id`, count one more active
+        task if fewer than `cap` are, and move the task waiting → queued. The queued status
+        says it holds a slot, so a task whose message was lost after this can be sent again
+        without a second slot. An entry whose task is no longer waiting is removed (GONE)."""
         ...
-
-    def acquire_slot(self, run_id: str, cap: int) -> bool:
-        """Count one more active task if fewer than `cap` are active."""
-        ...
-
-    def release_slot(self, run_id: str) -> None: ...
 
     def finish_run(
         self,

@@ -29,6 +29,7 @@ from stratoflow.ports import (
     FinalizeOutcome,
     RunDefaults,
     Settlement,
+    SlotOutcome,
 )
 from tests.adapters.store_fixtures import Moto, Stores, dynamodb_stores, embedded_stores
 from tests.adapters.store_fixtures import moto_in_process as _moto_in_process
@@ -187,6 +188,16 @@ def at_once(*calls: Callable[[], T]) -> list[T]:
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         futures = [pool.submit(go, call) for call in calls]
         return [f.result(timeout=30) for f in futures]
+
+
+def hold_slots(stores: Stores, n: int, cap: int, run_id: str = "r1") -> None:
+    """Start `n` waiting tasks (`slot0`, …) of a capped run: each holds one of its slots."""
+    for i in range(n):
+        task_id = f"slot{i}"
+        assert stores.runs.decide_tasks(run_id, [task_id], TaskStatus.WAITING, T0) == [task_id]
+        stores.runs.put_waiting(run_id, task_id, 0, T0)
+        [(key, _)] = [e for e in stores.runs.peek_waiting(run_id, 100) if e[1] == task_id]
+        assert stores.runs.start_waiting(run_id, key, task_id, cap) is SlotOutcome.STARTED
 
 
 def workflow(workflow_id: str = "wf", command: str = "true", **extra: Any) -> Workflow:
@@ -540,7 +551,7 @@ def test_a_redelivered_settlement_is_already_applied_and_counts_nothing_again(
 ) -> None:
     # GIVEN a's failure settled, counted in b and c; and leaf z's failure, freeing a slot
     started(stores, concurrency=2)
-    assert stores.runs.acquire_slot("r1", 2) and stores.runs.acquire_slot("r1", 2)
+    hold_slots(stores, 2, cap=2)
     inner = settlement("a", FAILED, ["b", "c"])
     leaf = settlement("z", FAILED, is_leaf=True, releases_slot=True)
     settled(stores, inner)
@@ -641,8 +652,8 @@ def test_a_settlement_requiring_a_running_run_writes_nothing_once_it_ended(
     stores: Stores,
 ) -> None:
     # GIVEN a running in a run holding one slot, and the run then cancelled
-    started(stores)
-    assert stores.runs.acquire_slot("r1", 5)
+    started(stores, concurrency=5)
+    hold_slots(stores, 1, cap=5)
     running(stores, "a")
     assert stores.runs.finish_run("r1", RunStatus.CANCELLED, T1)
     s = settlement(
@@ -753,7 +764,7 @@ def test_a_wide_fan_out_counts_each_child_once_and_hands_each_to_on_chunk_once(
 def test_a_settlement_releasing_a_slot_frees_it_once(stores: Stores) -> None:
     # GIVEN a capped run with two active tasks, one of them a
     started(stores, concurrency=2)
-    assert stores.runs.acquire_slot("r1", 2) and stores.runs.acquire_slot("r1", 2)
+    hold_slots(stores, 2, cap=2)
     running(stores, "a")
     s = settlement("a", SUCCEEDED, is_leaf=True, releases_slot=True)
     # WHEN a's end is settled, then redelivered
@@ -938,34 +949,60 @@ def test_waiting_tasks_are_peeked_highest_priority_first_then_first_come(
     assert first_two == ["c", "e"]
 
 
-def test_a_waiting_entry_is_taken_once(stores: Stores) -> None:
-    # GIVEN a and b waiting
-    started(stores)
+def test_a_waiting_task_is_started_once(stores: Stores) -> None:
+    # GIVEN a and b decided waiting, and listed
+    started(stores, concurrency=5)
+    assert stores.runs.decide_tasks("r1", ["a", "b"], TaskStatus.WAITING, T0) == ["a", "b"]
     stores.runs.put_waiting("r1", "a", 0, T0)
     stores.runs.put_waiting("r1", "b", 0, T1)
     [(key, task_id), _] = stores.runs.peek_waiting("r1", 10)
-    # WHEN a's entry is taken, twice
-    first, second = at_once(
-        lambda: stores.runs.take_waiting("r1", key), lambda: stores.runs.take_waiting("r1", key)
+    # WHEN a is started twice at once
+    outcomes = at_once(
+        lambda: stores.runs.start_waiting("r1", key, "a", 5),
+        lambda: stores.runs.start_waiting("r1", key, "a", 5),
     )
-    # THEN one caller took it, and only b waits
+    # THEN one caller started it: one slot, a queued, only b listed
     assert task_id == "a"
-    assert sorted([first, second]) == [False, True]
+    assert sorted(outcomes) == sorted([SlotOutcome.STARTED, SlotOutcome.GONE])
+    assert run_of(stores).active == 1
+    assert task(stores, "a").status is TaskStatus.QUEUED
     assert [t for _, t in stores.runs.peek_waiting("r1", 10)] == ["b"]
 
 
-def test_slots_are_acquired_up_to_the_cap_and_released(stores: Stores) -> None:
-    # GIVEN a run capped at two active tasks
+def test_waiting_tasks_start_up_to_the_cap_and_a_full_run_keeps_its_entry(
+    stores: Stores,
+) -> None:
+    # GIVEN a run capped at two, with two tasks holding its slots and c waiting
     started(stores, concurrency=2)
-    # WHEN three slots are asked for, one released, and two more asked for
-    asked = [stores.runs.acquire_slot("r1", 2) for _ in range(3)]
-    active_at_cap = run_of(stores).active
-    stores.runs.release_slot("r1")
-    asked += [stores.runs.acquire_slot("r1", 2) for _ in range(2)]
-    # THEN the cap was held each time
-    assert asked == [True, True, False, True, False]
-    assert active_at_cap == 2
+    hold_slots(stores, 2, cap=2)
+    assert stores.runs.decide_tasks("r1", ["c"], TaskStatus.WAITING, T0) == ["c"]
+    stores.runs.put_waiting("r1", "c", 0, T0)
+    [(key, _)] = stores.runs.peek_waiting("r1", 10)
+    # WHEN c is started: the run is full
+    full = stores.runs.start_waiting("r1", key, "c", 2)
+    # THEN nothing moved; once a slot is freed (a settlement releasing it), c starts
+    assert full is SlotOutcome.FULL
+    assert (run_of(stores).active, task(stores, "c").status) == (2, TaskStatus.WAITING)
+    running(stores, "slot0")
+    finalize(stores, settlement("slot0", SUCCEEDED, is_leaf=True, releases_slot=True))
+    assert stores.runs.start_waiting("r1", key, "c", 2) is SlotOutcome.STARTED
     assert run_of(stores).active == 2
+    assert stores.runs.peek_waiting("r1", 10) == []
+
+
+def test_an_entry_whose_task_moved_on_is_removed_without_a_slot(stores: Stores) -> None:
+    # GIVEN a listed twice (a repair listed it again while its first entry was taken)
+    started(stores, concurrency=3)
+    assert stores.runs.decide_tasks("r1", ["a"], TaskStatus.WAITING, T0) == ["a"]
+    stores.runs.put_waiting("r1", "a", 0, T0)
+    stores.runs.put_waiting("r1", "a", 0, T1)
+    [(first, _), (second, _)] = stores.runs.peek_waiting("r1", 10)
+    # WHEN both entries are started
+    outcomes = [stores.runs.start_waiting("r1", k, "a", 3) for k in (first, second)]
+    # THEN a holds one slot, and the stale entry is gone
+    assert outcomes == [SlotOutcome.STARTED, SlotOutcome.GONE]
+    assert run_of(stores).active == 1
+    assert stores.runs.peek_waiting("r1", 10) == []
 
 
 # -- the run's end

@@ -68,9 +68,7 @@ SITES: dict[str, tuple[float, float]] = {
     "delete.fail": (0.05, 0.2),  # processed, the delete is lost: delivered again
 }
 ONCE = {"claim.kill", "report.kill", "settle.kill"}
-WAITING_LIST = frozenset(
-    {"put_waiting", "peek_waiting", "take_waiting", "acquire_slot", "release_slot"}
-)
+WAITING_LIST = frozenset({"put_waiting", "peek_waiting", "start_waiting"})
 WRITES = frozenset(
     {
         "create_run",
@@ -82,9 +80,9 @@ WRITES = frozenset(
         "decide_task",
         "decide_tasks",
         "put_waiting",
-        "take_waiting",
-        "acquire_slot",
-        "release_slot",
+        "start_waiting",
+        "begin_run",
+        "finish_start",
         "finish_run",
         "claim_compensation",
         "record_compensation",

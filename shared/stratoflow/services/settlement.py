@@ -25,7 +25,13 @@ from stratoflow.ports import FinalizeOutcome, Settlement
 
 from .bundle import SHORT_WAIT_SECONDS, SQS_MAX_DELAY_SECONDS, Ports
 from .schedules import _after_scheduled_run, _scheduled
-from .start import _decide_and_enqueue, _enqueue, _enqueue_waiting, _task_message
+from .start import (
+    _decide_and_enqueue,
+    _enqueue,
+    _enqueue_waiting,
+    _repair_capped,
+    _task_message,
+)
 
 
 def record_completion(ports: Ports, report: AttemptReport) -> None:
@@ -138,6 +144,8 @@ class _Progress:
     """A folded settlement (not read back) may have been the run's last."""
     lost: tuple[str, ...] = ()
     """Dependents found queued on a redelivery: their message may have been lost in a crash."""
+    redelivered: bool = False
+    """Some settlement had been applied before: a handler may have died after writing it."""
 
     def then(self, step: _Progress) -> _Progress:
         """This progress followed by `step` (its `settled` are the caller's to propagate)."""
@@ -147,6 +155,7 @@ class _Progress:
             started=self.started or step.started,
             may_end_run=self.may_end_run or step.may_end_run,
             lost=self.lost + step.lost,
+            redelivered=self.redelivered or step.redelivered,
         )
 
 
@@ -190,7 +199,8 @@ def _settle_one(
     if result.outcome is FinalizeOutcome.STALE:
         return None
     if result.outcome is FinalizeOutcome.ALREADY:
-        return _decide_read(ports, plan, run_id, settlement.children, now, redelivered=True)
+        read = _decide_read(ports, plan, run_id, settlement.children, now, redelivered=True)
+        return replace(read, redelivered=True)
     # Dependents still waiting for other parents cannot have been decided by this count.
     to_read = [c for c in settlement.children if c not in decided and c not in result.waiting]
     folded = _Progress()
@@ -297,7 +307,10 @@ def _move_run_on(
             return
     if run.status is not RunStatus.RUNNING:
         return  # cancelled (or finished): nothing new starts
-    if progress.lost:
+    if run.concurrency is not None and progress.redelivered:
+        # Under a cap, what a dead handler left is mended from the run's tasks.
+        _repair_capped(ports, plan, run)
+    elif progress.lost:
         _enqueue(ports, plan, run, list(progress.lost))
     elif run.concurrency is not None and first.releases_slot and not progress.started:
         _enqueue_waiting(ports, plan, run)

@@ -12,7 +12,7 @@ from stratoflow.core.model import check_param_names_distinct, check_params_size
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import RunRecord, TaskMessage, iso
 from stratoflow.core.states import RunStatus, TaskStatus
-from stratoflow.ports import RunCommand, RunDefaults
+from stratoflow.ports import RunCommand, RunDefaults, SlotOutcome
 
 from .bundle import Ports
 
@@ -36,9 +36,13 @@ def start_run(
     trigger: str = "manual",
     workdir: str | None = None,
 ) -> tuple[RunRecord, bool]:
-    """Create a run of `plan` and enqueue its ready tasks. Returns (run, created).
+    """Create a run of `plan` and start it: its roots decided and sent, then its start
+    recorded complete. Returns (run, created).
 
-    Idempotent on `run_id`: a second call with the same id returns the existing run.
+    Idempotent on `run_id`: a second call with the same id returns the existing run, and
+    finishes its start if the first call died before it was complete (a dispatcher that
+    timed out between creating the run and sending its roots, retried by EventBridge).
+    Until then the run is also among the `pending_starts` the tick hands off again.
     """
     defaults = RunDefaults(plan.workflow.params, plan.workflow.concurrency, len(plan))
     run = _new_run(
@@ -51,13 +55,14 @@ def start_run(
         workdir,
         queued=False,
     )
-    if not ports.runs.create_run(run):
+    created = ports.runs.create_run(run)
+    if not created:
         existing = ports.runs.get_run(run.run_id)
         assert existing is not None
-        return existing, False
-    ports.metrics.count("RunsStarted", plan.workflow_id)
-    _enqueue(ports, plan, run, list(plan.roots))
-    return run, True
+        run = existing
+    if run.status is RunStatus.RUNNING and run.started_at is None:
+        _start_roots(ports, plan, run)
+    return run, created
 
 
 def _new_run(
@@ -83,8 +88,8 @@ def _new_run(
         status=RunStatus.QUEUED if queued else RunStatus.RUNNING,
         logical_date=logical_date or iso(now),
         created_at=iso(now),
-        # A queued run's start is complete when this is set (`RunStore.finish_start`).
-        started_at=None if queued else iso(now),
+        # A run's start is complete when this is set (`RunStore.finish_start`).
+        started_at=None,
         n_tasks=defaults.n_tasks,
         params=all_params,
         concurrency=defaults.concurrency,
@@ -165,7 +170,15 @@ def start_queued_run(ports: Ports, run_id: str) -> bool:
     if run.started_at is not None:
         return False
     run = run.with_status(RunStatus.RUNNING)
-    plan = ports.definitions.get_plan(run.workflow_id, run.version)
+    return _start_roots(ports, ports.definitions.get_plan(run.workflow_id, run.version), run)
+
+
+def _start_roots(ports: Ports, plan: Plan, run: RunRecord) -> bool:
+    """Decide a running run's roots (pending → queued, or waiting under a concurrency cap)
+    and send them, then record its start complete; True if this call completed it. Resumes
+    a start that died midway: the roots an earlier start decided and may not have sent are
+    sent again if never attempted (a duplicate is dropped at its claim)."""
+    run_id = run.run_id
     now = iso(ports.clock.now())
     status = TaskStatus.QUEUED if run.concurrency is None else TaskStatus.WAITING
     roots = list(plan.roots)
@@ -188,10 +201,10 @@ def start_queued_run(ports: Ports, run_id: str) -> bool:
             for t in decided_before
             if records[t].status is TaskStatus.QUEUED and records[t].attempt == 0
         ]
-        if again:
+        if again and run.concurrency is None:
             _enqueue(ports, plan, run, again)
         if run.concurrency is not None:
-            _enqueue_waiting(ports, plan, run)
+            _repair_capped(ports, plan, run)
     if not ports.runs.finish_start(run_id, now):
         return False
     ports.metrics.count("RunsStarted", run.workflow_id)
@@ -281,14 +294,30 @@ def _enqueue_waiting(ports: Ports, plan: Plan, run: RunRecord) -> None:
         started: list[TaskMessage] = []
         now = iso(ports.clock.now())
         for key, task_id in waiting:
-            if not ports.runs.acquire_slot(run.run_id, cap):
+            outcome = ports.runs.start_waiting(run.run_id, key, task_id, cap)
+            if outcome is SlotOutcome.FULL:
                 _enqueue_messages(ports, started)
                 return
-            if ports.runs.take_waiting(run.run_id, key):
+            if outcome is SlotOutcome.STARTED:
                 started.append(_task_message(plan, run, task_id, 1, now))
-            else:
-                ports.runs.release_slot(run.run_id)
         _enqueue_messages(ports, started)
+
+
+def _repair_capped(ports: Ports, plan: Plan, run: RunRecord) -> None:
+    """Mend what a handler that died midway leaves in a run under a concurrency cap: tasks
+    that hold a slot (queued, never attempted) but whose message may be lost are sent again
+    (a duplicate is dropped at its claim, and it takes no second slot), and tasks decided
+    waiting but never listed get their entry; then free slots are filled. Run on a
+    redelivery only: it reads the run's tasks, which the normal path never does."""
+    tasks = ports.runs.list_tasks(run.run_id)
+    listed = {t for _, t in ports.runs.peek_waiting(run.run_id, len(plan) + 1)}
+    now = iso(ports.clock.now())
+    holding = [t for t, r in tasks.items() if r.status is TaskStatus.QUEUED and r.attempt == 0]
+    _enqueue_messages(ports, [_task_message(plan, run, t, 1, now) for t in holding])
+    for task_id, rec in tasks.items():
+        if rec.status is TaskStatus.WAITING and task_id not in listed:
+            ports.runs.put_waiting(run.run_id, task_id, plan.tasks[task_id].priority, now)
+    _enqueue_waiting(ports, plan, run)
 
 
 def _enqueue_messages(ports: Ports, messages: list[TaskMessage]) -> None:

@@ -33,6 +33,7 @@ from stratoflow.aws.dynamodb.transactions import (
 from stratoflow.config import LEASE_INDEX, LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
 from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
+from stratoflow.ports import SlotOutcome
 
 _START_PARTITION = "START"
 """The `leases` index's partition of the runs whose start is not complete (attempts are
@@ -244,31 +245,55 @@ class DynamoRunStore(RunAttempts):
             out.append((sk, sk.split("#", 3)[3]))
         return out
 
-    def take_waiting(self, run_id: str, key: str) -> bool:
-        return _applied(
-            self._db.delete_item,
-            TableName=self.table,
-            Key=_key(_run_pk(run_id), key),
-            ConditionExpression="attribute_exists(pk)",
+    def start_waiting(self, run_id: str, key: str, task_id: str, cap: int) -> SlotOutcome:
+        pk = _run_pk(run_id)
+        reasons = _transact_reasons(
+            self._db,
+            [
+                {
+                    "Delete": {
+                        "TableName": self.table,
+                        "Key": _key(pk, key),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _key(pk, f"T#{task_id}"),
+                        "UpdateExpression": "SET #st = :queued",
+                        "ConditionExpression": "#st = :waiting",
+                        "ExpressionAttributeNames": {"#st": "status"},
+                        "ExpressionAttributeValues": {
+                            ":queued": {"S": TaskStatus.QUEUED.value},
+                            ":waiting": {"S": TaskStatus.WAITING.value},
+                        },
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _key(pk, "#RUN"),
+                        "UpdateExpression": "ADD active :one",
+                        "ConditionExpression": "attribute_not_exists(active) OR active < :cap",
+                        "ExpressionAttributeValues": {
+                            ":one": {"N": "1"},
+                            ":cap": {"N": str(cap)},
+                        },
+                    }
+                },
+            ],
         )
-
-    def acquire_slot(self, run_id: str, cap: int) -> bool:
-        return _applied(
-            self._db.update_item,
-            TableName=self.table,
-            Key=_key(_run_pk(run_id), "#RUN"),
-            UpdateExpression="ADD active :one",
-            ConditionExpression="attribute_not_exists(active) OR active < :cap",
-            ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": str(cap)}},
-        )
-
-    def release_slot(self, run_id: str) -> None:
-        self._db.update_item(
-            TableName=self.table,
-            Key=_key(_run_pk(run_id), "#RUN"),
-            UpdateExpression="ADD active :minus",
-            ExpressionAttributeValues={":minus": {"N": "-1"}},
-        )
+        if reasons is None:
+            return SlotOutcome.STARTED
+        failed = [r.get("Code") == "ConditionalCheckFailed" for r in reasons]
+        if failed[0]:
+            return SlotOutcome.GONE
+        if failed[1]:
+            # The task moved on (or was never decided waiting): the entry is stale.
+            self._db.delete_item(TableName=self.table, Key=_key(pk, key))
+            return SlotOutcome.GONE
+        return SlotOutcome.FULL
 
     # -- run end and compensations
 

@@ -174,6 +174,7 @@ API_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/workflows/{workflow_id}/runs"),
     ("GET", "/runs/{run_id}"),
     ("GET", "/runs/{run_id}/tasks/{task_id}/logs"),
+    ("GET", "/runs/{run_id}/tasks/{task_id}/logs/page"),
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/runs/{run_id}/retry"),
 )

@@ -642,3 +642,56 @@ def test_the_console_command_serves_another_engines_api_until_ctrl_c(console: Co
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def test_a_running_tasks_log_is_followed_live_and_a_long_one_shows_its_end(
+    page: Page, console: Console
+) -> None:
+    gate = console.folder / "gate-chatty"
+    console.add(
+        {
+            "id": "chatty",
+            "tasks": [
+                {
+                    "id": "talk",
+                    "command": f'echo first; while [ ! -f "{gate}" ]; do sleep 0.05; done; '
+                    "echo second",
+                },
+                # 40,000 numbered lines: about 290,000 characters, more than a page
+                {"id": "long", "command": "seq -f 'line %g' 1 40000", "depends": ["talk"]},
+            ],
+        }
+    )
+    status, run = console.call("POST", "/workflows/chatty/runs", {})
+    assert status in (201, 202), run
+    run_id = run["run_id"]  # type: ignore[index]
+    page.goto(f"{console.api}/#/runs/{run_id}/tasks/talk")
+    log = page.locator("#log")
+    expect(log).to_contain_text("first")
+    expect(page.locator("#log-note")).to_contain_text("follows live")
+    gate.touch()
+    expect(log).to_contain_text("second")
+    expect(log).to_have_attribute("data-complete", "true")
+
+    node(page, "long").click()
+    expect(log).to_have_attribute("data-complete", "true")
+    expect(log).to_contain_text("line 40000")
+    shown = log.text_content() or ""
+    assert not shown.startswith("line 1\n") and "\nline 1\n" not in shown  # only the end
+    expect(page.locator("#log-note")).to_contain_text("are not shown")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the whole log").click()
+    whole = Path(download.value.path()).read_text()
+    assert whole.startswith("line 1\n") and whole.rstrip().endswith("line 40000")
+
+    # the page route itself
+    path = f"/runs/{run_id}/tasks/long/logs/page"
+    status, doc = console.call("GET", f"{path}?offset=-11")
+    assert status == 200 and doc["text"] == "line 40000\n"  # type: ignore[index]
+    assert doc["next_offset"] == doc["size"] == doc["offset"] + 11  # type: ignore[index]
+    status, doc = console.call("GET", f"{path}?offset=7&limit=7")
+    assert doc["text"] == "line 2\n" and doc["next_offset"] == 14  # type: ignore[index]
+    status, doc = console.call("GET", f"{path}?offset=99999999")
+    assert status == 200 and doc["text"] == ""  # type: ignore[index]
+    assert console.call("GET", f"{path}?limit=0")[0] == 400
+    assert console.call("GET", f"/runs/{run_id}/tasks/nope/logs/page")[0] == 404

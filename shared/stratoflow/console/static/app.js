@@ -30,6 +30,7 @@ const GROUP_PRIORITY = [
   "cancelled", "pending", "skipped", "succeeded",
 ];
 const TABLE_ROWS = 200;
+const LOG_PAGE = 256 * 1024; // characters of a log fetched at a time
 const GANTT_ROWS = 300;
 
 // ---------------------------------------------------------------- API
@@ -1000,16 +1001,42 @@ function runPage(runId, taskId) {
       });
       return;
     }
+    // The end of the log first (LOG_PAGE characters), then what comes after, appended.
+    const base = `/runs/${seg(runId)}/tasks/${seg(id)}/logs`;
+    let next = null;
+    let skipped = 0;
     const load = async () => {
-      const doc = await api("GET", `/runs/${seg(runId)}/tasks/${seg(id)}/logs?attempt=${attempt}`);
+      const where = next === null ? `offset=-${LOG_PAGE}` : `offset=${next}`;
+      const doc = await api("GET", `${base}/page?attempt=${attempt}&${where}&limit=${LOG_PAGE}`);
       if (state.task !== id || Number(els.attempts.dataset.current) !== attempt) return false;
       const atEnd = els.log.scrollTop + els.log.clientHeight >= els.log.scrollHeight - 4;
-      els.log.textContent = doc.found ? doc.text : "(no log was kept for this attempt)";
+      if (next === null) {
+        skipped = doc.offset;
+        els.log.textContent = doc.found ? doc.text : "(no log was kept for this attempt: its tail)\n" + doc.text;
+      } else if (doc.text) {
+        els.log.append(doc.text);
+        if (els.log.textContent.length > 4 * LOG_PAGE) { // keep the page light
+          const text = els.log.textContent;
+          skipped += text.length - 2 * LOG_PAGE;
+          els.log.textContent = text.slice(text.length - 2 * LOG_PAGE);
+        }
+      }
+      next = doc.next_offset;
       if (atEnd) els.log.scrollTop = els.log.scrollHeight;
-      els.log.dataset.complete = String(doc.complete);
-      els.logNote.textContent = `Attempt ${attempt} of ${doc.attempts}` +
-        (doc.complete ? "" : " · running: the log follows live");
-      return !doc.complete;
+      const done = doc.complete && doc.next_offset >= doc.size;
+      els.log.dataset.complete = String(done);
+      els.logNote.replaceChildren(`Attempt ${attempt} of ${doc.attempts}` +
+        (done ? "" : " · running: the log follows live") +
+        (skipped ? ` · the first ${skipped.toLocaleString()} characters are not shown ` : ""),
+      skipped ? h("button", { type: "button", text: "Download the whole log", onclick: () => download() }) : "");
+      return !done;
+    };
+    const download = async () => {
+      const doc = await api("GET", `${base}?attempt=${attempt}`);
+      const link = h("a", { href: URL.createObjectURL(new Blob([doc.text], { type: "text/plain" })),
+        download: `${runId}-${id}-${attempt}.log` });
+      link.click();
+      URL.revokeObjectURL(link.href);
     };
     els.logNote.textContent = "Loading…";
     load().then((more) => {

@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from stratoflow.handlers.api import bodies, errors, graph, openapi, runs, workflows
+from stratoflow.handlers.api import bodies, errors, graph, logpages, openapi, runs, workflows
 from stratoflow.handlers.observability import tracer
 
 __all__ = ["app", "handler", "openapi_document"]
@@ -24,6 +24,7 @@ app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(workflows.router)
 app.include_router(runs.router)
 app.include_router(graph.router)
+app.include_router(logpages.router)
 
 
 def openapi_document() -> dict[str, Any]:

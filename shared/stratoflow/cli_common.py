@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
 
-from rich.console import Console
+import click
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from stratoflow.core.loader import WorkflowFileError, load_workflow
 from stratoflow.core.model import PARAM_NAME_PATTERN, Workflow
+from stratoflow.core.records import parse_iso
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 INTERRUPTED = 130
@@ -129,3 +134,109 @@ def progress_line(succeeded: int, failed: int, running: int, total: int, seconds
         f"[bold]{succeeded}[/] succeeded  [bold red]{failed}[/] failed  "
         f"[bold cyan]{running}[/] running  of {total}  [dim]{seconds:6.1f}s[/]"
     )
+
+
+# --------------------------------------------------------------------------- listings
+
+F = TypeVar("F", bound=Callable[..., Any])
+OUTPUT_FORMATS = ("table", "json", "yaml")
+
+
+def output_options(f: F) -> F:
+    """`-o json|yaml|table` (kubectl's), `--json` (the same as `-o json`) and `--wide`."""
+    f = click.option(
+        "--wide", is_flag=True, help="More columns (the table only; json and yaml have all)."
+    )(f)
+    f = click.option("--json", "as_json", is_flag=True, help="The same as -o json.")(f)
+    f = click.option(
+        "-o",
+        "--output",
+        "output",
+        type=click.Choice(OUTPUT_FORMATS),
+        default="table",
+        show_default=True,
+        help="How to print: a table, or the document (times in UTC) as JSON or YAML.",
+    )(f)
+    return f
+
+
+def output_format(output: str, as_json: bool) -> str:
+    """The format `-o` and `--json` ask for (`--json` wins: it is the older spelling)."""
+    return "json" if as_json else output
+
+
+def print_document(doc: Any, fmt: str) -> None:
+    """A listing's document on stdout, as JSON (one line) or YAML (its keys in order)."""
+    if fmt == "yaml":
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    else:
+        sys.stdout.write(json.dumps(doc) + "\n")
+
+
+def compact_time(text: str | None, now: datetime | None = None) -> str:
+    """A stored UTC time in this machine's zone, short: `17:46:07` today, `12-01 17:46:07`
+    this year, `2025-12-01 17:46` before; "" for none."""
+    when = parse_iso(text)
+    if when is None:
+        return ""
+    local = when.astimezone()
+    today = (now or datetime.now().astimezone()).astimezone()
+    if local.date() == today.date():
+        return local.strftime("%H:%M:%S")
+    if local.year == today.year:
+        return local.strftime("%m-%d %H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A listing's column. A `whole` column (an id, a state) is never cut: a value must be
+    copyable from the table. The others wrap, down to their header's width, and `optional`
+    ones (lowest `drop` first) are left out when even wrapped they would not fit."""
+
+    header: str
+    whole: bool = False
+    optional: bool = False
+    drop: int = 0
+    justify: JustifyMethod = "left"
+
+
+_NARROWEST = 8
+"""A wrapped column keeps at least this many characters (or its header's width)."""
+
+
+def print_listing(
+    title: str,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Text]],
+    console: Console | None = None,
+) -> None:
+    """A table of `rows` (`Text` cells: nothing in them is markup) that fits the terminal
+    without cutting an id (see `Column`)."""
+    out = console or Console()
+    keep = list(range(len(columns)))
+    natural = [max([len(c.header)] + [r[i].cell_len for r in rows]) for i, c in enumerate(columns)]
+    least = [
+        w if c.whole else min(w, max(_NARROWEST, len(c.header)))
+        for c, w in zip(columns, natural, strict=True)
+    ]
+    droppable = sorted((c.drop, i) for i, c in enumerate(columns) if c.optional)
+    # Each column costs 3 more than its text (padding and its border), the table 1.
+    while droppable and sum(least[i] + 3 for i in keep) + 1 > out.width:
+        keep.remove(droppable.pop(0)[1])
+    table = Table(title=Text(title))
+    for i in keep:
+        c = columns[i]
+        # A whole column wider than the terminal on its own is folded (wrapped, never cut).
+        table.add_column(
+            c.header,
+            no_wrap=c.whole,
+            min_width=least[i],
+            overflow="fold",
+            justify=c.justify,
+        )
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
+    out.print(table)

@@ -18,22 +18,28 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from stratoflow.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
     INTERRUPTED,
+    Column,
+    compact_time,
     err_console,
     invalid,
     load,
+    output_format,
+    output_options,
     parse_params,
+    print_document,
+    print_listing,
     print_table,
     progress_line,
 )
 from stratoflow.client import ApiResponse, OutcomeUnknown, Target, TargetError, resolve
+from stratoflow.core.records import parse_iso
 
 F = TypeVar("F", bound=Callable[..., Any])
 FOLLOW_INTERVAL_SECONDS = 1.0
@@ -179,9 +185,17 @@ def register(main: click.Group) -> None:
 
 @click.command()
 @target_options
-@click.option("--json", "as_json", is_flag=True)
-def workflows(api: str | None, stack: str | None, endpoint_url: str | None, as_json: bool) -> None:
+@output_options
+def workflows(
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    output: str,
+    as_json: bool,
+    wide: bool,
+) -> None:
     """Registered workflows: version, schedule, paused, next and last run."""
+    fmt = output_format(output, as_json)
     target = _target(api, stack, endpoint_url)
     listing = _call(target, "GET", "/workflows")
     rows = []
@@ -201,8 +215,8 @@ def workflows(api: str | None, stack: str | None, endpoint_url: str | None, as_j
             }
         )
     errors = listing["load_errors"]
-    if as_json:
-        click.echo(json.dumps({"workflows": rows, "load_errors": errors}))
+    if fmt != "table":
+        print_document({"workflows": rows, "load_errors": errors}, fmt)
         return
     for error in errors:
         err_console.print(
@@ -210,37 +224,72 @@ def workflows(api: str | None, stack: str | None, endpoint_url: str | None, as_j
             f"{escape(error['message'])}",
             soft_wrap=True,
         )
-    table = Table(title="workflows")
-    for col in ("workflow", "version", "schedule", "paused", "next run", "last run", "status"):
-        table.add_column(col)
+    columns = [
+        Column("workflow", whole=True),
+        Column("v", whole=True, justify="right"),
+        Column("schedule", optional=True, drop=3),
+        Column("next run", optional=True, drop=1),
+        Column("last run", whole=True, optional=True, drop=2),
+        Column("status", whole=True),
+    ]
+    if wide:
+        columns.insert(2, Column("latest", justify="right", optional=True, drop=0))
+    table_rows = []
     for r in rows:
         sched = f"{r['schedule']} ({r['timezone']})" if r["schedule"] else ""
-        table.add_row(
-            r["workflow_id"],
-            str(r["version"] or "inactive"),
-            sched,
-            "yes" if r["paused"] else "",
-            r["next_run"] or "",
-            r["last_run"] or "",
-            r["last_status"] or "",
-        )
-    Console().print(table)
+        if r["paused"]:
+            sched = f"{sched}, paused" if sched else "paused"
+        cells = [
+            Text(r["workflow_id"]),
+            Text(str(r["version"] or "inactive")),
+            Text(sched),
+            Text(compact_time(r["next_run"])),
+            Text(r["last_run"] or ""),
+            _status_text(r["last_status"] or ""),
+        ]
+        if wide:
+            cells.insert(2, Text(str(r["latest_version"])))
+        table_rows.append(cells)
+    print_listing("workflows", columns, table_rows)
+
+
+_STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "running": "cyan",
+    "queued": "cyan",
+}
+
+
+def _status_text(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
+def _took(run: dict[str, Any]) -> str:
+    from stratoflow.cli_progress import duration
+
+    start, end = parse_iso(run["started_at"]), parse_iso(run["finished_at"])
+    return duration((end - start).total_seconds()) if start and end else ""
 
 
 @click.command()
 @click.argument("workflow", required=False)
 @target_options
 @click.option("-n", "limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@output_options
 def runs(
     workflow: str | None,
     api: str | None,
     stack: str | None,
     endpoint_url: str | None,
     limit: int,
+    output: str,
     as_json: bool,
+    wide: bool,
 ) -> None:
     """Run history, newest first (of one workflow, or of all)."""
+    fmt = output_format(output, as_json)
     target = _target(api, stack, endpoint_url)
     if workflow:
         ids = [workflow]
@@ -280,23 +329,43 @@ def runs(
         }
         for r in found[:limit]
     ]
-    if as_json:
-        click.echo(json.dumps(rows))
+    if fmt != "table":
+        print_document(rows, fmt)
         return
-    table = Table(title="runs")
-    for col in ("run", "workflow", "v", "status", "trigger", "logical date", "finished"):
-        table.add_column(col)
+    columns = [
+        Column("run", whole=True),
+        Column("workflow", whole=True, optional=True, drop=3),
+        Column("status", whole=True),
+        Column("started", optional=True, drop=2),
+        Column("finished", optional=True, drop=1),
+    ]
+    if wide:
+        columns += [
+            Column("v", justify="right", optional=True, drop=0),
+            Column("trigger", optional=True, drop=0),
+            Column("logical date", optional=True, drop=0),
+            Column("took", justify="right", optional=True, drop=1),
+            Column("redrives", justify="right", optional=True, drop=0),
+        ]
+    table_rows = []
     for r in rows:
-        table.add_row(
-            r["run_id"],
-            r["workflow_id"],
-            str(r["version"]),
-            r["status"],
-            r["trigger"],
-            r["logical_date"],
-            r["finished_at"] or "",
-        )
-    Console().print(table)
+        cells = [
+            Text(r["run_id"]),
+            Text(r["workflow_id"]),
+            _status_text(r["status"]),
+            Text(compact_time(r["started_at"])),
+            Text(compact_time(r["finished_at"])),
+        ]
+        if wide:
+            cells += [
+                Text(str(r["version"])),
+                Text(r["trigger"]),
+                Text(compact_time(r["logical_date"])),
+                Text(_took(r)),
+                Text(str(r["redrives"])),
+            ]
+        table_rows.append(cells)
+    print_listing("runs", columns, table_rows)
 
 
 @click.command()

@@ -1,0 +1,129 @@
+"""Listings people can use (ids whole at any width, local times, `--wide`, `-o`), and the
+run-level controls: `mark`, `rerun` and a run's `timeout`, on a real `stratoflow local up`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import cli_env, local_up
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`stratoflow local up` on a folder of its own (a home of its own: ids may be short)."""
+    base = tmp_path_factory.mktemp("controls")
+    folder, home = base / "flows", base / "home"
+    folder.mkdir()
+    with local_up(folder, home) as up:
+        yield {"home": home, "folder": folder, "api": up.api, "base": base}
+
+
+def cli(
+    srv: dict[str, Any], *args: str, columns: int = 120, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """`stratoflow ARGS` as a user's terminal of `columns` would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "stratoflow.cli", *args],
+        env={**cli_env(srv["home"]), "COLUMNS": str(columns), "LC_ALL": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=srv["base"],
+    )
+
+
+def write(srv: dict[str, Any], name: str, text: str) -> Path:
+    path = Path(srv["base"]) / name
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- listings
+
+
+@pytest.fixture(scope="module")
+def listed(server: dict[str, Any]) -> dict[str, str]:
+    """A scheduled run (`nightly@20260309T063000Z`, by a backfill) and a run started by
+    `stratoflow run` (an id like `1796135603123-abcdef123456`) of a long-named workflow."""
+    nightly = write(
+        server,
+        "nightly.yaml",
+        "id: nightly\nschedule: '30 6 * * *'\ntasks:\n  - id: a\n    command: 'true'\n",
+    )
+    assert cli(server, "upload", str(nightly)).returncode == 0
+    back = cli(
+        server, "backfill", "nightly", "--start", "2026-03-09T06:30:00Z", "--end",
+        "2026-03-09T06:30:00Z", "--json",
+    )  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout) == ["nightly@20260309T063000Z"]
+    long_id = "quarterly-revenue-reconciliation-for-all-regions"
+    flow = write(server, "long.yaml", f"id: {long_id}\ntasks:\n  - id: a\n    command: 'true'\n")
+    ran = cli(server, "run", str(flow), "--json")
+    assert ran.returncode == 0, ran.stderr
+    return {
+        "scheduled": "nightly@20260309T063000Z",
+        "manual": json.loads(ran.stdout)["run_id"],
+        "workflow": long_id,
+    }
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_a_run_listing_shows_every_id_whole(
+    server: dict[str, Any], listed: dict[str, str], columns: int
+) -> None:
+    assert re.fullmatch(r"\d{13}-[0-9a-f]{12}", listed["manual"])
+    for args in (("runs",), ("runs", "--wide"), ("runs", "nightly")):
+        out = cli(server, *args, columns=columns)
+        assert out.returncode == 0, out.stderr
+        assert listed["scheduled"] in out.stdout, out.stdout
+        if args != ("runs", "nightly"):
+            assert listed["manual"] in out.stdout, out.stdout
+        assert max(len(line) for line in out.stdout.splitlines()) <= columns
+        assert "…" not in out.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_a_workflow_listing_shows_every_id_whole(
+    server: dict[str, Any], listed: dict[str, str], columns: int
+) -> None:
+    out = cli(server, "workflows", "--wide", columns=columns)
+    assert out.returncode == 0, out.stderr
+    assert listed["workflow"] in out.stdout and "nightly" in out.stdout
+    assert max(len(line) for line in out.stdout.splitlines()) <= columns
+    if columns == 120:  # room for the last run too (the schedule wraps)
+        assert listed["manual"] in out.stdout and "schedule" in out.stdout
+
+
+def test_times_are_local_and_short_in_the_table_and_utc_in_the_documents(
+    server: dict[str, Any], listed: dict[str, str]
+) -> None:
+    table = cli(server, "runs", "--wide", columns=200)
+    assert "T06:30:00" not in table.stdout and not re.search(r"\d{4}-\d\d-\d\dT", table.stdout)
+    # the backfilled slot's logical date is a past day: month-day and time of this zone
+    assert re.search(r"\b03-09 \d\d:30:00\b", table.stdout), table.stdout
+    for header in ("v", "trigger", "logical date", "took", "redrives"):
+        assert re.search(rf"┃ {header}\s+┃|┃\s+{header} ┃", table.stdout), header
+    assert "backfill" in table.stdout
+    narrow = cli(server, "runs")
+    assert "trigger" not in narrow.stdout and "logical date" not in narrow.stdout
+
+    as_json = json.loads(cli(server, "runs", "--json").stdout)
+    assert json.loads(cli(server, "runs", "-o", "json").stdout) == as_json
+    assert yaml.safe_load(cli(server, "runs", "-o", "yaml").stdout) == as_json
+    [scheduled] = [r for r in as_json if r["run_id"] == listed["scheduled"]]
+    assert scheduled["logical_date"] == "2026-03-09T06:30:00.000000Z"
+    wf_json = json.loads(cli(server, "workflows", "--json").stdout)
+    assert yaml.safe_load(cli(server, "workflows", "-o", "yaml").stdout) == wf_json
+    bad = cli(server, "runs", "-o", "xml")
+    assert bad.returncode == 2 and "xml" in bad.stderr

@@ -115,9 +115,16 @@ class Console:
     def add(self, spec: dict[str, object], within: float = 30) -> str:
         """Drop a workflow file into the served folder; its id once registered."""
         wid = str(spec["id"])
-        (self.folder / f"{wid}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-        registered = lambda: self.call("GET", f"/workflows/{wid}")[0] == 200  # noqa: E731
-        wait_until(registered, within, f"{wid} registered")
+        # Whole or not at all: the server's scan must not read a half-written big file.
+        part = self.folder / f"{wid}.yaml.part"
+        part.write_text(yaml.safe_dump(spec, sort_keys=False))
+        part.replace(self.folder / f"{wid}.yaml")
+
+        def active() -> bool:
+            status, doc = self.call("GET", f"/workflows/{wid}")
+            return status == 200 and doc["active_version"] is not None  # type: ignore[index]
+
+        wait_until(active, within, f"{wid} registered")
         return wid
 
 

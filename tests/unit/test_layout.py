@@ -120,12 +120,13 @@ def test_the_same_graph_always_gives_the_same_layout() -> None:
 
 def test_ten_thousand_tasks_lay_out_in_about_a_second() -> None:
     deps = _random_dag(10_000, seed=1, window=200)
-    started = time.perf_counter()
+    # CPU time, not wall time: the machine is shared, and another process's work is not
+    # ours. Measured at 0.7-1.0 s; an accidental quadratic step takes far longer.
+    started = time.process_time()
     layout = layout_dag(deps)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(layout.node_of) == 10_000
-    # Measured at 0.7-1.0 s on the 2-core test machine; the bound leaves room for a busy one.
-    assert elapsed < 5, f"{elapsed:.2f} s"
+    assert elapsed < 4, f"{elapsed:.2f} s of CPU"
 
 
 def test_a_ten_thousand_wide_fan_out_is_one_group() -> None:

@@ -702,3 +702,23 @@ def test_a_running_tasks_log_is_followed_live_and_a_long_one_shows_its_end(
     assert status == 200 and doc["text"] == ""  # type: ignore[index]
     assert console.call("GET", f"{path}?limit=0")[0] == 400
     assert console.call("GET", f"/runs/{run_id}/tasks/nope/logs/page")[0] == 404
+
+
+def test_a_failed_runs_compensations_are_listed(page: Page, console: Console) -> None:
+    console.add(
+        {
+            "id": "saga",
+            "tasks": [
+                {"id": "book", "command": "echo booked", "compensate": "echo unbooked"},
+                {"id": "pay", "command": "echo declined; exit 1", "depends": ["book"]},
+            ],
+        }
+    )
+    status, run = console.call("POST", "/workflows/saga/runs", {})
+    assert status in (201, 202), run
+    page.goto(f"{console.api}/#/runs/{run['run_id']}")  # type: ignore[index]
+    expect(page.locator("#run-status")).to_have_attribute("data-state", "failed")
+    compensations = page.locator("#compensations")
+    expect(compensations.locator("h2")).to_have_text("Compensations")
+    expect(compensations.locator("tbody tr")).to_contain_text(["book"])
+    expect(compensations).to_contain_text("unbooked")

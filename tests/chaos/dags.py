@@ -10,7 +10,7 @@ see what really ran and in which order, whatever the engine recorded.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stratoflow.core.model import TriggerRule
@@ -160,14 +160,4 @@ def generate(seed: int) -> DagDesign:
             )
         )
     concurrency = rng.choice((None, None, None, 1, 2))
-    if concurrency is not None:
-        # Known issue (docs/reliability.md, found #4): under a cap, an `always` task with
-        # parents is put in the waiting list twice and leaks a slot. Kept away from the
-        # random runs so that they go on finding other things; test_known_issues.py holds it.
-        tasks = [
-            replace(t, rule=TriggerRule.ALL_DONE)
-            if t.rule is TriggerRule.ALWAYS and t.depends
-            else t
-            for t in tasks
-        ]
     return DagDesign(seed=seed, shape=shape, tasks=tuple(tasks), concurrency=concurrency)

@@ -101,7 +101,7 @@ def prepare(chaos: Chaos, seed: int, root: Path, run_tag: str = "") -> ChaosRun:
         workflow_id=workflow_id,
         run_id=f"{workflow_id}-run",
         workdir=workdir,
-        faults=RunFaults.for_seed(seed, workdir, capped=design.concurrency is not None),
+        faults=RunFaults.for_seed(seed, workdir),
     )
     chaos.add(run.run_id, workflow_id, run.faults)
     return run
@@ -275,6 +275,7 @@ def main() -> None:
         chaos.install(rt)
         run = prepare(chaos, args.seed, Path(args.root), args.tag)
         start(rt, run)
+        (run.workdir / "engine-began").write_text(str(os.getpid()))
         wait_all(rt, [run], RUN_DEADLINE)
         (run.workdir / "engine-finished").write_text(str(os.getpid()))
         rt.stop()

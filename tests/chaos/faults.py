@@ -68,7 +68,6 @@ SITES: dict[str, tuple[float, float]] = {
     "delete.fail": (0.05, 0.2),  # processed, the delete is lost: delivered again
 }
 ONCE = {"claim.kill", "report.kill", "settle.kill"}
-WAITING_LIST = frozenset({"put_waiting", "peek_waiting", "start_waiting"})
 WRITES = frozenset(
     {
         "create_run",
@@ -104,24 +103,14 @@ class RunFaults:
     _asked: Counter[tuple[str, str]] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    capped: bool = False
-    """The run has a concurrency cap: its waiting list is spared (see `for_seed`)."""
-
     @classmethod
-    def for_seed(cls, seed: int, workdir: Path, *, capped: bool = False) -> RunFaults:
+    def for_seed(cls, seed: int, workdir: Path) -> RunFaults:
         rng = random.Random(f"faults-{seed}")
         rates = {}
         for site, (low, high) in SITES.items():
             if rng.random() < 0.6:
                 rates[site] = rng.uniform(low, high)
-        if capped:
-            # Known issue (docs/reliability.md, found #2): a crash between taking a
-            # waiting task's entry and slot and sending it strands the task and leaks the
-            # slot. These faults are kept away from capped runs, so that the suite goes on
-            # finding other things; test_known_issues.py holds the issue.
-            rates.pop("settle.kill", None)
-            rates.pop("store.after", None)
-        return cls(seed=seed, rates=rates, workdir=workdir, capped=capped)
+        return cls(seed=seed, rates=rates, workdir=workdir)
 
     def hit(self, site: str, key: str) -> bool:
         """Whether to inject `site` at this call about `key` (its n-th such call)."""
@@ -248,8 +237,6 @@ class FaultyRunStore:
             run_id = args[0] if args and isinstance(args[0], str) else None
             faults = self._chaos.of_run(run_id)
             key = f"{name}:{_detail(args)}"
-            if faults and faults.capped and name in WAITING_LIST:
-                faults = None  # (see RunFaults.for_seed)
             # The emulator's DynamoDB client (`FaultyDynamo`) injects under this call's name.
             _context.faults, _context.key = faults, key
             try:

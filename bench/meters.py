@@ -215,11 +215,11 @@ class HandlerTimer:
         self.active = False
 
     def wrap_handler(self, name: str, handler: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(event: dict[str, Any], context: Any) -> Any:
+        def timed(event: dict[str, Any], context: Any, *wiring: Any) -> Any:
             self._local.command = 0.0
             t0 = time.perf_counter()
             try:
-                return handler(event, context)
+                return handler(event, context, *wiring)
             finally:
                 elapsed = time.perf_counter() - t0
                 if self.active:

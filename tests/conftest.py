@@ -46,15 +46,3 @@ def emulator_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
 def emulator_bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
     """Like `bare`, on the AWS adapters and the embedded moto server."""
     yield from make_runtime(tmp_path_factory, pump=False, emulator=True)
-
-
-_RUNTIMES = ("runtime", "bare", "emulator_runtime", "emulator_bare")
-
-
-@pytest.fixture(autouse=True)
-def _handlers_use_this_modules_runtime(request: pytest.FixtureRequest) -> None:
-    # Handlers reach their engine through process-wide defaults; re-point them at the
-    # runtime of the test, whichever module ran before in this worker.
-    for name in _RUNTIMES:
-        if name in request.fixturenames:
-            request.getfixturevalue(name).install()

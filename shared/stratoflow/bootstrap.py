@@ -1,17 +1,19 @@
-"""The only place that chooses adapters and wires them into `Ports`.
+"""The only place that chooses adapters and wires them into `Ports`, and a `Wiring`.
 
-Handlers call `default_ports()`; it is built on first use and cached for the life of the
-Lambda execution environment (or the local process), so clients and the definition cache
-are reused across invocations. With STRATOFLOW_ENGINE_HOME set (a process the embedded
-engine started, such as a local `executor: fargate` attempt) the ports are the embedded
-engine's; otherwise the AWS adapters.
+Handlers are handed their wiring: each handler module's `handle(event, context, wiring)`
+does the work, and its Lambda entry point `handler(event, context)` hands it
+`environment()`, the wiring of this process built from its environment once (a Lambda
+execution environment reuses its clients and definition cache across invocations). The
+local runtime builds a wiring of its own and calls `handle` with it; tests do the same, so
+several engines live side by side in one process and nothing is re-pointed.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 
 from stratoflow.aws.clients import AwsClients
 from stratoflow.aws.observability import NoMetrics
@@ -28,13 +30,9 @@ from stratoflow.runner.logfiles import FileLogReader
 from stratoflow.services import CommandRunner, Ports
 from stratoflow.system import RandomIds, SystemClock
 
-_lock = threading.Lock()
-_default: Ports | None = None
 Clients = AwsClients | EmbeddedEngine
 """What a handler reaches S3 (and the runtime SQS) through: AWS's clients or the embedded
 engine, which answers the same calls."""
-_default_clients: Clients | None = None
-_default_runner: CommandRunner | None = None
 
 
 def build_ports(
@@ -108,89 +106,56 @@ def build_embedded_ports(
     )
 
 
-def default_clients() -> Clients:
-    """This process's clients, from the environment; built once."""
-    global _default_clients
-    if _default_clients is None:
-        with _lock:
-            if _default_clients is None:
-                settings = Settings.from_env()
-                if settings.engine_home:
-                    # A process the engine started: its channel belongs to that engine.
-                    _default_clients = EmbeddedEngine(
-                        settings.engine_home, settings.channel, own_channel=False
-                    )
-                else:
-                    _default_clients = AwsClients(settings.region, settings.endpoint_url)
-    return _default_clients
-
-
-def default_ports() -> Ports:
-    """Ports for this process, from the environment; built once."""
-    global _default
-    if _default is None:
-        clients = default_clients()
-        with _lock:
-            if _default is None:
-                settings = Settings.from_env()
-                if isinstance(clients, EmbeddedEngine):
-                    _default = build_embedded_ports(settings, clients)
-                else:
-                    _default = build_ports(settings, clients=clients)
-    return _default
-
-
 Uploader = Callable[[str, bytes], str]
 """put(key, body) → the source URI under which the loader registers that file."""
-_default_uploader: Uploader | None = None
-_default_bucket: str | None = None
 
 
-def default_uploader() -> Uploader:
-    """Where the API puts uploaded workflow files: the bucket's workflows/ prefix (whose
-    notification also reaches the loader), or what `install_uploader` set (local up)."""
-    if _default_uploader is not None:
-        return _default_uploader
-    clients = default_clients()
-    # The bucket of the engine this process uses (installed, or built from the environment).
-    bucket = _default_bucket or getattr(default_ports().definitions, "bucket", None)
-    if not bucket:
-        raise RuntimeError("no workflows bucket is configured: cannot store an upload")
+@dataclass
+class Wiring:
+    """What the handlers of one process work with, handed to each of them: the ports, the
+    clients they were built on (S3 for the loader), the executor's command runner and
+    where the API puts uploaded workflow files. Built by `from_environment` for an entry
+    point (a Lambda function, the Fargate runner), and by the local runtime for its own."""
 
-    def put(key: str, body: bytes) -> str:
-        clients.s3.put_object(Bucket=bucket, Key=key, Body=body)
+    ports: Ports
+    clients: Clients
+    runner: CommandRunner
+    bucket: str | None = None
+    """The workflows bucket uploads go to (its notification reaches the loader)."""
+    uploader: Uploader | None = None
+    """Replaces the bucket for uploads: `local up` stores them in its folder too."""
+
+    def upload(self, key: str, body: bytes) -> str:
+        """Store an uploaded workflow file; returns the source URI to register it under."""
+        if self.uploader is not None:
+            return self.uploader(key, body)
+        bucket = self.bucket or getattr(self.ports.definitions, "bucket", None)
+        if not bucket:
+            raise RuntimeError("no workflows bucket is configured: cannot store an upload")
+        self.clients.s3.put_object(Bucket=bucket, Key=key, Body=body)
         return f"s3://{bucket}/{key}"
 
-    return put
+
+def from_environment() -> Wiring:
+    """The wiring of an entry point, from its environment (Settings.from_env): the AWS
+    adapters, or the embedded engine's for a process that engine started (a local
+    `executor: fargate` attempt, with STRATOFLOW_ENGINE_HOME)."""
+    settings = Settings.from_env()
+    runner = command_runner(settings.log_dir)
+    if settings.engine_home:
+        # A process the engine started: its channel belongs to that engine.
+        engine = EmbeddedEngine(settings.engine_home, settings.channel, own_channel=False)
+        return Wiring(build_embedded_ports(settings, engine), engine, runner)
+    clients = AwsClients(settings.region, settings.endpoint_url)
+    return Wiring(build_ports(settings, clients=clients), clients, runner)
 
 
-def install_uploader(uploader: Uploader | None) -> None:
-    global _default_uploader
-    _default_uploader = uploader
-
-
-def default_runner() -> CommandRunner:
-    """The executor's command runner for this process; logs per STRATOFLOW_LOG_DIR."""
-    global _default_runner
-    if _default_runner is None:
-        with _lock:
-            if _default_runner is None:
-                _default_runner = command_runner(Settings.from_env().log_dir)
-    return _default_runner
-
-
-def install_defaults(
-    ports: Ports | None,
-    clients: Clients | None = None,
-    runner: CommandRunner | None = None,
-    bucket: str | None = None,
-) -> None:
-    """Make the handlers of this process use these (the local runtime), or reset with None.
-    `bucket`: where uploaded workflow files go (the engine's workflows bucket)."""
-    global _default, _default_clients, _default_runner, _default_bucket
-    with _lock:
-        _default, _default_clients, _default_runner = ports, clients, runner
-        _default_bucket = bucket
+@cache
+def environment() -> Wiring:
+    """`from_environment()`, built on first use and kept for the life of the process: a
+    Lambda execution environment reuses its clients and definition cache across
+    invocations. Only entry points call this; everything else is handed its wiring."""
+    return from_environment()
 
 
 def _in_lambda() -> bool:

@@ -16,10 +16,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from stratoflow.config import OUTPUT_API_URL, OUTPUT_BUCKET
+
+if TYPE_CHECKING:
+    from stratoflow.bootstrap import Wiring
 
 _EXECUTE_API = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 TIMEOUT_SECONDS = 35.0
@@ -75,16 +78,23 @@ class ApiResponse:
 
 
 class ApiClient:
-    """The REST API at `base_url`, or in this process when `base_url` is None. Requests
-    are signed with SigV4 for `sign_region` (a stack's API Gateway), or carry `token` as
-    `Authorization: Bearer` (a `local up`'s API)."""
+    """The REST API at `base_url`, or in this process when `base_url` is None (the API's
+    handler answers with `wiring`). Requests are signed with SigV4 for `sign_region` (a
+    stack's API Gateway), or carry `token` as `Authorization: Bearer` (a `local up`'s
+    API)."""
 
     def __init__(
-        self, base_url: str | None, *, sign_region: str | None = None, token: str | None = None
+        self,
+        base_url: str | None,
+        *,
+        sign_region: str | None = None,
+        token: str | None = None,
+        wiring: Wiring | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.sign_region = sign_region
         self.token = token
+        self.wiring = wiring
         self._credentials: Any = None  # resolved once: `logs --follow` signs every second
 
     @property
@@ -116,7 +126,9 @@ class ApiClient:
         if self.base_url is None:
             from stratoflow.local.http import call_api
 
-            status, _, out = call_api(method, target, headers=hdrs, body=payload)
+            if self.wiring is None:
+                raise TargetError("no engine to answer in this process")
+            status, _, out = call_api(self.wiring, method, target, headers=hdrs, body=payload)
             return ApiResponse(status, _parse(out))
         timeout = http_timeout()
         for attempt in range(retries + 1):
@@ -271,7 +283,7 @@ def stack_target(stack: str) -> Target:
 def endpoint_target(endpoint_url: str | None) -> Target:
     """The engine behind an AWS endpoint (LocalStack, the embedded emulator), or the running
     `stratoflow local up` (its HTTP API) when no endpoint is given."""
-    from stratoflow.local.target import NoEngine, install, read_state
+    from stratoflow.local.target import NoEngine, read_state, wire
 
     if endpoint_url is None:
         state = read_state()
@@ -279,10 +291,10 @@ def endpoint_target(endpoint_url: str | None) -> Target:
             token = str(state["token"]) if state.get("token") else None
             return Target(ApiClient(str(state["api_url"]), token=token))
     try:
-        install(endpoint_url)
+        wiring = wire(endpoint_url)
     except NoEngine as err:
         raise TargetError(str(err)) from err
-    return Target(ApiClient(None))
+    return Target(ApiClient(None, wiring=wiring))
 
 
 def resolve(api: str | None, stack: str | None, endpoint_url: str | None) -> Target:

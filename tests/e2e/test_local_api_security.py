@@ -433,7 +433,7 @@ def test_two_hundred_requests_at_once_are_all_answered(served: Served) -> None:
 @pytest.fixture(scope="module")
 def quick_timeout(bare: LocalRuntime) -> Iterator[ApiServer]:
     """An API server closing idle connections after 1 s, on the embedded engine."""
-    server = ApiServer(port=0, channel_timeout=1).start()
+    server = ApiServer(bare.wiring, port=0, channel_timeout=1).start()
     remember_token(server.url, server.token)
     yield server
     server.stop()
@@ -473,7 +473,7 @@ def test_half_sent_requests_hold_no_thread_block_nobody_and_are_closed(
 
 
 def test_stop_returns_at_once_and_frees_the_port(bare: LocalRuntime) -> None:
-    server = ApiServer(port=0).start()
+    server = ApiServer(bare.wiring, port=0).start()
     port = server.port
     idle = socket.create_connection(("127.0.0.1", port), timeout=30)  # a client that waits
     try:
@@ -485,7 +485,7 @@ def test_stop_returns_at_once_and_frees_the_port(bare: LocalRuntime) -> None:
             assert idle.recv(1024) == b""
     finally:
         idle.close()
-    again = ApiServer(port=port).start()
+    again = ApiServer(bare.wiring, port=port).start()
     try:
         assert again.port == port
         assert send(port, "GET", "/workflows", {"Host": f"127.0.0.1:{port}"}).status == 401

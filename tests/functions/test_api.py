@@ -7,6 +7,7 @@ sends (REST API, proxy integration), once over HTTP through the local server's a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from stratoflow import services
+from stratoflow.bootstrap import Wiring
 from stratoflow.config import API_ROUTES
 from stratoflow.handlers import api
 from stratoflow.local.events import LambdaContext, api_gateway_event
@@ -37,6 +39,7 @@ Call = Callable[..., tuple[int, Any]]
 
 
 def _event_call(
+    wiring: Wiring,
     method: str,
     path: str,
     *,
@@ -52,7 +55,7 @@ def _event_call(
         headers={"Content-Type": "application/json", **(headers or {})},
         body=json_payload(body, text),
     )
-    resp = api.handler(event, LambdaContext("stratoflow-api", 29))
+    resp = api.handle(event, LambdaContext("stratoflow-api", 29), wiring)
     content_type = (resp.get("headers") or {}).get("Content-Type") or ",".join(
         (resp.get("multiValueHeaders") or {}).get("Content-Type", [])
     )
@@ -62,7 +65,7 @@ def _event_call(
 
 @pytest.fixture(scope="module")
 def http_base(runtime: LocalRuntime) -> Iterator[str]:
-    server = ApiServer(port=0).start()
+    server = ApiServer(runtime.wiring, port=0).start()
     yield remember_token(server.url, server.token)
     server.stop()
 
@@ -70,7 +73,7 @@ def http_base(runtime: LocalRuntime) -> Iterator[str]:
 @pytest.fixture(params=["event", "http"])
 def call(request: pytest.FixtureRequest, runtime: LocalRuntime) -> Call:
     if request.param == "event":
-        return _event_call
+        return functools.partial(_event_call, runtime.wiring)
     return functools.partial(http_json, request.getfixturevalue("http_base"))
 
 
@@ -425,9 +428,9 @@ def test_retry_of_a_cancelled_run_runs_what_never_started(
     ],
 )
 def test_bad_requests_get_a_4xx_naming_what_was_wrong(
-    method: str, path: str, kwargs: dict[str, Any], status: int, words: str
+    runtime: LocalRuntime, method: str, path: str, kwargs: dict[str, Any], status: int, words: str
 ) -> None:
-    got, doc = _event_call(method, path, **kwargs)
+    got, doc = _event_call(runtime.wiring, method, path, **kwargs)
     assert got == status, doc
     assert words in doc["message"]
 
@@ -460,7 +463,7 @@ def test_a_captured_api_gateway_event_is_served(runtime: LocalRuntime) -> None:
     path and method changed): stage in requestContext, caller's IAM identity, multi-value
     headers."""
     event = json.loads((EVENTS / "apigw_rest_get_workflows.json").read_text())
-    resp = api.handler(event, LambdaContext("stratoflow-api", 29))
+    resp = api.handle(event, LambdaContext("stratoflow-api", 29), runtime.wiring)
     assert resp["statusCode"] == 200
     assert "workflows" in json.loads(resp["body"])
 
@@ -473,15 +476,19 @@ def test_the_openapi_document_in_docs_is_the_one_the_code_generates() -> None:
 
 
 def test_an_unexpected_failure_is_a_500_that_keeps_its_details_in_the_log(
-    monkeypatch: pytest.MonkeyPatch,
+    runtime: LocalRuntime,
 ) -> None:
-    from stratoflow import bootstrap
+    class Broken:
+        def list_workflows(self) -> None:
+            raise RuntimeError("table arn:aws:dynamodb:secret-detail unreachable")
 
-    def broken() -> None:
-        raise RuntimeError("table arn:aws:dynamodb:secret-detail unreachable")
+        def __getattr__(self, name: str) -> Any:
+            return self.list_workflows
 
-    monkeypatch.setattr(bootstrap, "default_ports", broken)
-    status, doc = _event_call("GET", "/workflows")
+    broken = dataclasses.replace(
+        runtime.wiring, ports=dataclasses.replace(runtime.wiring.ports, definitions=Broken())
+    )
+    status, doc = _event_call(broken, "GET", "/workflows")
     assert status == 500
     assert "secret-detail" not in doc["message"] and "request" in doc["message"]
 

@@ -16,13 +16,15 @@ from stratoflow.local.events import LambdaContext, api_gateway_event
 from stratoflow.local.runtime import LocalRuntime
 
 
-def _call(method: str, target: str, body: str | None, content_type: str | None) -> tuple[int, Any]:
+def _call(
+    rt: LocalRuntime, method: str, target: str, body: str | None, content_type: str | None
+) -> tuple[int, Any]:
     headers = {"Content-Type": content_type} if content_type else {}
     parts = urlsplit(target)
     event = api_gateway_event(
         method, parts.path, query=parse_qsl(parts.query), headers=headers, body=body
     )
-    resp = api.handler(event, LambdaContext("stratoflow-api", 29))
+    resp = api.handle(event, LambdaContext("stratoflow-api", 29), rt.wiring)
     return resp["statusCode"], json.loads(resp["body"])
 
 
@@ -52,32 +54,32 @@ def _call(method: str, target: str, body: str | None, content_type: str | None) 
 def test_a_bad_trigger_body_is_a_4xx_naming_the_problem(
     bare: LocalRuntime, body: str | None, content_type: str | None, status: int, words: str
 ) -> None:
-    got, doc = _call("POST", "/workflows/anything/runs", body, content_type)
+    got, doc = _call(bare, "POST", "/workflows/anything/runs", body, content_type)
     assert (got, words in doc["message"]) == (status, True), doc
 
 
 def test_an_upload_is_refused_as_text_plain_or_a_form(bare: LocalRuntime) -> None:
     text = "id: x\ntasks: [{id: a, command: 'true'}]\n"
     for kind in ("text/plain", "application/x-www-form-urlencoded"):
-        status, doc = _call("POST", "/workflows?name=x.yaml", text, kind)
+        status, doc = _call(bare, "POST", "/workflows?name=x.yaml", text, kind)
         assert status == 415 and "application/yaml" in doc["message"], doc
 
 
 def test_a_body_without_content_type_on_a_route_that_reads_none_is_refused(
     bare: LocalRuntime,
 ) -> None:
-    assert _call("POST", "/runs/r/cancel", "x", None)[0] == 415
-    assert _call("POST", "/runs/r/cancel", None, None)[0] == 404  # no body: the route
+    assert _call(bare, "POST", "/runs/r/cancel", "x", None)[0] == 415
+    assert _call(bare, "POST", "/runs/r/cancel", None, None)[0] == 404  # no body: the route
 
 
 def test_json_within_the_depth_limit_reaches_the_route(bare: LocalRuntime) -> None:
     """Brackets inside strings do not count; a params value must be a string (400 from
     validation, not from the depth check)."""
     inside = json.dumps({"params": {"x": "[[[[{{{{" * 50}})
-    status, doc = _call("POST", "/workflows/no-such/runs", inside, "application/json")
+    status, doc = _call(bare, "POST", "/workflows/no-such/runs", inside, "application/json")
     assert status == 404, doc
     nested = '{"params": ' + '{"a": ' * (MAX_JSON_DEPTH - 2) + "1" + "}" * (MAX_JSON_DEPTH - 1)
-    status, doc = _call("POST", "/workflows/no-such/runs", nested, "application/json")
+    status, doc = _call(bare, "POST", "/workflows/no-such/runs", nested, "application/json")
     assert status == 400 and "nested deeper" not in doc["message"], doc
 
 

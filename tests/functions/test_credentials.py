@@ -98,14 +98,16 @@ def _log(rt: LocalRuntime, msg: TaskMessage) -> str:
     return Path(ref.removeprefix("file:")).read_text()
 
 
-def _api(method: str, path: str, query: list[tuple[str, str]] | None = None) -> tuple[int, str]:
-    resp = api.handler(
-        api_gateway_event(method, path, query=query), LambdaContext("stratoflow-api", 29)
+def _api(
+    rt: LocalRuntime, method: str, path: str, query: list[tuple[str, str]] | None = None
+) -> tuple[int, str]:
+    resp = api.handle(
+        api_gateway_event(method, path, query=query), LambdaContext("stratoflow-api", 29), rt.wiring
     )
     return resp["statusCode"], resp["body"]
 
 
-def _answers(run_id: str, workflow_id: str, task_id: str) -> list[str]:
+def _answers(rt: LocalRuntime, run_id: str, workflow_id: str, task_id: str) -> list[str]:
     """GET /runs/{id}, the task's logs and GET /workflows/{id}, each answering 200."""
     bodies = []
     for path in (
@@ -113,7 +115,7 @@ def _answers(run_id: str, workflow_id: str, task_id: str) -> list[str]:
         f"/runs/{run_id}/tasks/{task_id}/logs",
         f"/workflows/{workflow_id}",
     ):
-        status, body = _api("GET", path)
+        status, body = _api(rt, "GET", path)
         assert status == 200, (path, body)
         bodies.append(body)
     return bodies
@@ -245,7 +247,7 @@ def test_secrets_from_ssm_and_secrets_manager_reach_the_command_masked_and_store
     doc = services.run_status(rt.ports, run_id)  # type: ignore[arg-type]
     assert doc is not None and doc["params"]["TOKEN"] == "***"
     items = rt.clients.dynamodb.scan(TableName=rt.settings.table)["Items"]
-    answers = _answers(run_id, msg.workflow_id, "use")
+    answers = _answers(rt, run_id, msg.workflow_id, "use")
     assert json.loads(answers[0])["params"]["TOKEN"] == "***"
     for where in (json.dumps(items), report.to_json(), *answers):
         assert db_password not in where and api_key not in where
@@ -316,7 +318,7 @@ def test_local_secrets_from_the_homes_file_are_masked_and_absent_from_the_databa
     task = doc["tasks"]["use"]
     assert task["status"] == "succeeded", task
     assert task["output_tail"] == "db=***\n"
-    answers = _answers(doc["run_id"], doc["workflow_id"], "use")
+    answers = _answers(runtime, doc["run_id"], doc["workflow_id"], "use")
     assert "db=***" in json.loads(answers[1])["text"]
     stored = b"".join(p.read_bytes() for p in runtime.state_dir.glob("engine.db*"))
     assert stored, "the engine's database files were not found"
@@ -349,7 +351,7 @@ def test_locally_commands_keep_the_users_environment_but_not_other_secrets(
     doc = run_workflow(runtime, spec, tmp_path)
 
     assert doc["tasks"]["look"]["status"] == "succeeded"
-    text = json.loads(_answers(doc["run_id"], doc["workflow_id"], "look")[1])["text"]
+    text = json.loads(_answers(runtime, doc["run_id"], doc["workflow_id"], "look")[1])["text"]
     env = _printed_env(text)
     assert env["MY_OWN_SETTING"] == "kept"
     assert "STRATOFLOW_SECRET_UNRELATED" not in env

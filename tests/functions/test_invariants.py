@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from stratoflow import bootstrap
 from stratoflow.aws.callcount import ApiCallCounter
 from stratoflow.aws.dynamodb import DynamoDefinitionStore
 from stratoflow.config import WORKFLOWS_PREFIX
@@ -34,7 +33,6 @@ def engine(request: pytest.FixtureRequest) -> LocalRuntime:
     rt: LocalRuntime = request.getfixturevalue(
         "bare" if request.param == "embedded" else "emulator_bare"
     )
-    rt.install()
     return rt
 
 
@@ -90,7 +88,7 @@ def _start(rt: LocalRuntime, spec: dict[str, Any], workdir: Path) -> tuple[str, 
         {"workflow_id": wf.id, "version": version, "workdir": str(workdir)},
         "us-east-1",
     )
-    result = dispatcher.handler(event, LambdaContext("dispatcher"))
+    result = dispatcher.handle(event, LambdaContext("dispatcher"), rt.wiring)
     assert result["created"] is True
     return result["run_id"], wf
 
@@ -102,11 +100,12 @@ def _sqs(rt: LocalRuntime, messages: list[dict[str, Any]], queue: str) -> dict[s
 
 
 def _execute(rt: LocalRuntime, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return executor.handler(_sqs(rt, messages, "tasks"), LambdaContext("executor"))
+    return executor.handle(_sqs(rt, messages, "tasks"), LambdaContext("executor"), rt.wiring)
 
 
 def _complete(rt: LocalRuntime, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return completion.handler(_sqs(rt, messages, "completions"), LambdaContext("completion"))
+    event = _sqs(rt, messages, "completions")
+    return completion.handle(event, LambdaContext("completion"), rt.wiring)
 
 
 def _task_ids(messages: list[dict[str, Any]]) -> list[str]:
@@ -422,8 +421,12 @@ def test_a_second_run_request_with_the_same_id_creates_nothing(
     version = engine.register(wf, "test")
     _tasks(engine)
     detail = {"workflow_id": wf.id, "version": version, "run_id": f"{wf.id}-r1"}
-    first = dispatcher.handler(eventbridge_event("Run Requested", detail, "us-east-1"), None)
-    second = dispatcher.handler(eventbridge_event("Run Requested", detail, "us-east-1"), None)
+    first = dispatcher.handle(
+        eventbridge_event("Run Requested", detail, "us-east-1"), None, engine.wiring
+    )
+    second = dispatcher.handle(
+        eventbridge_event("Run Requested", detail, "us-east-1"), None, engine.wiring
+    )
     assert (first["created"], second["created"]) == (True, False)
     assert _task_ids(_tasks(engine)) == ["a"]
 
@@ -441,24 +444,26 @@ def test_loader_registers_an_uploaded_workflow_and_reports_an_invalid_one(
         Key=good_key,
         Body=f"id: {wf_id}\ntasks:\n  - id: a\n    command: 'true'\n".encode(),
     )
-    result = loader.handler(s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None)
+    result = loader.handle(
+        s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None, engine.wiring
+    )
     assert result["registered"] == [{"workflow_id": wf_id, "version": 1, "key": good_key}]
     # a broken re-upload of the same file keeps the version that works active
     s3.put_object(Bucket=bucket, Key=good_key, Body=b"id: [unclosed\n")
-    result = loader.handler(s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None)
+    result = loader.handle(
+        s3_event("ObjectCreated:Put", bucket, good_key, "us-east-1"), None, engine.wiring
+    )
     assert result["registered"] == [] and good_key in result["errors"][0]
     meta = engine.ports.definitions.get_meta(wf_id)  # type: ignore[union-attr]
     assert meta is not None and meta.active_version == 1
     bad_key = f"{WORKFLOWS_PREFIX}{wf_id}-bad.yaml"
     s3.put_object(Bucket=bucket, Key=bad_key, Body=b"id: x\ntasks:\n  - id: a\n    timeout: 0\n")
-    result = loader.handler(s3_event("ObjectCreated:Put", bucket, bad_key, "us-east-1"), None)
+    result = loader.handle(
+        s3_event("ObjectCreated:Put", bucket, bad_key, "us-east-1"), None, engine.wiring
+    )
     assert result["registered"] == []
     report = s3.get_object(Bucket=bucket, Key=bad_key + ".error.txt")["Body"].read().decode()
     assert bad_key in report and "timeout" in report
-
-
-def test_handlers_use_the_installed_ports(engine: LocalRuntime) -> None:
-    assert bootstrap.default_ports() is engine.ports
 
 
 def test_a_replayed_upload_event_is_processed_once_and_deleting_deactivates(
@@ -474,14 +479,14 @@ def test_a_replayed_upload_event_is_processed_once_and_deleting_deactivates(
         Body=f"id: {wf_id}\nschedule: '@hourly'\ntasks: [{{id: a, command: 'true'}}]\n".encode(),
     )
     created = s3_event("ObjectCreated:Put", bucket, key, "us-east-1", version_id="v1")
-    assert len(loader.handler(created, None)["registered"]) == 1
-    assert loader.handler(created, None)["registered"] == []  # the same event again
+    assert len(loader.handle(created, None, engine.wiring)["registered"]) == 1
+    assert loader.handle(created, None, engine.wiring)["registered"] == []  # the same event again
     meta = engine.ports.definitions.get_meta(wf_id)
     assert meta is not None and meta.active_version == 1 and meta.next_slot
 
     s3.delete_object(Bucket=bucket, Key=key)
     removed = s3_event("ObjectRemoved:Delete", bucket, key, "us-east-1", version_id="v1-del")
-    assert loader.handler(removed, None)["deactivated"] == [wf_id]
+    assert loader.handle(removed, None, engine.wiring)["deactivated"] == [wf_id]
     meta = engine.ports.definitions.get_meta(wf_id)
     assert meta is not None and meta.active_version is None and meta.next_slot is None
     far_future = "9999-01-01T00:00:00Z"
@@ -501,13 +506,13 @@ def test_the_tick_reports_an_attempt_whose_executor_died_without_a_redelivery(
     now = ports.clock.now().timestamp()
     ports.runs.claim_attempt(run_id, "heavy", 1, "2026-01-01T00:00:00Z", now - 5, now - 100)
     tick = eventbridge_event("Scheduled Event", {}, "us-east-1", source="aws.events")
-    assert dispatcher.handler(tick, None)["lost"] == [f"{run_id}/heavy"]
+    assert dispatcher.handle(tick, None, engine.wiring)["lost"] == [f"{run_id}/heavy"]
     [report] = _reports(engine)
     _complete(engine, [report])
     run, tasks = ports.runs.get_run_and_tasks(run_id, ["heavy"])
     assert tasks["heavy"].status == "failed" and run.status == "failed"
     # recorded: the next tick finds nothing more to report
-    assert dispatcher.handler(tick, None)["lost"] == []
+    assert dispatcher.handle(tick, None, engine.wiring)["lost"] == []
 
 
 def test_a_report_that_arrives_after_its_run_was_cancelled_starts_nothing(

@@ -16,7 +16,6 @@ def _engine(home: Path, clock: FakeClock) -> LocalRuntime:
     rt = LocalRuntime(state_dir=home, pump=False).start()
     assert rt.ports is not None
     rt.ports.clock = clock
-    rt.install()
     return rt
 
 

@@ -63,7 +63,8 @@ def _cancel(rt: LocalRuntime, run_id: str) -> None:
     while got := rt.clients.sqs.receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
     ).get("Messages", []):
-        completion.handler(sqs_event(got, url, rt.settings.region), LambdaContext("completion"))
+        event = sqs_event(got, url, rt.settings.region)
+        completion.handle(event, LambdaContext("completion"), rt.wiring)
         for m in got:
             rt.clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 

@@ -29,7 +29,6 @@ ROOTS = ("r0", "r1", "r2")
 @pytest.fixture(params=["bare", "emulator_bare"])
 def engine(request: pytest.FixtureRequest) -> Iterator[LocalRuntime]:
     rt: LocalRuntime = request.getfixturevalue(request.param)
-    rt.install()
     _drain(rt, _completions(rt))  # what earlier tests left
     _drain(rt, _tasks(rt))
     yield rt
@@ -73,7 +72,7 @@ def _deliver(rt: LocalRuntime, messages: list[dict[str, Any]]) -> None:
     """Hand the messages to the completion handler as SQS's event-source mapping would."""
     assert rt.settings is not None
     event = sqs_event(messages, _completions(rt), rt.settings.region)
-    result = completion.handler(event, LambdaContext("stratoflow-completion"))
+    result = completion.handle(event, LambdaContext("stratoflow-completion"), rt.wiring)
     assert result == {"batchItemFailures": []}
 
 
@@ -229,14 +228,16 @@ def test_a_cancel_answers_before_its_task_work_which_its_message_does_once(
 # --------------------------------------------------------------------------- at once
 
 
-def _api(method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
+def _api(
+    rt: LocalRuntime, method: str, path: str, body: Any = None
+) -> tuple[int, dict[str, str], Any]:
     event = api_gateway_event(
         method,
         path,
         headers={"Content-Type": "application/json"},
         body=None if body is None else json.dumps(body),
     )
-    resp = api.handler(event, LambdaContext("stratoflow-api", 29))
+    resp = api.handle(event, LambdaContext("stratoflow-api", 29), rt.wiring)
     headers = {k: ",".join(v) for k, v in (resp.get("multiValueHeaders") or {}).items()}
     return resp["statusCode"], {**headers, **(resp.get("headers") or {})}, json.loads(resp["body"])
 
@@ -251,20 +252,22 @@ def test_a_20000_task_trigger_and_its_cancel_are_answered_in_under_a_second_on_a
     wf_id = unique_id("wide")
     doc = {"id": wf_id, "tasks": [{"id": f"t{n}", "command": "true"} for n in range(WIDE)]}
     emulator_bare.register(load_workflow_text(json.dumps(doc), f"{wf_id}.json"), "test://w")
-    assert _api("GET", f"/workflows/{wf_id}")[0] == 200  # the API's first call is behind us
+    assert (
+        _api(emulator_bare, "GET", f"/workflows/{wf_id}")[0] == 200
+    )  # the API's first call is behind us
     # WHEN it is triggered through the API handler, as API Gateway invokes it
     started = time.monotonic()
-    status, headers, run = _api("POST", f"/workflows/{wf_id}/runs", {})
+    status, headers, run = _api(emulator_bare, "POST", f"/workflows/{wf_id}/runs", {})
     took = time.monotonic() - started
     # THEN the answer came in under a second: accepted, queued, its start pending
     assert status == 202, run
     assert took < 1.0, f"trigger answered in {took:.2f} s"
     assert (run["status"], run["tasks"]) == ("queued", {})
     assert headers["Location"] == f"/runs/{run['run_id']}"
-    assert _api("GET", f"/runs/{run['run_id']}")[2]["status"] == "queued"
+    assert _api(emulator_bare, "GET", f"/runs/{run['run_id']}")[2]["status"] == "queued"
     # and so does its cancel
     started = time.monotonic()
-    status, _, cancelled = _api("POST", f"/runs/{run['run_id']}/cancel")
+    status, _, cancelled = _api(emulator_bare, "POST", f"/runs/{run['run_id']}/cancel")
     took = time.monotonic() - started
     assert (status, cancelled["status"], cancelled["changed"]) == (200, "cancelled", True)
     assert took < 1.0, f"cancel answered in {took:.2f} s"
@@ -273,10 +276,9 @@ def test_a_20000_task_trigger_and_its_cancel_are_answered_in_under_a_second_on_a
 @pytest.mark.parametrize("fixture", ["runtime", "emulator_runtime"])
 def test_a_triggered_run_starts_and_completes(fixture: str, request: pytest.FixtureRequest) -> None:
     rt: LocalRuntime = request.getfixturevalue(fixture)
-    rt.install()
     wf_id = _register(rt)
-    status, _, run = _api("POST", f"/workflows/{wf_id}/runs", {})
+    status, _, run = _api(rt, "POST", f"/workflows/{wf_id}/runs", {})
     assert (status, run["status"]) == (202, "queued")
     assert rt.wait(run["run_id"], 60).status is RunStatus.SUCCEEDED
-    final = _api("GET", f"/runs/{run['run_id']}")[2]
+    final = _api(rt, "GET", f"/runs/{run['run_id']}")[2]
     assert {t["status"] for t in final["tasks"].values()} == {"succeeded"}

@@ -23,8 +23,12 @@ SCHEDULED_EVENT = "Scheduled Event"
 
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return handle(event, context, bootstrap.environment())
+
+
+def handle(event: dict[str, Any], context: Any, wiring: bootstrap.Wiring) -> dict[str, Any]:
     ev = EventBridgeEvent(event)
-    ports = bootstrap.default_ports()
+    ports = wiring.ports
     if ev.detail_type == SCHEDULED_EVENT:
         started = services.dispatch_due(ports)
         lost = services.reap_expired_attempts(ports)

@@ -15,16 +15,20 @@ from stratoflow.core.records import TaskMessage
 from stratoflow.handlers.observability import bind_task, logger, process_sqs_batch, tracer
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, wiring: bootstrap.Wiring) -> None:
     msg = TaskMessage.from_json(record.body)
     bind_task(msg.run_id, msg.task_id, msg.workflow_id)
-    result = services.execute_task(bootstrap.default_ports(), msg, bootstrap.default_runner())
+    result = services.execute_task(wiring.ports, msg, wiring.runner)
     logger.info(
         "task message handled",
         extra={"outcome": result.outcome.value, "attempt": msg.attempt, "kind": msg.kind},
     )
 
 
+def handle(event: dict[str, Any], context: Any, wiring: bootstrap.Wiring) -> dict[str, Any]:
+    return process_sqs_batch(event, context, lambda record: record_handler(record, wiring))
+
+
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return process_sqs_batch(event, context, record_handler)
+    return handle(event, context, bootstrap.environment())

@@ -23,8 +23,12 @@ ERROR_SUFFIX = ".error.txt"
 
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    ports = bootstrap.default_ports()
-    s3 = bootstrap.default_clients().s3
+    return handle(event, context, bootstrap.environment())
+
+
+def handle(event: dict[str, Any], context: Any, wiring: bootstrap.Wiring) -> dict[str, Any]:
+    ports = wiring.ports
+    s3 = wiring.clients.s3
     registered: list[dict[str, Any]] = []
     errors: list[str] = []
     deactivated: list[str] = []

@@ -31,7 +31,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from waitress.channel import HTTPChannel
@@ -40,6 +40,9 @@ from waitress.task import ErrorTask
 
 from stratoflow.console.assets import console_asset
 from stratoflow.local.events import LambdaContext, api_gateway_event
+
+if TYPE_CHECKING:
+    from stratoflow.bootstrap import Wiring
 
 DEFAULT_API_PORT = 8686
 MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -70,16 +73,18 @@ _log = logging.getLogger("stratoflow.local.http")
 
 
 def call_api(
+    wiring: Wiring,
     method: str,
     target: str,
     *,
     headers: dict[str, str] | None = None,
     body: str | None = None,
 ) -> tuple[int, dict[str, str], str]:
-    """Invoke the API handler in this process, as API Gateway would. Returns (status,
-    headers, body)."""
+    """Invoke the API handler in this process on the engine `wiring` is, as API Gateway
+    would. Returns (status, headers, body)."""
     parts = urlsplit(target)
     status, pairs, text = _invoke(
+        wiring,
         method,
         parts.path or "/",
         parse_qsl(parts.query, keep_blank_values=True),
@@ -93,6 +98,7 @@ def call_api(
 
 
 def _invoke(
+    wiring: Wiring,
     method: str,
     path: str,
     query: list[tuple[str, str]],
@@ -103,7 +109,7 @@ def _invoke(
     from stratoflow.handlers import api
 
     event = api_gateway_event(method, path, query=query, headers=headers, body=body)
-    resp: dict[str, Any] = api.handler(event, LambdaContext("stratoflow-api", 29))
+    resp: dict[str, Any] = api.handle(event, LambdaContext("stratoflow-api", 29), wiring)
     pairs = [(str(k), str(v)) for k, v in (resp.get("headers") or {}).items()]
     multi = resp.get("multiValueHeaders") or {}
     single = {k.lower() for k, _ in pairs}
@@ -119,9 +125,10 @@ def _invoke(
 class OwnerOnly:
     """The WSGI application: the owner checks, then the API handler."""
 
-    def __init__(self, token: str, port: int) -> None:
+    def __init__(self, token: str, port: int, wiring: Wiring) -> None:
         self._token = token.encode()
         self.port = port
+        self.wiring = wiring
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -167,6 +174,7 @@ class OwnerOnly:
         # The token stays here: the handler (and whatever it logs) never sees it.
         forward = {k: v for k, v in headers.items() if k.lower() not in (*_TOKEN_HEADERS, "cookie")}
         status, pairs, text = _invoke(
+            self.wiring,
             method,
             parts.path or "/",
             [(k, v) for k, v in query if k != TOKEN_QUERY],
@@ -309,6 +317,7 @@ class ApiServer:
 
     def __init__(
         self,
+        wiring: Wiring,
         port: int = DEFAULT_API_PORT,
         host: str = "127.0.0.1",
         *,
@@ -320,7 +329,7 @@ class ApiServer:
         # A burst of requests waiting for a thread is normal here, not worth a warning line
         # on the engine's terminal per request.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        self._app = OwnerOnly(self.token, port)
+        self._app = OwnerOnly(self.token, port, wiring)
         self._map: dict[int, Any] = {}
         self._server = create_server(
             self._app,

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from stratoflow.aws.clients import AwsClients
+    from stratoflow.bootstrap import Wiring
     from stratoflow.config import Settings
     from stratoflow.embedded.engine import EmbeddedEngine
     from stratoflow.local.runtime import Progress
@@ -72,6 +73,10 @@ class EventSourceMappings:
     _progress_lock: threading.Lock
     _guardian: ProcessGuardian | None
     _on_report: Callable[[AttemptReport], None] | None
+
+    @property
+    def wiring(self) -> Wiring:
+        raise NotImplementedError  # LocalRuntime's
 
     def _receive(self, queue_url: str, limit: int) -> list[dict[str, Any]]:
         assert self.clients is not None
@@ -274,7 +279,7 @@ class EventSourceMappings:
                 response = self._run_fargate_entrypoint(message)
             else:
                 event = sqs_event([message], url, self.settings.region)
-                response = _invoke(executor.handler, event, "stratoflow-executor")
+                response = _invoke(executor.handle, event, "stratoflow-executor", self.wiring)
             self._settle_batch(url, [message], response)
         finally:
             with self._progress_lock:
@@ -326,7 +331,9 @@ class EventSourceMappings:
                 messages = self._receive(url, 10)
                 if messages:
                     event = sqs_event(messages, url, self.settings.region)
-                    response = _invoke(completion.handler, event, "stratoflow-completion")
+                    response = _invoke(
+                        completion.handle, event, "stratoflow-completion", self.wiring
+                    )
                     self._settle_batch(url, messages, response)
                     self._note_reports(messages, response)
                 failures = 0
@@ -370,10 +377,13 @@ def _wants_fargate(body: str) -> bool:
 
 
 def _invoke(
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]], event: dict[str, Any], name: str
+    handle: Callable[[dict[str, Any], Any, Wiring], dict[str, Any]],
+    event: dict[str, Any],
+    name: str,
+    wiring: Wiring,
 ) -> dict[str, Any]:
     """Call a batch handler; an exception fails the whole batch, as in Lambda."""
     try:
-        return handler(event, LambdaContext(name))
+        return handle(event, LambdaContext(name), wiring)
     except Exception:
         return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}

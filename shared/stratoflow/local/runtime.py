@@ -133,6 +133,7 @@ class LocalRuntime(EventSourceMappings):
         self.clients: AwsClients | EmbeddedEngine | None = None
         self.ports: Ports | None = None
         self.runner: CommandRunner | None = None
+        self._wiring: bootstrap.Wiring | None = None
 
     # -- lifecycle
 
@@ -171,7 +172,10 @@ class LocalRuntime(EventSourceMappings):
             guard=self._guardian,
         )
         self.runner = runner
-        self.install()
+        assert self.ports is not None and self.clients is not None and self.settings
+        self._wiring = bootstrap.Wiring(
+            self.ports, self.clients, runner, bucket=self.settings.bucket
+        )
         # More executor threads than command slots: an attempt gives its slot up as soon as
         # its command ends, and sends its report while the next one claims and runs.
         self._pool = ThreadPoolExecutor(2 * self.workers, thread_name_prefix="stratoflow-executor")
@@ -203,11 +207,13 @@ class LocalRuntime(EventSourceMappings):
             self.settings, clients=clients, events=events, metrics=self._metrics
         )
 
-    def install(self) -> None:
-        """Make this process's handlers use this runtime's resources."""
-        bootstrap.install_defaults(
-            self.ports, self.clients, self.runner, self.settings.bucket if self.settings else None
-        )
+    @property
+    def wiring(self) -> bootstrap.Wiring:
+        """What this runtime hands the handlers it calls (`handle(event, context, wiring)`):
+        its ports, clients and runner. Tests call handlers with it too."""
+        if self._wiring is None:
+            raise RuntimeError("the runtime is not started")
+        return self._wiring
 
     def _redirect_handler_logs(self, path: Path) -> None:
         """The handlers log JSON to stdout (CloudWatch on AWS); locally stdout is the CLI's,
@@ -294,7 +300,6 @@ class LocalRuntime(EventSourceMappings):
         for t in self._threads:
             t.join(timeout=5)
         self._threads.clear()
-        bootstrap.install_defaults(None)
         if self._emulator:
             self._emulator.stop()
         if self.engine is not None:
@@ -328,7 +333,9 @@ class LocalRuntime(EventSourceMappings):
         event = eventbridge_event(
             dispatcher.SCHEDULED_EVENT, {}, self.settings.region, source="aws.events"
         )
-        started = dispatcher.handler(event, LambdaContext("stratoflow-dispatcher"))["started"]
+        started = dispatcher.handle(event, LambdaContext("stratoflow-dispatcher"), self.wiring)[
+            "started"
+        ]
         for run_id in started:
             self._event_for(run_id)
         return list(started)
@@ -354,7 +361,7 @@ class LocalRuntime(EventSourceMappings):
             detail["run_id"] = run_id
             self._event_for(run_id)
         event = eventbridge_event(dispatcher.RUN_REQUESTED, detail, self.settings.region)
-        result = dispatcher.handler(event, LambdaContext("stratoflow-dispatcher"))
+        result = dispatcher.handle(event, LambdaContext("stratoflow-dispatcher"), self.wiring)
         self._event_for(result["run_id"])
         return str(result["run_id"])
 

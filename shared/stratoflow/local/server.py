@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from stratoflow import bootstrap, services
+from stratoflow import services
 from stratoflow.config import WORKFLOW_FILE_SUFFIXES, WORKFLOWS_PREFIX
 from stratoflow.core.loader import WorkflowFileError, load_workflow_text
 from stratoflow.embedded.runs import SqliteRunStore
@@ -91,13 +91,13 @@ class FolderServer:
             rt.ports.clock = AcceleratedClock(self.speed, time.time(), datetime.now(UTC))
         if self.api_port is not None:
             try:
-                self.api = ApiServer(self.api_port).start()
+                self.api = ApiServer(rt.wiring, self.api_port).start()
             except OSError:
                 rt.stop()
                 self._lock.release()
                 raise
             # An upload through the API lands in the served folder, like a file saved there.
-            bootstrap.install_uploader(self._store_upload)
+            rt.wiring.uploader = self._store_upload
         state = write_state(
             self.api.url if self.api else None,
             rt.endpoint_url,
@@ -251,9 +251,10 @@ class FolderServer:
             self.say(f"error: {message}")
             return
         rt.clients.s3.put_object(Bucket=rt.settings.bucket, Key=key, Body=body)
-        result = loader.handler(
+        result = loader.handle(
             s3_event("ObjectCreated:Put", rt.settings.bucket, key, rt.settings.region),
             LambdaContext("stratoflow-loader"),
+            rt.wiring,
         )
         for reg in result["registered"]:
             self._owners[reg["workflow_id"]] = path
@@ -285,9 +286,10 @@ class FolderServer:
             del self._owners[declared]
         key = self._key(path)
         rt.clients.s3.delete_object(Bucket=rt.settings.bucket, Key=key)
-        result = loader.handler(
+        result = loader.handle(
             s3_event("ObjectRemoved:Delete", rt.settings.bucket, key, rt.settings.region),
             LambdaContext("stratoflow-loader"),
+            rt.wiring,
         )
         for workflow_id in result["deactivated"]:
             self.say(f"deactivated {workflow_id} ({path.name} removed)")
@@ -313,7 +315,7 @@ class FolderServer:
             clear_state()
             if self.api is not None:
                 self.api.stop()
-                bootstrap.install_uploader(None)
+                rt.wiring.uploader = None
             try:
                 rt.stop()
             finally:

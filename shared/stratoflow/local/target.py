@@ -134,16 +134,17 @@ def clear_state() -> None:
     (home() / STATE_FILE).unlink(missing_ok=True)
 
 
-def install(endpoint_url: str | None) -> Ports:
-    """Connect, and make this process's handlers (the API's, run in-process) use that
-    engine: its ports, the clients they were built on, and where uploads go."""
+def wire(endpoint_url: str | None) -> bootstrap.Wiring:
+    """Connect: the wiring the API's handler, run in this process, answers the CLI with
+    (the engine's ports, the clients they were built on, where uploads go)."""
     from stratoflow.handlers.observability import send_logs_to
+    from stratoflow.runner.commands import command_runner
 
     ports, clients, bucket = _engine(endpoint_url)
-    bootstrap.install_defaults(ports, clients, bucket=bucket)
     home().mkdir(parents=True, exist_ok=True)
     send_logs_to((home() / "handlers.log").open("a", encoding="utf-8"))
-    return ports
+    # The API runs no command; a runner completes the wiring all the same.
+    return bootstrap.Wiring(ports, clients, command_runner(None), bucket=bucket)
 
 
 def connect(endpoint_url: str | None) -> Ports:

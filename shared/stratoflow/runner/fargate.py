@@ -35,9 +35,8 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     runner = command_runner(Settings.from_env().log_dir, cancel=stop)
-    result = services.execute_task(
-        bootstrap.default_ports(), msg, runner, worker=metadata.task_arn()
-    )
+    wiring = bootstrap.from_environment()
+    result = services.execute_task(wiring.ports, msg, runner, worker=metadata.task_arn())
     sys.stderr.write(
         f"stratoflow fargate runner: {msg.task_id} attempt {msg.attempt}: {result.outcome.value}\n"
     )

@@ -15,10 +15,20 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from stratoflow.handlers.api import bodies, errors, graph, logpages, openapi, runs, workflows
+from stratoflow.bootstrap import Wiring, environment
+from stratoflow.handlers.api import (
+    bodies,
+    errors,
+    graph,
+    logpages,
+    openapi,
+    runs,
+    wiring,
+    workflows,
+)
 from stratoflow.handlers.observability import tracer
 
-__all__ = ["app", "handler", "openapi_document"]
+__all__ = ["app", "handle", "handler", "openapi_document"]
 
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(workflows.router)
@@ -44,12 +54,18 @@ def _refused(problem: bodies.BodyProblem) -> dict[str, Any]:
     }
 
 
-@tracer.capture_lambda_handler(capture_response=False)
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handle(event: dict[str, Any], context: Any, wired: Wiring) -> dict[str, Any]:
+    """Answer one API Gateway proxy event with the engine `wired` is."""
     # Checked before the resolver sees the body: Powertools parses it first, and a bad one
     # fails there as a 500 (see bodies).
     try:
         bodies.check_body(event)
     except bodies.BodyProblem as problem:
         return _refused(problem)
-    return app.resolve(event, context)
+    with wiring.serving(wired):
+        return app.resolve(event, context)
+
+
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return handle(event, context, environment())

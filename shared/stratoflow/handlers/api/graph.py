@@ -16,9 +16,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, Field
 
-from stratoflow import bootstrap
 from stratoflow.core.layout import GROUP_PREFIX, GROUP_THRESHOLD, Layout, layout_dag
 from stratoflow.core.plan import Plan
+from stratoflow.handlers.api import wiring
 from stratoflow.handlers.api.schemas import WorkflowId
 
 CACHED_LAYOUTS = 32
@@ -97,7 +97,7 @@ def _document(plan: Plan, layout: Layout) -> GraphDocument:
 
 def version_graph(workflow_id: str, version: int, expand: tuple[str, ...] = ()) -> GraphDocument:
     """The laid-out graph of one version; raises LookupError (a 404) for an unknown one."""
-    plan = bootstrap.default_ports().definitions.get_plan(workflow_id, version)
+    plan = wiring.ports().definitions.get_plan(workflow_id, version)
     key = (workflow_id, version, expand)
     with _lock:
         hit = _cache.get(key)
@@ -147,7 +147,7 @@ def get_version(
     workflow_id: WorkflowId,
     version: Annotated[int, Path(ge=1, le=1_000_000_000, description="a version number")],
 ) -> VersionDocument:
-    plan = bootstrap.default_ports().definitions.get_plan(workflow_id, version)
+    plan = wiring.ports().definitions.get_plan(workflow_id, version)
     return VersionDocument(
         workflow_id=workflow_id,
         version=version,

@@ -10,7 +10,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, Field
 
-from stratoflow import bootstrap, services
+from stratoflow import services
+from stratoflow.handlers.api import wiring
 from stratoflow.handlers.api.schemas import RunId, TaskId
 
 DEFAULT_PAGE = 256 * 1024
@@ -57,7 +58,7 @@ def get_log_page(
         bool, Query(description="the output of the task's compensation (a failed saga)")
     ] = False,
 ) -> LogPage:
-    doc = services.task_logs(bootstrap.default_ports(), run_id, task_id, attempt, compensation)
+    doc = services.task_logs(wiring.ports(), run_id, task_id, attempt, compensation)
     text = doc["text"]
     size = len(text)
     start = max(0, size + offset) if offset < 0 else min(offset, size)

@@ -13,10 +13,11 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from stratoflow import bootstrap, services
+from stratoflow import services
 from stratoflow.core import records
 from stratoflow.core.model import check_run_params
 from stratoflow.core.records import RunRecord
+from stratoflow.handlers.api import wiring
 from stratoflow.handlers.api.errors import ApiError, json_response
 from stratoflow.handlers.api.schemas import (
     CancelResult,
@@ -52,7 +53,7 @@ def _run_summary(run: RunRecord) -> dict[str, Any]:
 
 
 def _run_document(run_id: str) -> records.RunDocument:
-    doc = services.run_status(bootstrap.default_ports(), run_id)
+    doc = services.run_status(wiring.ports(), run_id)
     if doc is None:
         raise LookupError(f"no run {run_id!r}")
     return doc
@@ -108,7 +109,7 @@ def trigger(
     params = request.params if request else {}
     with _bad_params():
         check_run_params(params)
-    ports = bootstrap.default_ports()
+    ports = wiring.ports()
     with _bad_params():
         run, created = services.trigger_run(ports, workflow_id, params, idempotency_key)
     logger.info("run triggered", extra={"run_id": run.run_id, "new_run": created})
@@ -129,7 +130,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     next_token: Annotated[str | None, Query(max_length=600)] = None,
 ) -> RunPage:
-    ports = bootstrap.default_ports()
+    ports = wiring.ports()
     if ports.definitions.get_meta(workflow_id) is None:
         raise LookupError(f"no registered workflow {workflow_id!r}")
     after = None
@@ -159,7 +160,7 @@ def get_logs(
         bool, Query(description="the output of the task's compensation (a failed saga)")
     ] = False,
 ) -> LogsDocument:
-    doc = services.task_logs(bootstrap.default_ports(), run_id, task_id, attempt, compensation)
+    doc = services.task_logs(wiring.ports(), run_id, task_id, attempt, compensation)
     return LogsDocument.model_validate(doc)
 
 
@@ -178,7 +179,7 @@ def get_logs(
     },
 )
 def cancel(run_id: RunId) -> CancelResult:
-    ports = bootstrap.default_ports()
+    ports = wiring.ports()
     changed = services.cancel_run(ports, run_id)
     run = ports.runs.get_run(run_id)
     if run is None:
@@ -200,5 +201,5 @@ def cancel(run_id: RunId) -> CancelResult:
     },
 )
 def retry(run_id: RunId) -> RunDocument:
-    run = services.retry_run(bootstrap.default_ports(), run_id)
+    run = services.retry_run(wiring.ports(), run_id)
     return RunDocument.model_validate(_run_document(run.run_id))

@@ -9,10 +9,11 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-from stratoflow import bootstrap, services
+from stratoflow import services
 from stratoflow.config import WORKFLOWS_PREFIX
 from stratoflow.core.loader import WorkflowFileError, load_workflow_text
 from stratoflow.core.records import WorkflowMeta
+from stratoflow.handlers.api import wiring
 from stratoflow.handlers.api.errors import ApiError, json_response
 from stratoflow.handlers.api.openapi import MAX_UPLOAD_BYTES
 from stratoflow.handlers.api.schemas import (
@@ -49,7 +50,7 @@ def _summary(meta: WorkflowMeta, ports: services.Ports) -> dict[str, Any]:
 
 @router.get("/workflows", tags=["workflows"], summary="Registered workflows")
 def list_workflows() -> WorkflowList:
-    ports = bootstrap.default_ports()
+    ports = wiring.ports()
     metas = sorted(ports.definitions.list_workflows(), key=lambda m: m.workflow_id)
     return WorkflowList.model_validate(
         {
@@ -88,10 +89,10 @@ def upload_workflow(
     except WorkflowFileError as err:
         raise ApiError(HTTPStatus.BAD_REQUEST, err.message) from err
     key = WORKFLOWS_PREFIX + name
-    source = bootstrap.default_uploader()(key, data)
+    source = wiring.current().upload(key, data)
     # Registered now, so that a trigger right after the upload runs this version; the
     # upload's own notification later finds the same content and changes nothing.
-    meta = services.register_source(bootstrap.default_ports(), workflow, source)
+    meta = services.register_source(wiring.ports(), workflow, source)
     return json_response(
         HTTPStatus.CREATED,
         {"workflow_id": workflow.id, "version": meta.active_version, "key": key},
@@ -100,7 +101,7 @@ def upload_workflow(
 
 @router.get("/workflows/<workflow_id>", tags=["workflows"], summary="A workflow and its versions")
 def get_workflow(workflow_id: WorkflowId) -> WorkflowDetail:
-    ports = bootstrap.default_ports()
+    ports = wiring.ports()
     meta = ports.definitions.get_meta(workflow_id)
     if meta is None:
         raise LookupError(f"no registered workflow {workflow_id!r}")
@@ -126,7 +127,7 @@ def get_workflow(workflow_id: WorkflowId) -> WorkflowDetail:
 
 
 def _pause(workflow_id: str, paused: bool) -> PauseResult:
-    if not bootstrap.default_ports().definitions.set_paused(workflow_id, paused):
+    if not wiring.ports().definitions.set_paused(workflow_id, paused):
         raise LookupError(f"no registered workflow {workflow_id!r}")
     return PauseResult(workflow_id=workflow_id, paused=paused)
 

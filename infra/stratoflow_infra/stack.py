@@ -97,9 +97,12 @@ class StratoflowStack(Stack):
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: Any
     ) -> None:
-        super().__init__(scope, construct_id, **kwargs)
-        Tags.of(self).add("project", "stratoflow")
-        Tags.of(self).add("stratoflow:prefix", settings.prefix)
+        tags = {"project": "stratoflow", "stratoflow:prefix": settings.prefix}
+        # Given to the stack itself as well: under @aws-cdk/core:explicitStackTags (cdk.json)
+        # `Tags.of` tags only the resources, and a deployed stack would lose its tags.
+        super().__init__(scope, construct_id, tags=tags, **kwargs)
+        for key, value in tags.items():
+            Tags.of(self).add(key, value)
         names = Resources.named(settings.prefix, account=Aws.ACCOUNT_ID)
 
         self.state = StateTable(

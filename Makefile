@@ -1,5 +1,5 @@
 # Every target bootstraps .venv (and node_modules for the CDK CLI) idempotently, so a fresh
-# clone needs only Python >= 3.11, Node.js 20 and npm.
+# clone needs only Python >= 3.11, Node.js 22 (20 still works; docs/deploy.md#nodejs) and npm.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
@@ -160,7 +161,21 @@ def _finish(doc: dict[str, Any], as_json: bool) -> NoReturn:
         sys.stdout.write(json.dumps(doc) + "\n")
     else:
         print_table(doc)
+        _print_interventions(doc)
     sys.exit(_outcome(doc))
+
+
+def _print_interventions(doc: dict[str, Any]) -> None:
+    """Under a run's table: why the engine ended it, and the outcomes set by hand."""
+    out = Console()
+    if doc.get("reason"):
+        out.print(Text(f"{doc['status']}: {doc['reason']}", style="bold red"))
+    for m in doc.get("marks", []):
+        line = Text(f"{m['task_id']} marked {m['status']} by {m['by']} at ")
+        line.append(compact_time(m["at"]))
+        if m["reason"]:
+            line.append(f": {m['reason']}")
+        out.print(line)
 
 
 # --------------------------------------------------------------------------- commands
@@ -179,6 +194,8 @@ def register(main: click.Group) -> None:
         logs,
         cancel,
         retry,
+        rerun,
+        mark,
     ):
         main.add_command(command)
 
@@ -585,6 +602,90 @@ def retry(
     redo = [t for t, s in doc["tasks"].items() if s["status"] not in ("succeeded", "skipped")]
     if not as_json:
         err_console.print(f"run {run_id}: retrying {len(redo)} task(s)")
+    if wait:
+        _finish(follow_run(target, run_id, quiet=as_json), as_json)
+    if as_json:
+        click.echo(json.dumps(doc))
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@target_options
+@click.option(
+    "--downstream", is_flag=True, help="Rerun every task that depends on it too, transitively."
+)
+@click.option("--wait", is_flag=True, help="Follow the run and exit with its outcome.")
+@click.option("--json", "as_json", is_flag=True)
+def rerun(
+    run_id: str,
+    task_id: str,
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    downstream: bool,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Run TASK_ID of a finished run again (Airflow's clear), and with --downstream what
+    depends on it; the rest keep their outcome. The run goes back to running."""
+    target = _target(api, stack, endpoint_url)
+    # Not sent again when no answer comes: a rerun that did happen would then be refused
+    # as running (see `retry`).
+    doc = _call(
+        target,
+        "POST",
+        f"/runs/{run_id}/tasks/{task_id}/rerun",
+        body={"downstream": downstream},
+        check=f"stratoflow status {run_id}",
+    )
+    if not as_json:
+        again = "and what depends on it " if downstream else ""
+        err_console.print(
+            Text(f"run {run_id}: rerunning {task_id} {again}(drive {doc['redrives']})")
+        )
+    if wait:
+        _finish(follow_run(target, run_id, quiet=as_json), as_json)
+    if as_json:
+        click.echo(json.dumps(doc))
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@target_options
+@click.option("--success", "state", flag_value="succeeded", help="Mark it succeeded.")
+@click.option("--failed", "state", flag_value="failed", help="Mark it failed.")
+@click.option("--reason", default="", metavar="TEXT", help="Why: kept with the run.")
+@click.option("--wait", is_flag=True, help="Follow the run and exit with its outcome.")
+@click.option("--json", "as_json", is_flag=True)
+def mark(
+    run_id: str,
+    task_id: str,
+    api: str | None,
+    stack: str | None,
+    endpoint_url: str | None,
+    state: str | None,
+    reason: str,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Set TASK_ID's outcome by hand (--success or --failed), recorded with who and why;
+    the run's outcome follows (see docs/operations.md: mark)."""
+    if state is None:
+        invalid(f"mark {run_id} {task_id}: give --success or --failed")
+    target = _target(api, stack, endpoint_url)
+    doc = _call(
+        target,
+        "POST",
+        f"/runs/{run_id}/tasks/{task_id}/mark",
+        body={"state": state, "reason": reason},
+        check=f"stratoflow status {run_id}",
+    )
+    if not as_json:
+        err_console.print(
+            Text(f"run {run_id}: {task_id} marked {state}; the run is {doc['status']}")
+        )
     if wait:
         _finish(follow_run(target, run_id, quiet=as_json), as_json)
     if as_json:

@@ -177,6 +177,8 @@ API_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/runs/{run_id}/tasks/{task_id}/logs/page"),
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/runs/{run_id}/retry"),
+    ("POST", "/runs/{run_id}/tasks/{task_id}/rerun"),
+    ("POST", "/runs/{run_id}/tasks/{task_id}/mark"),
 )
 """The REST API's methods: served by the `api` function (its OpenAPI document is checked
 against this), declared one by one in API Gateway by infra/."""

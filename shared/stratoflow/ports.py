@@ -18,6 +18,7 @@ from stratoflow.core.plan import Plan
 from stratoflow.core.records import (
     AttemptReport,
     CompensationRecord,
+    MarkRecord,
     RunRecord,
     TaskMessage,
     TaskRecord,
@@ -117,6 +118,8 @@ class RunDefaults:
     params: dict[str, str]
     concurrency: int | None
     n_tasks: int
+    timeout: float | None = None
+    """The run's limit in seconds (the workflow's `timeout`), if any."""
 
     @classmethod
     def from_definition(cls, body: str | bytes) -> RunDefaults:
@@ -126,6 +129,7 @@ class RunDefaults:
             params=dict(data.get("params") or {}),
             concurrency=data.get("concurrency"),
             n_tasks=len(data["tasks"]),
+            timeout=data.get("timeout"),
         )
 
 
@@ -228,9 +232,42 @@ class RunStore(Protocol):
         resets: dict[str, dict[TaskStatus, int]],
         final_count: int,
         release_workflow: str | None,
+        *,
+        leaf_bad: int = 0,
+        marks: Sequence[MarkRecord] = (),
+        deadline: str | None = None,
     ) -> bool:
         """Reset `resets` to pending (with these upstream counters) in the run's next drive
-        and put the run back to running; False if the run changed meanwhile."""
+        and put the run back to running with `final_count` tasks final and `leaf_bad` of
+        them leaves that did not succeed or skip (the tasks kept); False if the run changed
+        meanwhile (its status or drive is not `run`'s). Each of `marks` sets its task's
+        final status in the new drive (kept: counted in `final_count`) and is added to the
+        run's marks; `deadline` replaces the run's (see `set_deadline`)."""
+        ...
+
+    def mark_task(
+        self, run_id: str, task_id: str, expected: TaskStatus, mark: MarkRecord, drive: int
+    ) -> bool:
+        """A running run's task set to `mark.status` by hand: if the run is running in
+        `drive` and the task is still `expected` (pending: no item), its status becomes
+        final, not yet propagated (as a decided task's: `finalize_task` with no attempt
+        then counts it), its lease is ended, and `mark` is added to the run's marks. True
+        for the one caller that did it."""
+        ...
+
+    def set_deadline(self, run_id: str, deadline: str) -> bool:
+        """Give a queued or running run without one its `deadline` (UTC ISO), and list it
+        for `overdue_runs`; True if this call set it."""
+        ...
+
+    def overdue_runs(self, now: str, limit: int) -> list[tuple[str, str]]:
+        """(run id, deadline) of runs listed with a deadline at or before `now`, oldest
+        first. A run that ended may still be listed until `clear_deadline`."""
+        ...
+
+    def clear_deadline(self, run_id: str, deadline: str) -> None:
+        """Stop listing the run for `overdue_runs`, if it is listed with `deadline` (a
+        redrive may have listed it with another since)."""
         ...
 
     def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
@@ -318,10 +355,11 @@ class RunStore(Protocol):
         now: str,
         compensations: Sequence[str] = (),
         release_workflow: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         """running|compensating → status (forward only), and queued → cancelled; True for
         the one caller that did it. With `release_workflow`, atomically count one scheduled
-        run of it as no longer active."""
+        run of it as no longer active; `reason` is kept as the run's (why it ended)."""
         ...
 
     def claim_compensation(
@@ -357,14 +395,27 @@ class RunCommand:
     the run store says (a `start` of a run that is not queued, or whose start is complete,
     does nothing), so a duplicate or a forged command changes nothing."""
 
-    command: str  # START or CANCEL
+    command: str  # START, CANCEL, TIMEOUT or SETTLED
     run_id: str
+    task_id: str | None = None
+    """SETTLED: the task whose attempt (`attempt` of `drive`) reported."""
+    attempt: int | None = None
+    drive: int | None = None
 
     START = "start"
     CANCEL = "cancel"
+    TIMEOUT = "timeout"
+    """The run may have passed its deadline (the tick, or an attempt's watch, saw it)."""
+    SETTLED = "settled"
+    """An attempt of a redriven run has reported: once its report is recorded, see whether
+    that ended the run (a task kept from an earlier drive does not tell it)."""
+    COMMANDS = (START, CANCEL, TIMEOUT, SETTLED)
 
     def to_json(self) -> str:
-        return json.dumps({"command": self.command, "run_id": self.run_id}, sort_keys=True)
+        body: dict[str, Any] = {"command": self.command, "run_id": self.run_id}
+        if self.task_id is not None:
+            body.update(task_id=self.task_id, attempt=self.attempt, drive=self.drive)
+        return json.dumps(body, sort_keys=True)
 
     @classmethod
     def from_body(cls, body: str) -> RunCommand | None:
@@ -373,9 +424,14 @@ class RunCommand:
         if not isinstance(data, dict) or "command" not in data:
             return None
         command, run_id = data["command"], data.get("run_id")
-        if command not in (cls.START, cls.CANCEL) or not isinstance(run_id, str):
+        if command not in cls.COMMANDS or not isinstance(run_id, str):
             raise ValueError(f"not a run command: {body[:200]!r}")
-        return cls(command=command, run_id=run_id)
+        task_id, attempt, drive = data.get("task_id"), data.get("attempt"), data.get("drive")
+        if command == cls.SETTLED and not (
+            isinstance(task_id, str) and isinstance(attempt, int) and isinstance(drive, int)
+        ):
+            raise ValueError(f"not a run command: {body[:200]!r}")
+        return cls(command=command, run_id=run_id, task_id=task_id, attempt=attempt, drive=drive)
 
 
 class EventPublisher(Protocol):

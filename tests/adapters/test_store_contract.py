@@ -19,7 +19,14 @@ import pytest
 
 from stratoflow.core.model import Workflow
 from stratoflow.core.plan import Plan
-from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord, WorkflowMeta, iso
+from stratoflow.core.records import (
+    CompensationRecord,
+    MarkRecord,
+    RunRecord,
+    TaskRecord,
+    WorkflowMeta,
+    iso,
+)
 from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.ports import (
     Claim,
@@ -1627,3 +1634,131 @@ def test_a_redrive_from_a_stale_record_resets_no_task(stores: Stores) -> None:
     # THEN c, which the first redrive kept, is as it was: upstream_failed in drive 0
     c = task(stores, "c")
     assert (c.status, c.drive) == (TaskStatus.UPSTREAM_FAILED, 0)
+
+
+# ------------------------------------------------------------- marks, reruns and deadlines
+
+
+def a_mark(task_id: str, status: TaskStatus = SUCCEEDED, reason: str = "by hand") -> MarkRecord:
+    return MarkRecord(task_id=task_id, status=status.value, by="alice", at=T1, reason=reason)
+
+
+def test_a_mark_settles_a_running_task_for_finalize_to_count(stores: Stores) -> None:
+    # GIVEN a running run whose task a runs attempt 1 (with a lease)
+    started(stores, n_tasks=2)
+    running(stores, "a")
+    # WHEN a is marked succeeded
+    assert stores.runs.mark_task("r1", "a", RUNNING, a_mark("a"), 0) is True
+    # THEN a is succeeded with no lease, listed among the run's marks, and finalize without
+    # an attempt counts it (and its child) once
+    a = task(stores, "a")
+    assert (a.status, a.lease_until, a.settled_at) == (SUCCEEDED, None, T1)
+    assert run_of(stores).marks == (a_mark("a"),)
+    assert stores.runs.expired_attempts(LEASE + 1, 10) == []
+    done = settlement("a", SUCCEEDED, ["b"], attempt=None)
+    assert finalize(stores, done).outcome is FinalizeOutcome.APPLIED
+    assert counts(stores, "b") == {SUCCEEDED: 1}
+    assert run_of(stores).final_count == 1
+    # AND the attempt's own report can no longer settle it
+    assert finalize(stores, settlement("a", FAILED, ["b"])).outcome is FinalizeOutcome.STALE
+
+
+def test_a_mark_of_a_pending_task_writes_it_from_nothing(stores: Stores) -> None:
+    started(stores)
+    assert stores.runs.mark_task("r1", "b", PENDING, a_mark("b", FAILED), 0) is True
+    assert task(stores, "b").status is FAILED
+
+
+def test_a_mark_is_refused_when_the_task_or_the_run_moved_on(stores: Stores) -> None:
+    # GIVEN a running run whose task a runs, and a second run that ended
+    started(stores)
+    running(stores, "a")
+    # WHEN a mark expects a to be queued, or the run in another drive
+    assert stores.runs.mark_task("r1", "a", QUEUED, a_mark("a"), 0) is False
+    assert stores.runs.mark_task("r1", "a", RUNNING, a_mark("a"), 1) is False
+    # THEN nothing was written
+    assert task(stores, "a").status is RUNNING and run_of(stores).marks == ()
+    started(stores, "r2")
+    assert stores.runs.finish_run("r2", RunStatus.CANCELLED, T1)
+    assert stores.runs.mark_task("r2", "a", PENDING, a_mark("a"), 0) is False
+    assert run_of(stores, "r2").marks == ()
+
+
+def test_two_marks_at_once_one_wins(stores: Stores) -> None:
+    started(stores)
+    running(stores, "a")
+    won = at_once(
+        lambda: stores.runs.mark_task("r1", "a", RUNNING, a_mark("a"), 0),
+        lambda: stores.runs.mark_task("r1", "a", RUNNING, a_mark("a", FAILED), 0),
+    )
+    assert sorted(won) == [False, True]
+    assert len(run_of(stores).marks) == 1
+
+
+def test_a_redrive_sets_marked_tasks_keeps_bad_leaves_and_a_new_deadline(stores: Stores) -> None:
+    # GIVEN a failed run a → b → c (b failed, c upstream_failed)
+    run = _failed_chain(stores)
+    # WHEN b is marked succeeded in the redrive, c reset, with one bad leaf kept elsewhere
+    assert stores.runs.redrive(
+        run, {"c": {SUCCEEDED: 1}}, 2, None, leaf_bad=1, marks=[a_mark("b")], deadline=T2
+    )
+    # THEN b is succeeded in drive 1 (kept: not propagated again), c pending, and the run
+    # carries the counters, the mark and the deadline
+    b = task(stores, "b")
+    assert (b.status, b.drive) == (SUCCEEDED, 1)
+    assert finalize(stores, settlement("b", SUCCEEDED, ["c"], attempt=None)).outcome in (
+        FinalizeOutcome.ALREADY,
+        FinalizeOutcome.STALE,
+    )
+    assert counts(stores, "c") == {SUCCEEDED: 1}
+    after = run_of(stores)
+    assert (after.status, after.drive, after.final_count, after.leaf_bad) == (
+        RunStatus.RUNNING,
+        1,
+        2,
+        1,
+    )
+    assert (after.marks, after.deadline) == ((a_mark("b"),), T2)
+
+
+def test_a_run_ended_with_a_reason_keeps_it_until_a_redrive(stores: Stores) -> None:
+    started(stores)
+    assert stores.runs.finish_run("r1", RunStatus.FAILED, T1, reason="run timed out after 2s")
+    ended = run_of(stores)
+    assert (ended.status, ended.reason) == (RunStatus.FAILED, "run timed out after 2s")
+    assert stores.runs.redrive(ended, {"a": {}}, 2, None)
+    assert run_of(stores).reason is None
+
+
+def test_a_deadline_is_set_once_and_listed_when_due(stores: Stores) -> None:
+    # GIVEN two running runs, one with a deadline at T1, and a finished one
+    started(stores, "r1")
+    started(stores, "r2")
+    assert stores.runs.set_deadline("r1", T1) is True
+    # WHEN a second deadline is given, or one to a finished run
+    assert stores.runs.set_deadline("r1", T2) is False
+    started(stores, "r3")
+    assert stores.runs.finish_run("r3", RunStatus.SUCCEEDED, T0)
+    assert stores.runs.set_deadline("r3", T0) is False
+    # THEN r1 keeps T1, and is listed once T1 is reached, not before
+    assert run_of(stores).deadline == T1
+    assert stores.runs.overdue_runs(T0, 10) == []
+    assert stores.runs.overdue_runs(T1, 10) == [("r1", T1)]
+    assert stores.runs.overdue_runs(T2, 10) == [("r1", T1)]
+
+
+def test_the_deadline_of_a_run_that_ended_is_cleared_and_a_new_one_kept(stores: Stores) -> None:
+    # GIVEN a run with a deadline that ended, then was redriven with a later deadline
+    run = started(stores)
+    assert stores.runs.set_deadline("r1", T1)
+    assert stores.runs.finish_run("r1", RunStatus.FAILED, T1)
+    ended = run_of(stores)
+    assert stores.runs.redrive(ended, {"a": {}}, 2, None, deadline=T2)
+    # WHEN the old deadline is cleared (as the sweep does for what it saw ended)
+    stores.runs.clear_deadline("r1", T1)
+    # THEN the new one is listed still; cleared with its own value, it is not
+    assert stores.runs.overdue_runs(T2, 10) == [("r1", T2)]
+    assert run.run_id == "r1"
+    assert stores.runs.finish_run("r1", RunStatus.SUCCEEDED, T2)
+    stores.runs.clear_deadline("r1", T2)
+    assert stores.runs.overdue_runs(T2, 10) == []

@@ -3,6 +3,7 @@ run-level controls: `mark`, `rerun` and a run's `timeout`, on a real `stratoflow
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import cli_env, local_up
+from tests.support import alive, cli_env, local_up, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +128,114 @@ def test_times_are_local_and_short_in_the_table_and_utc_in_the_documents(
     assert yaml.safe_load(cli(server, "workflows", "-o", "yaml").stdout) == wf_json
     bad = cli(server, "runs", "-o", "xml")
     assert bad.returncode == 2 and "xml" in bad.stderr
+
+
+# --------------------------------------------------------------------------- mark, rerun
+
+
+def run_doc(srv: dict[str, Any], *args: str) -> tuple[int, dict[str, Any]]:
+    done = cli(srv, *args, "--json")
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def states(doc: dict[str, Any]) -> dict[str, str]:
+    return {t: s["status"] for t, s in doc["tasks"].items()}
+
+
+def test_a_failed_task_marked_succeeded_lets_its_dependents_run_and_the_run_succeed(
+    server: dict[str, Any],
+) -> None:
+    ran = Path(server["base"]) / "mark-success.ran"
+    flow = write(
+        server,
+        "marked.yaml",
+        "id: marked\ntasks:\n  - id: load\n    command: exit 3\n"
+        f"  - id: report\n    depends: [load]\n    command: echo report >> {ran}\n"
+        "  - id: other\n    command: 'true'\n",
+    )
+    assert cli(server, "upload", str(flow)).returncode == 0
+    code, failed = run_doc(server, "trigger", "marked", "--wait")
+    assert code == 1 and states(failed)["report"] == "upstream_failed"
+    run_id = failed["run_id"]
+
+    code, doc = run_doc(
+        server, "mark", run_id, "load", "--success", "--reason", "loaded by hand", "--wait"
+    )
+    assert code == 0, doc
+    assert states(doc) == {"load": "succeeded", "report": "succeeded", "other": "succeeded"}
+    assert ran.read_text() == "report\n"  # the dependent ran; `other` was kept
+    assert doc["tasks"]["other"] == failed["tasks"]["other"]
+    [mark] = doc["marks"]
+    assert mark["task_id"] == "load" and mark["status"] == "succeeded"
+    assert mark["by"] == getpass.getuser() and mark["reason"] == "loaded by hand"
+    assert mark["at"].endswith("Z")
+    assert json.loads(cli(server, "status", run_id, "--json").stdout)["marks"] == [mark]
+    table = cli(server, "status", run_id)
+    assert f"load marked succeeded by {getpass.getuser()}" in table.stdout
+    assert "loaded by hand" in table.stdout
+
+    again = cli(server, "mark", run_id, "load", "--success")
+    assert again.returncode == 2 and "already succeeded" in again.stderr
+    neither = cli(server, "mark", run_id, "load")
+    assert neither.returncode == 2 and "--success or --failed" in neither.stderr
+    unknown = cli(server, "mark", run_id, "nope", "--failed")
+    assert unknown.returncode == 2 and "'nope'" in unknown.stderr
+
+
+def test_a_running_task_marked_failed_is_stopped_and_its_dependents_do_not_run(
+    server: dict[str, Any],
+) -> None:
+    pid_file = Path(server["base"]) / "hang.pid"
+    flow = write(
+        server,
+        "stuck.yaml",
+        "id: stuck\ntasks:\n"
+        f"  - id: hang\n    command: sleep 300 & echo $! > {pid_file}; wait\n"
+        "  - id: after\n    depends: [hang]\n    command: 'true'\n",
+    )
+    assert cli(server, "upload", str(flow)).returncode == 0
+    run_id = cli(server, "trigger", "stuck").stdout.strip()
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "hang to start")
+    sleeper = int(pid_file.read_text())
+
+    marked = cli(server, "mark", run_id, "hang", "--failed", "--reason", "stuck on a lock")
+    assert marked.returncode == 0, marked.stderr
+    code, doc = run_doc(server, "status", run_id, "--wait")
+    assert code == 1 and doc["status"] == "failed"
+    assert states(doc) == {"hang": "failed", "after": "upstream_failed"}
+    assert doc["marks"][0]["reason"] == "stuck on a lock"
+    wait_until(lambda: not alive(sleeper), 10, "the marked attempt's command to be killed")
+    assert doc["tasks"]["after"]["attempts"] == 0
+
+
+def test_rerun_one_task_and_then_it_with_what_depends_on_it(server: dict[str, Any]) -> None:
+    log = Path(server["base"]) / "rerun.log"
+    flow = write(
+        server,
+        "rerun.yaml",
+        "id: rerun\ntasks:\n"
+        f"  - id: a\n    command: echo a >> {log}\n"
+        f"  - id: b\n    depends: [a]\n    command: echo b >> {log}\n"
+        f"  - id: c\n    depends: [b]\n    command: echo c >> {log}\n",
+    )
+    assert cli(server, "upload", str(flow)).returncode == 0
+    code, first = run_doc(server, "trigger", "rerun", "--wait")
+    assert code == 0 and log.read_text().split() == ["a", "b", "c"]
+    run_id = first["run_id"]
+
+    log.write_text("")
+    code, one = run_doc(server, "rerun", run_id, "b", "--wait")
+    assert code == 0 and one["status"] == "succeeded" and one["redrives"] == 1
+    assert log.read_text().split() == ["b"]  # c kept: it depends on b but was not asked for
+    assert [one["tasks"][t]["attempts"] for t in "abc"] == [1, 2, 1]
+
+    log.write_text("")
+    code, down = run_doc(server, "rerun", run_id, "a", "--downstream", "--wait")
+    assert code == 0 and down["redrives"] == 2
+    assert log.read_text().split() == ["a", "b", "c"]
+
+    unknown = cli(server, "rerun", run_id, "zz")
+    assert unknown.returncode == 2 and "no task 'zz'" in unknown.stderr
+    missing = cli(server, "rerun", "no-such-run", "a")
+    assert missing.returncode == 2 and "no-such-run" in missing.stderr

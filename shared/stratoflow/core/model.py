@@ -419,6 +419,11 @@ class Workflow(_Strict):
     timezone: str = Field(default="UTC", description="IANA time zone the schedule is read in")
     catchup: bool = Field(default=False, description="run the slots missed while paused")
     max_active_runs: int = Field(default=1, ge=1, le=1000)
+    timeout: PositiveDuration | None = Field(
+        default=None,
+        description="limit of a whole run, from its start (and from each retry, rerun or "
+        "mark that redrives it): past it the run fails and its running tasks are cancelled",
+    )
     concurrency: int | None = Field(
         default=None, ge=1, le=10_000, description="most tasks of one run running at once"
     )

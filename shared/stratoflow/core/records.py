@@ -7,9 +7,10 @@ ISO 8601 text on the wire and in storage (invariant 9).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Self, TypedDict, overload
+from typing import Any, Self, TypedDict, overload
 
 from stratoflow.core.states import FINAL_RUN_STATUSES, RunStatus, TaskStatus
 
@@ -111,6 +112,36 @@ class AttemptReport(_Wire):
 
 
 @dataclass(frozen=True)
+class MarkRecord:
+    """A task's outcome set by hand (`stratoflow mark`): who did it, when and why."""
+
+    task_id: str
+    status: str  # "succeeded" | "failed"
+    by: str
+    at: str
+    reason: str = ""
+
+    def to_dict(self) -> MarkDocument:
+        return {
+            "task_id": self.task_id,
+            "status": self.status,
+            "by": self.by,
+            "at": self.at,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MarkRecord:
+        return cls(
+            task_id=str(data["task_id"]),
+            status=str(data["status"]),
+            by=str(data.get("by", "")),
+            at=str(data.get("at", "")),
+            reason=str(data.get("reason") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One run of one workflow version."""
 
@@ -132,6 +163,12 @@ class RunRecord:
     active: int = 0
     compensations: tuple[str, ...] = ()
     drive: int = 0  # times the run was redriven (`stratoflow retry`)
+    deadline: str | None = None
+    """When the run fails if it is still running (the workflow's `timeout`; UTC ISO)."""
+    reason: str | None = None
+    """Why the run ended as it did, when the engine ended it (a timeout)."""
+    marks: tuple[MarkRecord, ...] = ()
+    """The outcomes set by hand (`stratoflow mark`), oldest first."""
 
     def with_status(self, status: RunStatus, finished_at: str | None = None) -> RunRecord:
         return replace(self, status=status, finished_at=finished_at or self.finished_at)
@@ -217,6 +254,16 @@ class CompensationDocument(TypedDict):
     output_tail: str
 
 
+class MarkDocument(TypedDict):
+    """A task's outcome set by hand, in its run's document."""
+
+    task_id: str
+    status: str
+    by: str
+    at: str
+    reason: str
+
+
 class RunDocument(TypedDict):
     """The JSON document `stratoflow run --json`, `status --json` and `GET /runs/{id}`
     give (a user contract; the API's response model mirrors it)."""
@@ -232,6 +279,8 @@ class RunDocument(TypedDict):
     finished_at: str | None
     tasks: dict[str, TaskDocument]
     compensations: list[CompensationDocument]
+    reason: str | None
+    marks: list[MarkDocument]
 
 
 def run_document(
@@ -281,6 +330,8 @@ def run_document(
             }
             for c in (compensations or [])
         ],
+        "reason": run.reason,
+        "marks": [m.to_dict() for m in run.marks],
     }
 
 

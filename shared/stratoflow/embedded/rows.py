@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stratoflow.core.model import MAX_PRIORITY
-from stratoflow.core.records import RunRecord, TaskRecord
+from stratoflow.core.records import MarkRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.embedded.db import COUNTER_COLUMN
 
@@ -88,6 +88,9 @@ def _run_from(row: Sequence[Any]) -> RunRecord:
         workdir=doc.get("workdir"),
         trigger=doc.get("trigger", "manual"),
         started_at=doc.get("started_at"),
+        deadline=doc.get("deadline"),
+        reason=doc.get("reason"),
+        marks=tuple(MarkRecord.from_dict(m) for m in doc.get("marks") or ()),
     )
 
 

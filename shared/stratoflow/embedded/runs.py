@@ -18,9 +18,10 @@ The attempt methods (claims, retries, settlements, decisions, leases) are in
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 
-from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord
+from stratoflow.core.records import CompensationRecord, MarkRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.embedded.attempts import SqliteRunAttempts
 from stratoflow.embedded.db import COUNTER_COLUMN
@@ -52,6 +53,7 @@ class SqliteRunStore(SqliteRunAttempts):
             "workdir": run.workdir,
             "trigger": run.trigger,
             "started_at": run.started_at,
+            "deadline": run.deadline,
         }
         with self._db.write() as db:
             cur = db.execute(
@@ -207,6 +209,7 @@ class SqliteRunStore(SqliteRunAttempts):
         now: str,
         compensations: Sequence[str] = (),
         release_workflow: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         allowed = [RunStatus.RUNNING.value]
         if status in (RunStatus.FAILED, RunStatus.CANCELLED):
@@ -220,6 +223,9 @@ class SqliteRunStore(SqliteRunAttempts):
         if compensations:
             sets += ", compensations = ?"
             values.append(json.dumps(list(compensations)))
+        if reason is not None:
+            sets += ", doc = json_set(doc, '$.reason', ?)"
+            values.append(reason)
         marks = ",".join("?" * len(allowed))
         with self._db.write() as db:
             cur = db.execute(
@@ -243,17 +249,31 @@ class SqliteRunStore(SqliteRunAttempts):
         resets: dict[str, dict[TaskStatus, int]],
         final_count: int,
         release_workflow: str | None,
+        *,
+        leaf_bad: int = 0,
+        marks: Sequence[MarkRecord] = (),
+        deadline: str | None = None,
     ) -> bool:
         drive = run.drive + 1
+        doc = "json_remove(doc, '$.reason')"
+        args: list[object] = []
+        if deadline is not None:
+            doc = f"json_set({doc}, '$.deadline', ?)"
+            args.append(deadline)
+        if marks:
+            doc = _with_marks(doc, len(marks))
+            args += [json.dumps(m.to_dict()) for m in marks]
         with self._db.write() as db:
             cur = db.execute(
-                "UPDATE runs SET status = ?, drive = ?, final_count = ?, leaf_bad = 0, "
-                "active = 0, finished_at = NULL, compensations = NULL "
+                f"UPDATE runs SET status = ?, drive = ?, final_count = ?, leaf_bad = ?, "
+                f"active = 0, finished_at = NULL, compensations = NULL, doc = {doc} "
                 "WHERE run_id = ? AND status = ? AND drive = ?",
                 (
                     RunStatus.RUNNING.value,
                     drive,
                     final_count,
+                    leaf_bad,
+                    *args,
                     run.run_id,
                     run.status.value,
                     run.drive,
@@ -261,6 +281,8 @@ class SqliteRunStore(SqliteRunAttempts):
             )
             if cur.rowcount != 1:
                 return False  # another redrive, or a change of the run, came first
+            for mark in marks:
+                _set_marked(db, run.run_id, mark, drive, propagated=True)
             db.execute("DELETE FROM waiting WHERE run_id = ?", (run.run_id,))
             counter_sets = ", ".join(f"{c} = excluded.{c}" for c in _COUNTERS)
             db.executemany(
@@ -285,6 +307,48 @@ class SqliteRunStore(SqliteRunAttempts):
                     (release_workflow,),
                 )
         return True
+
+    def mark_task(
+        self, run_id: str, task_id: str, expected: TaskStatus, mark: MarkRecord, drive: int
+    ) -> bool:
+        with self._db.write() as db:
+            row = db.execute(
+                "SELECT status FROM tasks WHERE run_id = ? AND task_id = ?", (run_id, task_id)
+            ).fetchone()
+            current = TaskStatus(row[0]) if row is not None and row[0] else TaskStatus.PENDING
+            if current is not expected:
+                return False
+            cur = db.execute(
+                "UPDATE runs SET doc = " + _with_marks("doc", 1) + " WHERE run_id = ? AND "
+                "status = ? AND drive = ?",
+                (json.dumps(mark.to_dict()), run_id, RunStatus.RUNNING.value, drive),
+            )
+            if cur.rowcount != 1:
+                return False
+            _set_marked(db, run_id, mark, drive, propagated=False)
+            return True
+
+    def set_deadline(self, run_id: str, deadline: str) -> bool:
+        with self._db.write() as db:
+            cur = db.execute(
+                "UPDATE runs SET doc = json_set(doc, '$.deadline', ?) WHERE run_id = ? "
+                "AND status IN (?, ?) AND json_extract(doc, '$.deadline') IS NULL",
+                (deadline, run_id, RunStatus.QUEUED.value, RunStatus.RUNNING.value),
+            )
+            return cur.rowcount == 1
+
+    def overdue_runs(self, now: str, limit: int) -> list[tuple[str, str]]:
+        # No index, as for `pending_starts`: the status test first, so only live runs
+        # read their doc. A run that ended is not listed: nothing to clear.
+        rows = self._db.connection().execute(
+            "SELECT run_id, json_extract(doc, '$.deadline') AS d FROM runs "
+            "WHERE status IN (?, ?) AND d IS NOT NULL AND d <= ? ORDER BY d LIMIT ?",
+            (RunStatus.QUEUED.value, RunStatus.RUNNING.value, now, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def clear_deadline(self, run_id: str, deadline: str) -> None:
+        return None  # `overdue_runs` lists live runs only
 
     def claim_compensation(
         self, run_id: str, index: int, task_id: str, started_at: str, log_ref: str = ""
@@ -336,3 +400,25 @@ class SqliteRunStore(SqliteRunAttempts):
             )
             for r in rows
         ]
+
+
+def _with_marks(doc: str, n: int) -> str:
+    """SQL of the expression `doc` (the column, edited) with `n` marks (JSON parameters)
+    appended to the column's `marks` list."""
+    out = f"json_set({doc}, '$.marks', json(coalesce(json_extract(doc, '$.marks'), '[]')))"
+    for _ in range(n):
+        out = f"json_insert({out}, '$.marks[#]', json(?))"
+    return out
+
+
+def _set_marked(
+    db: sqlite3.Connection, run_id: str, mark: MarkRecord, drive: int, *, propagated: bool
+) -> None:
+    """The task's final status set by hand in `drive`: its attempt's lease ends with it."""
+    db.execute(
+        "INSERT INTO tasks (run_id, task_id, status, drive, settled_at, propagated) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, task_id) DO UPDATE SET "
+        "status = excluded.status, drive = excluded.drive, settled_at = excluded.settled_at, "
+        "propagated = excluded.propagated, lease_until = NULL",
+        (run_id, mark.task_id, mark.status, drive, mark.at, int(propagated)),
+    )

@@ -1,8 +1,9 @@
 """Dispatcher Lambda: creates runs and enqueues their ready tasks.
 
 Events (EventBridge shape): `Scheduled Event` (the every-minute rule) starts the due slots
-of scheduled workflows, reports attempts whose lease ended, and hands off again the starts
-of triggered runs still queued after START_REHAND_SECONDS (their message was lost);
+of scheduled workflows, reports attempts whose lease ended, hands off again the starts
+of triggered runs still queued after START_REHAND_SECONDS (their message was lost), and
+hands off the runs past their `timeout`;
 `Run Requested` (the local runtime's `stratoflow run`) starts one run of a registered
 workflow version in one go.
 """
@@ -33,15 +34,17 @@ def handle(event: dict[str, Any], context: Any, wiring: bootstrap.Wiring) -> dic
         started = services.dispatch_due(ports)
         lost = services.reap_expired_attempts(ports)
         rehanded = services.rehand_starts(ports)
+        overdue = services.nudge_overdue_runs(ports)
         logger.info(
             "tick",
             extra={
                 "runs_started": len(started),
                 "attempts_lost": len(lost),
                 "starts_handed_again": len(rehanded),
+                "runs_overdue": len(overdue),
             },
         )
-        return {"started": started, "lost": lost, "rehanded": rehanded}
+        return {"started": started, "lost": lost, "rehanded": rehanded, "overdue": overdue}
     if ev.detail_type != RUN_REQUESTED:
         raise ValueError(f"dispatcher: unsupported event detail-type {ev.detail_type!r}")
     detail = ev.detail
@@ -55,6 +58,7 @@ def handle(event: dict[str, Any], context: Any, wiring: bootstrap.Wiring) -> dic
         trigger=detail.get("trigger", "manual"),
         workdir=detail.get("workdir"),
     )
+    run = services.arm_timeout(ports, run, plan.workflow.timeout)
     tracer.put_annotation(key="run_id", value=run.run_id)
     tracer.put_annotation(key="workflow_id", value=run.workflow_id)
     logger.info("run requested", extra={"run_id": run.run_id, "new_run": created})

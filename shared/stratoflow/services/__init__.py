@@ -15,8 +15,10 @@ One module per use case; this package re-exports their public names:
 - `execution`: `execute_task` and what it needs (`CommandRunner`, `RunCancelWatch`, ...).
 - `settlement`: `record_completion`: retries, settling a task, deciding its dependents,
   finishing a run, compensations.
-- `runs`: `trigger_run`, `cancel_run`, `retry_run`; `perform`, the work they hand off.
-- `schedules`: registering workflows, the dispatcher's tick, backfills.
+- `runs`: `trigger_run`, `cancel_run`, `retry_run`, `rerun_task`, `mark_task`,
+  `time_out_run`; `perform`, the work they hand off.
+- `schedules`: registering workflows, the dispatcher's tick (`nudge_overdue_runs` among
+  it), backfills, a run's deadline (`arm_timeout`).
 - `queries`: `run_status`, `task_logs`.
 
 The real clock and ids (`SystemClock`, `RandomIds`) are adapters: `stratoflow.system`.
@@ -41,9 +43,12 @@ from .runs import (
     IdempotencyConflict,
     WorkflowInactive,
     cancel_run,
+    mark_task,
     perform,
+    rerun_task,
     retry_run,
     stop_cancelled_run,
+    time_out_run,
     trigger_run,
 )
 from .schedules import (
@@ -51,9 +56,11 @@ from .schedules import (
     CATCHUP_LIMIT,
     DUE_BATCH,
     SCHEDULE_TRIGGER,
+    arm_timeout,
     backfill,
     dispatch_due,
     dispatch_workflow,
+    nudge_overdue_runs,
     reap_expired_attempts,
     register_source,
     register_workflow,
@@ -90,12 +97,15 @@ __all__ = [
     "Ports",
     "RunCancelWatch",
     "WorkflowInactive",
+    "arm_timeout",
     "attempt_log_name",
     "backfill",
     "cancel_run",
     "dispatch_due",
     "dispatch_workflow",
     "execute_task",
+    "mark_task",
+    "nudge_overdue_runs",
     "perform",
     "queue_run",
     "reap_expired_attempts",
@@ -103,6 +113,7 @@ __all__ = [
     "register_source",
     "register_workflow",
     "rehand_starts",
+    "rerun_task",
     "retry_run",
     "run_status",
     "scheduled_run_id",
@@ -112,5 +123,6 @@ __all__ = [
     "stop_cancelled_run",
     "task_environment",
     "task_logs",
+    "time_out_run",
     "trigger_run",
 ]

@@ -1,5 +1,6 @@
 """Executing one attempt: `execute_task` claims it, runs its command through a
-`CommandRunner` while watching for its run's cancel (`RunCancelWatch`), and reports."""
+`CommandRunner` while watching for its run's cancel, timeout or a mark of its task
+(`RunCancelWatch`), and reports."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from typing import Any
 
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import AttemptReport, TaskMessage, iso, parse_iso
-from stratoflow.core.states import RunStatus
+from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.ports import (
     ClaimOutcome,
     CommandIdentity,
     CommandRunner,
     CredentialsUnavailable,
+    RunCommand,
     SecretUnavailable,
 )
 
@@ -193,7 +195,7 @@ def execute_task(
         cwd=msg.workdir,
         timeout=task.timeout,
         log_name=log_name,
-        cancel=RunCancelWatch(ports, msg.run_id),
+        cancel=RunCancelWatch(ports, msg.run_id, msg),
         mask=[*secrets.values(), *secret_values(plan, msg)],
     )
     report = _report(
@@ -209,6 +211,11 @@ def execute_task(
         log_ref=log_ref or result.log_ref,
     )
     ports.completions.send_reports([report])
+    if msg.drive and msg.kind == "task":
+        # A redriven run keeps tasks of an earlier drive, so this report's settlement may
+        # end the run without seeing it: the completion handler looks once it is recorded.
+        settled = RunCommand(RunCommand.SETTLED, msg.run_id, msg.task_id, msg.attempt, msg.drive)
+        ports.completions.send_commands([settled])
     return ExecuteResult(ExecuteOutcome.RAN, report=report)
 
 
@@ -219,17 +226,25 @@ def attempt_log_name(msg: TaskMessage) -> str:
 
 
 class RunCancelWatch:
-    """Set once the attempt's run is cancelled: to the runner it looks like a
-    `threading.Event` (it calls `is_set` and `wait` from its own loop, every few tens of
-    milliseconds), and the run's status is read at most every CANCEL_POLL_SECONDS there, so
+    """Set once the attempt should stop: its run was cancelled, or, for a task's attempt
+    (`msg`), the run ended otherwise (it timed out) or the task no longer runs this attempt
+    (it was marked by hand). To the runner it looks like a `threading.Event` (it calls
+    `is_set` and `wait` from its own loop, every few tens of milliseconds), and the run
+    (with the task: one request) is read at most every CANCEL_POLL_SECONDS there, so
     watching needs no thread of its own (starting one per attempt cost more than the rest
-    of an attempt's bookkeeping)."""
+    of an attempt's bookkeeping).
 
-    def __init__(self, ports: Ports, run_id: str) -> None:
+    A run seen past its deadline is handed to the completion handler once (a `timeout`
+    command; the executor reports, the completion handler decides), so a run's `timeout`
+    takes effect within about a second of it while an attempt runs."""
+
+    def __init__(self, ports: Ports, run_id: str, msg: TaskMessage | None = None) -> None:
         self._ports = ports
         self._run_id = run_id
+        self._task = msg if msg is not None and msg.kind == "task" else None
         self._set = threading.Event()
         self._next_look = time.monotonic() + CANCEL_POLL_SECONDS
+        self._nudged = False
 
     def is_set(self) -> bool:
         if self._set.is_set():
@@ -238,12 +253,33 @@ class RunCancelWatch:
         if now >= self._next_look:
             self._next_look = now + CANCEL_POLL_SECONDS
             try:
-                run = self._ports.runs.get_run(self._run_id)
+                if self._stopped():
+                    self._set.set()
             except Exception:  # a throttled read must not end the watch; look again
                 return False
-            if run is None or run.status is RunStatus.CANCELLED:
-                self._set.set()
         return self._set.is_set()
+
+    def _stopped(self) -> bool:
+        msg = self._task
+        if msg is None:
+            run = self._ports.runs.get_run(self._run_id)
+            return run is None or run.status is RunStatus.CANCELLED
+        try:
+            run, tasks = self._ports.runs.get_run_and_tasks(self._run_id, [msg.task_id])
+        except LookupError:
+            return True
+        task = tasks[msg.task_id]
+        if run.status is not RunStatus.RUNNING:
+            return True
+        if task.status is not TaskStatus.RUNNING or task.attempt != msg.attempt:
+            return True
+        if task.drive != msg.drive:
+            return True
+        deadline = parse_iso(run.deadline)
+        if deadline is not None and not self._nudged and deadline <= self._ports.clock.now():
+            self._nudged = True
+            self._ports.completions.send_commands([RunCommand(RunCommand.TIMEOUT, run.run_id)])
+        return False
 
     def wait(self, timeout: float | None = None) -> bool:
         if not self.is_set():

@@ -1,14 +1,17 @@
 """Workflows and their schedules: registering a version, the dispatcher's tick (due slots,
-expired attempts), backfills, and the next slot a scheduled run's end makes room for."""
+expired attempts, runs past their `timeout`), backfills, and the next slot a scheduled
+run's end makes room for."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from stratoflow.core.cron import fire_times_between, next_fire_times, recent_fire_times
 from stratoflow.core.model import Workflow
 from stratoflow.core.records import AttemptReport, RunRecord, WorkflowMeta, iso, parse_iso
-from stratoflow.core.states import TaskStatus
+from stratoflow.core.states import RunStatus, TaskStatus
+from stratoflow.ports import RunCommand
 
 from .bundle import Ports
 from .start import start_run
@@ -121,6 +124,55 @@ def reap_expired_attempts(ports: Ports, limit: int = 100) -> list[str]:
     return reported
 
 
+TIMEOUT_BATCH = 100
+
+
+def arm_timeout(ports: Ports, run: RunRecord, timeout: float | None) -> RunRecord:
+    """Give a new run its deadline, `timeout` seconds after it was created (a workflow's
+    run `timeout`); returns the run as it now is. Idempotent: a run that has a deadline,
+    or has ended, keeps what it has, so a repeated trigger or tick extends nothing."""
+    if not timeout or run.deadline is not None:
+        return run
+    if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return run
+    created = parse_iso(run.created_at)
+    assert created is not None
+    deadline = iso(created + timedelta(seconds=timeout))
+    if ports.runs.set_deadline(run.run_id, deadline):
+        return replace(run, deadline=deadline)
+    return ports.runs.get_run(run.run_id) or run
+
+
+def nudge_overdue_runs(ports: Ports, limit: int = TIMEOUT_BATCH) -> list[str]:
+    """The dispatcher's tick: hand the runs past their deadline to the completion handler
+    (`time_out_run`), which fails them and stops their tasks. Returns their ids.
+
+    A running attempt's watch does the same within a second of the deadline
+    (`RunCancelWatch`); this finds the runs with no attempt running (waiting for a retry's
+    delay, a concurrency slot, or a start), and clears the deadlines of runs that ended."""
+    overdue = ports.runs.overdue_runs(iso(ports.clock.now()), limit)
+    if overdue:
+        ports.completions.send_commands(RunCommand(RunCommand.TIMEOUT, r) for r, _ in overdue)
+    return [r for r, _ in overdue]
+
+
+def timeout_text(seconds: float | None) -> str:
+    """A run timeout as its reason shows it: `90s`, `5m`, `1h30m`, `2.5s`."""
+    if not seconds:
+        return ""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts)
+
+
 def dispatch_workflow(ports: Ports, workflow_id: str) -> list[str]:
     """Start this workflow's due slots, oldest first, while max_active_runs allows."""
     started: list[str] = []
@@ -145,13 +197,14 @@ def dispatch_workflow(ports: Ports, workflow_id: str) -> list[str]:
         plan = ports.definitions.get_plan(workflow_id, meta.active_version)
         # Start first, then advance: a crash in between is repaired by the next tick, which
         # finds the same run id already created and only advances.
-        start_run(
+        run, _ = start_run(
             ports,
             plan,
             run_id=scheduled_run_id(workflow_id, slot),
             logical_date=iso(slot),
             trigger=SCHEDULE_TRIGGER,
         )
+        arm_timeout(ports, run, plan.workflow.timeout)
         following = next_fire_times(meta.schedule, meta.timezone, slot, 1)
         new = iso(following[0]) if following else None
         if ports.definitions.advance_slot(workflow_id, meta.next_slot, new, meta.max_active_runs):
@@ -177,6 +230,7 @@ def backfill(ports: Ports, workflow_id: str, start: datetime, end: datetime) -> 
             logical_date=iso(slot),
             trigger="backfill",
         )
+        arm_timeout(ports, run, plan.workflow.timeout)
         if new:
             created.append(run.run_id)
     return created

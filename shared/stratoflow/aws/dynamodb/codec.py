@@ -7,7 +7,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from stratoflow.core.records import RunRecord, TaskRecord
+from stratoflow.core.records import MarkRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
 
 from .keys import COUNTER_ATTRIBUTE
@@ -64,6 +64,9 @@ def _run_from(item: dict[str, Any]) -> RunRecord:
         active=int(d.get("active", 0)),
         compensations=tuple(d.get("compensations") or ()),
         drive=int(d.get("drive", 0)),
+        deadline=d.get("deadline"),
+        reason=d.get("reason"),
+        marks=tuple(MarkRecord.from_dict(m) for m in d.get("marks") or ()),
     )
 
 

@@ -44,7 +44,9 @@ class DynamoDefinitionStore:
         version = self._save_version(workflow, source, now)
         # What a trigger takes of the version, known here without parsing it back: in a
         # process that registers and triggers (local up) no trigger ever parses it.
-        defaults = RunDefaults(dict(workflow.params), workflow.concurrency, len(workflow.tasks))
+        defaults = RunDefaults(
+            dict(workflow.params), workflow.concurrency, len(workflow.tasks), workflow.timeout
+        )
         with self._lock:
             self._defaults[(workflow.id, version)] = defaults
         return version

@@ -31,13 +31,16 @@ from stratoflow.aws.dynamodb.transactions import (
     _transact_reasons,
 )
 from stratoflow.config import LEASE_INDEX, LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
-from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord
+from stratoflow.core.records import CompensationRecord, MarkRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.ports import SlotOutcome
 
 _START_PARTITION = "START"
 """The `leases` index's partition of the runs whose start is not complete (attempts are
 under "LEASE"): one sparse index serves both of the tick's look-ups."""
+_DEADLINE_PARTITION = "DEADLINE"
+"""The `leases` index's partition of the runs' deadlines (`RUN#<id>` / `#DEADLINE` items)."""
+_DEADLINE_KEY = "#DEADLINE"
 _RESET_REMOVES = (
     "attempt, exit_code, timed_out, started_at, finished_at, settled_at, decided_at, "
     f"output_tail, log_ref, #err, propagated, lease_until, worker, {LEASE_INDEX_PARTITION}, "
@@ -82,20 +85,34 @@ class DynamoRunStore(RunAttempts):
             **_key(f"WF#{run.workflow_id}", f"RUN#{run.created_at}#{run.run_id}"),
             "run_id": {"S": run.run_id},
         }
-        reason = _transact(
-            self._db,
-            [
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": item,
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
+        puts: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {"Put": {"TableName": self.table, "Item": history}},
+        ]
+        if run.deadline is not None:
+            item["deadline"] = {"S": run.deadline}
+            puts.append(self._deadline_put(run.run_id, run.deadline))
+        return _transact(self._db, puts) is None
+
+    def _deadline_put(self, run_id: str, deadline: str) -> dict[str, Any]:
+        # The run's entry in the sparse `leases` index under the DEADLINE partition: an
+        # item of its own, since the run item may be under START at the same time.
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": {
+                    **_key(_run_pk(run_id), _DEADLINE_KEY),
+                    LEASE_INDEX_PARTITION: {"S": _DEADLINE_PARTITION},
+                    LEASE_INDEX_SORT: {"S": deadline},
                 },
-                {"Put": {"TableName": self.table, "Item": history}},
-            ],
-        )
-        return reason is None
+            }
+        }
 
     def begin_run(self, run_id: str) -> bool:
         return _applied(
@@ -304,6 +321,7 @@ class DynamoRunStore(RunAttempts):
         now: str,
         compensations: Sequence[str] = (),
         release_workflow: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {
             ":s": {"S": status.value},
@@ -316,6 +334,9 @@ class DynamoRunStore(RunAttempts):
         if compensations:
             update += ", compensations = :c"
             values[":c"] = _ser(list(compensations))
+        if reason is not None:
+            update += ", reason = :why"
+            values[":why"] = {"S": reason}
         condition = "#st = :running"
         if status in (RunStatus.FAILED, RunStatus.CANCELLED):
             condition = "#st IN (:running, :comp)"
@@ -376,10 +397,14 @@ class DynamoRunStore(RunAttempts):
         resets: dict[str, dict[TaskStatus, int]],
         final_count: int,
         release_workflow: str | None,
+        *,
+        leaf_bad: int = 0,
+        marks: Sequence[MarkRecord] = (),
+        deadline: str | None = None,
     ) -> bool:
         """Put `resets` (task → its upstream counters from the tasks kept) back to pending
-        in drive `run.drive + 1`, then the run back to running. False if another redrive
-        or a change of the run came first."""
+        and `marks` to their final status in drive `run.drive + 1`, then the run back to
+        running. False if another redrive or a change of the run came first."""
         pk = _run_pk(run.run_id)
         drive = run.drive + 1
         # Markers and waiting entries of the earlier drive: deleted once this redrive has
@@ -428,11 +453,34 @@ class DynamoRunStore(RunAttempts):
                 },
             }
         }
-        tasks = list(resets)
+        marked = {m.task_id: m for m in marks}
+
+        def write(task_id: str) -> dict[str, Any]:
+            if task_id not in marked:
+                return update(task_id)
+            mark = marked[task_id]
+            return {
+                "TableName": self.table,
+                "Key": _key(pk, f"T#{task_id}"),
+                # Final and propagated: its dependents' counters are rebuilt by the resets.
+                "UpdateExpression": "SET #st = :s, drive = :d, settled_at = :at, "
+                f"propagated = :true REMOVE lease_until, {LEASE_INDEX_PARTITION}, "
+                f"{LEASE_INDEX_SORT}",
+                "ConditionExpression": "attribute_not_exists(drive) OR drive < :d",
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {
+                    ":s": {"S": mark.status},
+                    ":d": {"N": str(drive)},
+                    ":at": {"S": mark.at},
+                    ":true": {"BOOL": True},
+                },
+            }
+
+        tasks = [*marked, *resets]
         for start in range(0, len(tasks), TRANSACTION_LIMIT - 1):
             chunk = tasks[start : start + TRANSACTION_LIMIT - 1]
             reasons = _transact_reasons(
-                self._db, [unchanged, *({"Update": update(t)} for t in chunk)]
+                self._db, [unchanged, *({"Update": write(t)} for t in chunk)]
             )
             if reasons is None:
                 continue
@@ -440,7 +488,7 @@ class DynamoRunStore(RunAttempts):
                 return False  # the run changed: another redrive, or a stale record
             # Some were reset by a concurrent redrive of the same record: the rest one by one.
             for task_id in chunk:
-                reasons = _transact_reasons(self._db, [unchanged, {"Update": update(task_id)}])
+                reasons = _transact_reasons(self._db, [unchanged, {"Update": write(task_id)}])
                 if reasons is not None and reasons[0].get("Code") == "ConditionalCheckFailed":
                     return False
         run_update: dict[str, Any] = {
@@ -448,7 +496,7 @@ class DynamoRunStore(RunAttempts):
                 "TableName": self.table,
                 "Key": _key(pk, "#RUN"),
                 "UpdateExpression": "SET #st = :running, drive = :d, final_count = :fc, "
-                "leaf_bad = :zero, active = :zero REMOVE finished_at, compensations",
+                "leaf_bad = :lb, active = :zero REMOVE finished_at, compensations, reason",
                 "ConditionExpression": (
                     "#st = :was AND (attribute_not_exists(drive) OR drive = :prev)"
                 ),
@@ -459,11 +507,25 @@ class DynamoRunStore(RunAttempts):
                     ":d": {"N": str(drive)},
                     ":prev": {"N": str(run.drive)},
                     ":fc": {"N": str(final_count)},
+                    ":lb": {"N": str(leaf_bad)},
                     ":zero": {"N": "0"},
                 },
             }
         }
+        sets = run_update["Update"]
+        if marks:
+            sets["UpdateExpression"] = sets["UpdateExpression"].replace(
+                " REMOVE", ", marks = list_append(if_not_exists(marks, :none), :marks) REMOVE"
+            )
+            sets["ExpressionAttributeValues"][":none"] = {"L": []}
+            sets["ExpressionAttributeValues"][":marks"] = _ser([m.to_dict() for m in marks])
         items = [run_update]
+        if deadline is not None:
+            sets["UpdateExpression"] = sets["UpdateExpression"].replace(
+                " REMOVE", ", deadline = :dl REMOVE"
+            )
+            sets["ExpressionAttributeValues"][":dl"] = {"S": deadline}
+            items.append(self._deadline_put(run.run_id, deadline))
         if release_workflow is not None:
             # A redriven scheduled run counts against max_active_runs again until it ends.
             items.append(
@@ -486,6 +548,104 @@ class DynamoRunStore(RunAttempts):
                 resp = self._db.batch_write_item(RequestItems={self.table: requests})
                 requests = resp.get("UnprocessedItems", {}).get(self.table, [])
         return True
+
+    def mark_task(
+        self, run_id: str, task_id: str, expected: TaskStatus, mark: MarkRecord, drive: int
+    ) -> bool:
+        pk = _run_pk(run_id)
+        task_condition = "#st = :expected"
+        if expected is TaskStatus.PENDING:
+            task_condition = "attribute_not_exists(#st) OR #st = :expected"
+        reasons = _transact_reasons(
+            self._db,
+            [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _key(pk, f"T#{task_id}"),
+                        # Final, not yet propagated: `finalize_task` without an attempt
+                        # then counts it, as it does a decided task.
+                        "UpdateExpression": "SET #st = :s, drive = :d, settled_at = :at "
+                        f"REMOVE propagated, lease_until, {LEASE_INDEX_PARTITION}, "
+                        f"{LEASE_INDEX_SORT}",
+                        "ConditionExpression": task_condition,
+                        "ExpressionAttributeNames": {"#st": "status"},
+                        "ExpressionAttributeValues": {
+                            ":s": {"S": mark.status},
+                            ":d": {"N": str(drive)},
+                            ":at": {"S": mark.at},
+                            ":expected": {"S": expected.value},
+                        },
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _key(pk, "#RUN"),
+                        "UpdateExpression": "SET marks = list_append(if_not_exists(marks, "
+                        ":none), :marks)",
+                        # A run never redriven may have no `drive` (read as 0).
+                        "ConditionExpression": "#st = :running AND "
+                        + (
+                            "(attribute_not_exists(drive) OR drive = :d)"
+                            if drive == 0
+                            else "drive = :d"
+                        ),
+                        "ExpressionAttributeNames": {"#st": "status"},
+                        "ExpressionAttributeValues": {
+                            ":running": {"S": RunStatus.RUNNING.value},
+                            ":d": {"N": str(drive)},
+                            ":none": {"L": []},
+                            ":marks": _ser([mark.to_dict()]),
+                        },
+                    }
+                },
+            ],
+        )
+        return reasons is None
+
+    def set_deadline(self, run_id: str, deadline: str) -> bool:
+        reasons = _transact_reasons(
+            self._db,
+            [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _key(_run_pk(run_id), "#RUN"),
+                        "UpdateExpression": "SET deadline = :dl",
+                        "ConditionExpression": "#st IN (:queued, :running) AND "
+                        "attribute_not_exists(deadline)",
+                        "ExpressionAttributeNames": {"#st": "status"},
+                        "ExpressionAttributeValues": {
+                            ":dl": {"S": deadline},
+                            ":queued": {"S": RunStatus.QUEUED.value},
+                            ":running": {"S": RunStatus.RUNNING.value},
+                        },
+                    }
+                },
+                self._deadline_put(run_id, deadline),
+            ],
+        )
+        return reasons is None
+
+    def overdue_runs(self, now: str, limit: int) -> list[tuple[str, str]]:
+        resp = self._db.query(
+            TableName=self.table,
+            IndexName=LEASE_INDEX,
+            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} <= :n",
+            ExpressionAttributeValues={":p": {"S": _DEADLINE_PARTITION}, ":n": {"S": now}},
+            Limit=limit,
+        )
+        return [(i["pk"]["S"][4:], i[LEASE_INDEX_SORT]["S"]) for i in resp.get("Items", [])]
+
+    def clear_deadline(self, run_id: str, deadline: str) -> None:
+        _applied(
+            self._db.delete_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), _DEADLINE_KEY),
+            ConditionExpression=f"{LEASE_INDEX_SORT} = :dl",
+            ExpressionAttributeValues={":dl": {"S": deadline}},
+        )
 
     def claim_compensation(
         self, run_id: str, index: int, task_id: str, started_at: str, log_ref: str = ""

@@ -1,4 +1,5 @@
-"""The runs routes: trigger, list, describe, logs, cancel and retry."""
+"""The runs routes: trigger, list, describe, logs, cancel, retry, and one task's rerun and
+mark."""
 
 from __future__ import annotations
 
@@ -11,18 +12,22 @@ from urllib.parse import quote
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from stratoflow import services
 from stratoflow.core import records
 from stratoflow.core.model import check_run_params
 from stratoflow.core.records import RunRecord
+from stratoflow.core.states import TaskStatus
 from stratoflow.handlers.api import wiring
 from stratoflow.handlers.api.errors import ApiError, json_response
 from stratoflow.handlers.api.schemas import (
     CancelResult,
     ErrorDocument,
     LogsDocument,
+    MarkRequest,
+    RerunRequest,
     RunDocument,
     RunId,
     RunPage,
@@ -203,3 +208,74 @@ def cancel(run_id: RunId) -> CancelResult:
 def retry(run_id: RunId) -> RunDocument:
     run = services.retry_run(wiring.ports(), run_id)
     return RunDocument.model_validate(_run_document(run.run_id))
+
+
+_REDRIVE_CONFLICT: dict[int, OpenAPIResponse] = {
+    409: {
+        "description": "the run or task is not in a state this applies to",
+        "content": {"application/json": {"model": ErrorDocument}},
+    },
+    404: {
+        "description": "no such run, or no such task in its workflow",
+        "content": {"application/json": {"model": ErrorDocument}},
+    },
+}
+
+
+@router.post(
+    "/runs/<run_id>/tasks/<task_id>/rerun",
+    tags=["runs"],
+    summary="Rerun one task of a finished run (and, with downstream, what depends on it)",
+    description="Airflow's clear: the task (with `downstream`, every task depending on it, "
+    "transitively) runs again in the run's next drive, the rest keep their outcome; the run "
+    "goes back to running and ends as usual. Answers with the run's document.",
+    responses=_REDRIVE_CONFLICT,
+)
+def rerun(
+    run_id: RunId, task_id: TaskId, request: Annotated[RerunRequest | None, Body()] = None
+) -> RunDocument:
+    downstream = request.downstream if request else False
+    run = services.rerun_task(wiring.ports(), run_id, task_id, downstream)
+    logger.info("task rerun", extra={"run_id": run_id, "task_id": task_id})
+    return RunDocument.model_validate(_run_document(run.run_id))
+
+
+@router.post(
+    "/runs/<run_id>/tasks/<task_id>/mark",
+    tags=["runs"],
+    summary="Set a task's outcome by hand (succeeded or failed)",
+    description="Airflow's mark success/failed, recorded in the run's `marks` with the "
+    "caller (its IAM ARN) and the reason. In a running run, a task not yet ended is settled "
+    "so (a running attempt is stopped) and its dependents move on; in a finished run the "
+    "task takes the outcome and what depended on its old one is decided again (a redrive). "
+    "Answers with the run's document.",
+    responses=_REDRIVE_CONFLICT,
+)
+def mark(run_id: RunId, task_id: TaskId, request: Annotated[MarkRequest, Body()]) -> RunDocument:
+    run = services.mark_task(
+        wiring.ports(),
+        run_id,
+        task_id,
+        TaskStatus(request.state),
+        by=_caller(),
+        reason=request.reason,
+    )
+    logger.info("task marked", extra={"run_id": run_id, "task_id": task_id, "state": request.state})
+    return RunDocument.model_validate(_run_document(run.run_id))
+
+
+def _caller() -> str:
+    """Who sent the request: the IAM ARN API Gateway's IAM auth puts in the request
+    context; else (the local API, which answers its owner only, or the CLI's in-process
+    API) the OS user this engine runs as."""
+    identity = router.current_event.request_context.identity
+    if identity.user_arn:
+        return identity.user_arn
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        import os
+
+        return f"uid {os.getuid()}"

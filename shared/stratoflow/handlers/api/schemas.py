@@ -3,7 +3,7 @@ become the OpenAPI document's schemas), and the path parameters' constraints."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +41,14 @@ class CompensationState(BaseModel):
     output_tail: str
 
 
+class MarkState(BaseModel):
+    task_id: str
+    status: str = Field(description="the outcome set: succeeded or failed")
+    by: str = Field(description="who set it: the caller's IAM ARN, or locally the OS user")
+    at: str
+    reason: str
+
+
 class RunDocument(BaseModel):
     """The same document as `stratoflow run --json` and `stratoflow status --json`."""
 
@@ -57,6 +65,13 @@ class RunDocument(BaseModel):
     finished_at: str | None
     tasks: dict[str, TaskState]
     compensations: list[CompensationState]
+    reason: str | None = Field(
+        description="why the engine ended the run, when it did (a timeout: "
+        '"run timed out after 2s"); null otherwise'
+    )
+    marks: list[MarkState] = Field(
+        description="task outcomes set by hand (`stratoflow mark`), oldest first"
+    )
 
 
 class RunSummary(BaseModel):
@@ -146,4 +161,21 @@ class TriggerRequest(BaseModel):
 
     params: dict[str, str] = Field(
         default_factory=dict, description="run params, over the workflow's defaults"
+    )
+
+
+class MarkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["succeeded", "failed"] = Field(description="the task's outcome")
+    reason: str = Field(
+        default="", max_length=1000, description="why, kept with the run (who: the caller)"
+    )
+
+
+class RerunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    downstream: bool = Field(
+        default=False, description="rerun every task that depends on it too, transitively"
     )

@@ -1,0 +1,162 @@
+"""The run-level controls through the API handler, with the events API Gateway sends: a
+task rerun (`POST /runs/{id}/tasks/{task}/rerun`) and marked (`…/mark`), who marked it
+taken from the request's IAM identity. On both engines: the embedded one, and the AWS
+adapters on the emulator (DynamoDB's transactions and conditions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow.handlers import api
+from stratoflow.local.events import LambdaContext, api_gateway_event
+from stratoflow.local.runtime import LocalRuntime
+from tests.support import alive, json_payload, unique_id, wait_until
+
+ALICE = "arn:aws:iam::123456789012:user/alice"
+
+
+@pytest.fixture(params=["embedded", "emulator"])
+def engine(request: pytest.FixtureRequest) -> LocalRuntime:
+    name = "runtime" if request.param == "embedded" else "emulator_runtime"
+    rt: LocalRuntime = request.getfixturevalue(name)
+    return rt
+
+
+def call(
+    rt: LocalRuntime, method: str, path: str, body: Any = None, *, user_arn: str | None = None
+) -> tuple[int, Any]:
+    """One request as API Gateway (REST, IAM auth, proxy integration) hands it over."""
+    event = api_gateway_event(
+        method,
+        path,
+        headers={"Content-Type": "application/json"},
+        body=json_payload(body, None),
+    )
+    if user_arn:
+        event["requestContext"]["identity"]["userArn"] = user_arn
+    resp = api.handle(event, LambdaContext("stratoflow-api", 29), rt.wiring)
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def upload(rt: LocalRuntime, wf: str, tasks: str) -> None:
+    text = f"id: {wf}\ntasks:\n{tasks}"
+    event = api_gateway_event(
+        "POST",
+        "/workflows",
+        query=[("name", f"{wf}.yaml")],
+        headers={"Content-Type": "application/yaml"},
+        body=text,
+    )
+    resp = api.handle(event, LambdaContext("stratoflow-api", 29), rt.wiring)
+    assert resp["statusCode"] == 201, resp["body"]
+
+
+def finished(rt: LocalRuntime, wf: str) -> dict[str, Any]:
+    status, doc = call(rt, "POST", f"/workflows/{wf}/runs")
+    assert status == 202, doc
+    rt.wait(doc["run_id"], 60)
+    return dict(call(rt, "GET", f"/runs/{doc['run_id']}")[1])
+
+
+def states(doc: dict[str, Any]) -> dict[str, str]:
+    return {t: s["status"] for t, s in doc["tasks"].items()}
+
+
+def test_a_mark_is_recorded_with_the_callers_iam_arn_and_the_run_moves_on(
+    engine: LocalRuntime, tmp_path: Path
+) -> None:
+    wf = unique_id("mark")
+    upload(
+        engine,
+        wf,
+        "  - id: a\n    command: exit 3\n"
+        "  - id: b\n    depends: [a]\n    command: 'true'\n"
+        "  - id: c\n    depends: [b]\n    command: 'true'\n",
+    )
+    failed = finished(engine, wf)
+    assert states(failed) == {"a": "failed", "b": "upstream_failed", "c": "upstream_failed"}
+    run_id = failed["run_id"]
+
+    body = {"state": "succeeded", "reason": "done by hand"}
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/a/mark", body, user_arn=ALICE)
+    assert status == 200 and doc["status"] == "running" and doc["redrives"] == 1
+    engine.wait(run_id, 60)
+    done = call(engine, "GET", f"/runs/{run_id}")[1]
+    assert done["status"] == "succeeded" and states(done) == dict.fromkeys("abc", "succeeded")
+    [mark] = done["marks"]
+    assert (mark["task_id"], mark["status"], mark["by"], mark["reason"]) == (
+        "a",
+        "succeeded",
+        ALICE,
+        "done by hand",
+    )
+    assert done["reason"] is None
+
+    # the caller's mistakes: 4xx naming what was wrong
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/a/mark", {"state": "skipped"})
+    assert status == 400 and "state" in doc["message"]
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/zz/mark", {"state": "failed"})
+    assert status == 404 and "zz" in doc["message"]
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/a/mark", {"state": "succeeded"})
+    assert status == 409 and "already succeeded" in doc["message"]
+    assert call(engine, "POST", "/runs/nope/tasks/a/mark", {"state": "failed"})[0] == 404
+
+
+def test_a_running_task_marked_failed_stops_and_fails_the_run(
+    engine: LocalRuntime, tmp_path: Path
+) -> None:
+    wf = unique_id("stop")
+    pid_file = tmp_path / "pid"
+    upload(
+        engine,
+        wf,
+        f"  - id: hang\n    command: sleep 300 & echo $! > {pid_file}; wait\n"
+        "  - id: next\n    depends: [hang]\n    command: 'true'\n",
+    )
+    run_id = call(engine, "POST", f"/workflows/{wf}/runs")[1]["run_id"]
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "hang to start")
+    body = {"state": "failed", "reason": "stuck"}
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/hang/mark", body, user_arn=ALICE)
+    assert status == 200, doc
+    engine.wait(run_id, 30)
+    done = call(engine, "GET", f"/runs/{run_id}")[1]
+    assert done["status"] == "failed"
+    assert states(done) == {"hang": "failed", "next": "upstream_failed"}
+    wait_until(lambda: not alive(int(pid_file.read_text())), 10, "the command to be killed")
+    # a task that has ended cannot be marked while its run runs; not a 5xx either way
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/hang/mark", {"state": "failed"})
+    assert status == 409
+
+
+def test_rerun_of_one_task_and_of_its_downstream(engine: LocalRuntime, tmp_path: Path) -> None:
+    wf = unique_id("rerun")
+    log = tmp_path / "log"
+    upload(
+        engine,
+        wf,
+        f"  - id: a\n    command: echo a >> {log}\n"
+        f"  - id: b\n    depends: [a]\n    command: echo b >> {log}\n"
+        f"  - id: c\n    depends: [b]\n    command: echo c >> {log}\n",
+    )
+    first = finished(engine, wf)
+    run_id = first["run_id"]
+    log.write_text("")
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/b/rerun")
+    assert status == 200 and doc["redrives"] == 1
+    engine.wait(run_id, 30)
+    assert log.read_text().split() == ["b"]
+    assert call(engine, "GET", f"/runs/{run_id}")[1]["status"] == "succeeded"
+
+    log.write_text("")
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/a/rerun", {"downstream": True})
+    assert status == 200 and doc["redrives"] == 2
+    engine.wait(run_id, 30)
+    assert log.read_text().split() == ["a", "b", "c"]
+
+    status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/a/rerun", {"everything": True})
+    assert status == 400 and "everything" in doc["message"]
+    assert call(engine, "POST", f"/runs/{run_id}/tasks/zz/rerun")[0] == 404

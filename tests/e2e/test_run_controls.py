@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,46 @@ def test_rerun_one_task_and_then_it_with_what_depends_on_it(server: dict[str, An
     assert unknown.returncode == 2 and "no task 'zz'" in unknown.stderr
     missing = cli(server, "rerun", "no-such-run", "a")
     assert missing.returncode == 2 and "no-such-run" in missing.stderr
+
+
+# --------------------------------------------------------------------------- run timeout
+
+
+def test_a_run_past_its_timeout_fails_within_seconds_and_its_task_is_cancelled(
+    server: dict[str, Any],
+) -> None:
+    pid_file = Path(server["base"]) / "slow.pid"
+    flow = write(
+        server,
+        "slow.yaml",
+        "id: slow\ntimeout: 2s\ntasks:\n"
+        f"  - id: nap\n    command: sleep 30 & echo $! > {pid_file}; wait\n"
+        "  - id: after\n    depends: [nap]\n    command: 'true'\n",
+    )
+    assert cli(server, "upload", str(flow)).returncode == 0
+    began = time.monotonic()
+    # --wait follows the run to its end; the subprocess' timeout is the test's deadline
+    code, doc = run_doc(server, "trigger", "slow", "--wait")
+    took = time.monotonic() - began
+    assert code == 1 and doc["status"] == "failed", doc
+    assert doc["reason"] == "run timed out after 2s"
+    assert took < 20, took  # not the 30 s of the command
+    assert states(doc)["after"] == "cancelled"
+    wait_until(lambda: not alive(int(pid_file.read_text())), 10, "the command to be killed")
+    final = wait_until(
+        lambda: (
+            (d := run_doc(server, "status", doc["run_id"])[1])["tasks"]["nap"]["status"]
+            == "cancelled"
+            and d
+        ),
+        10,
+        "the killed attempt's report",
+    )
+    assert final["reason"] == "run timed out after 2s"
+    table = cli(server, "status", doc["run_id"])
+    assert "failed: run timed out after 2s" in table.stdout
+
+    # `stratoflow run` (its own process, no tick) ends the same way
+    direct = cli(server, "run", str(flow), "--json", timeout=60)
+    assert direct.returncode == 1, direct.stderr
+    assert json.loads(direct.stdout)["reason"] == "run timed out after 2s"

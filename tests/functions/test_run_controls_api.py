@@ -1,7 +1,8 @@
-"""The run-level controls through the API handler, with the events API Gateway sends: a
-task rerun (`POST /runs/{id}/tasks/{task}/rerun`) and marked (`…/mark`), who marked it
-taken from the request's IAM identity. On both engines: the embedded one, and the AWS
-adapters on the emulator (DynamoDB's transactions and conditions)."""
+"""The run-level controls through the handlers, with the events AWS sends: a task rerun
+(`POST /runs/{id}/tasks/{task}/rerun`) and marked (`…/mark`) through the API handler, who
+marked it taken from the request's IAM identity; a run's `timeout` enforced by the
+dispatcher's tick. On both engines: the embedded one, and the AWS adapters on the emulator
+(DynamoDB's transactions, conditions and the sparse index the tick queries)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from stratoflow.core.records import iso, parse_iso
 from stratoflow.handlers import api
 from stratoflow.local.events import LambdaContext, api_gateway_event
 from stratoflow.local.runtime import LocalRuntime
@@ -42,8 +44,8 @@ def call(
     return resp["statusCode"], json.loads(resp["body"])
 
 
-def upload(rt: LocalRuntime, wf: str, tasks: str) -> None:
-    text = f"id: {wf}\ntasks:\n{tasks}"
+def upload(rt: LocalRuntime, wf: str, tasks: str, head: str = "") -> None:
+    text = f"id: {wf}\n{head}tasks:\n{tasks}"
     event = api_gateway_event(
         "POST",
         "/workflows",
@@ -160,3 +162,39 @@ def test_rerun_of_one_task_and_of_its_downstream(engine: LocalRuntime, tmp_path:
     status, doc = call(engine, "POST", f"/runs/{run_id}/tasks/a/rerun", {"everything": True})
     assert status == 400 and "everything" in doc["message"]
     assert call(engine, "POST", f"/runs/{run_id}/tasks/zz/rerun")[0] == 404
+
+
+def test_the_tick_fails_a_run_past_its_timeout_with_no_attempt_running(
+    engine: LocalRuntime,
+) -> None:
+    # GIVEN a run whose only task failed and waits an hour for its retry, with a 1 s timeout
+    wf = unique_id("overdue")
+    upload(
+        engine,
+        wf,
+        "  - id: a\n    command: exit 1\n    retries: 1\n    retry_delay: 1h\n",
+        head="timeout: 1s\n",
+    )
+    run_id = call(engine, "POST", f"/workflows/{wf}/runs")[1]["run_id"]
+    ports = engine.ports
+    assert ports is not None
+    wait_until(
+        lambda: ports.runs.get_task(run_id, "a").status.value == "up_for_retry",
+        30,
+        "the retry's wait",
+    )
+    run = ports.runs.get_run(run_id)
+    assert run is not None and run.deadline is not None
+    deadline = parse_iso(run.deadline)
+    assert deadline is not None
+    wait_until(lambda: ports.clock.now() >= deadline, 10, "the deadline")
+    # WHEN the scheduler ticks (no attempt runs to notice it)
+    engine.tick()
+    # THEN the run fails for its timeout, the waiting task cancelled
+    engine.wait(run_id, 30)
+    doc = call(engine, "GET", f"/runs/{run_id}")[1]
+    assert (doc["status"], doc["reason"]) == ("failed", "run timed out after 1s")
+    assert states(doc) == {"a": "cancelled"}
+    # AND it is no longer listed as overdue: the next tick has nothing to do for it
+    overdue = ports.runs.overdue_runs(iso(ports.clock.now()), 100)
+    assert run_id not in [r for r, _ in overdue]

@@ -421,8 +421,9 @@ class Workflow(_Strict):
     max_active_runs: int = Field(default=1, ge=1, le=1000)
     timeout: PositiveDuration | None = Field(
         default=None,
-        description="limit of a whole run, from its start (and from each retry, rerun or "
-        "mark that redrives it): past it the run fails and its running tasks are cancelled",
+        description="limit of a whole run, from when it is created (and again from each "
+        "retry, rerun or mark that redrives it): past it the run fails and its running tasks "
+        "are cancelled",
     )
     concurrency: int | None = Field(
         default=None, ge=1, le=10_000, description="most tasks of one run running at once"

@@ -6,6 +6,7 @@ One table, items grouped by partition:
   RUN#<run_id> / W#<prio>#<t>#<id>  a ready task waiting for a concurrency slot
   RUN#<run_id> / M#<task_id>#<n>    marker: chunk n of a task's propagation was applied
   RUN#<run_id> / C#<index>          one compensation of a failed run
+  RUN#<run_id> / #DEADLINE          the run's deadline, in the `leases` index (DEADLINE)
   WF#<workflow_id> / META           latest version and its content hash
   WF#<workflow_id> / V#<version>    an immutable definition (inline, or a pointer to S3)
 """

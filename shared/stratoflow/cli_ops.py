@@ -37,8 +37,8 @@ from stratoflow.cli_common import (
     print_document,
     print_listing,
     print_table,
-    progress_line,
 )
+from stratoflow.cli_progress import progress_view
 from stratoflow.client import ApiResponse, OutcomeUnknown, Target, TargetError, resolve
 from stratoflow.core.records import parse_iso
 
@@ -136,17 +136,9 @@ def follow_run(target: Target, run_id: str, *, quiet: bool = False) -> dict[str,
                 if doc["status"] in FINAL:
                     return dict(doc)
                 if interactive:
-                    counts: dict[str, int] = {}
-                    for t in doc["tasks"].values():
-                        counts[t["status"]] = counts.get(t["status"], 0) + 1
+                    # Derived from the run's document, as `run`'s view is (cli_progress).
                     live.update(
-                        progress_line(
-                            counts.get("succeeded", 0),
-                            counts.get("failed", 0),
-                            counts.get("running", 0),
-                            len(doc["tasks"]),
-                            time.monotonic() - started,
-                        )
+                        progress_view(doc, time.monotonic() - started, width=err_console.width)
                     )
                 time.sleep(FOLLOW_INTERVAL_SECONDS)
     except KeyboardInterrupt:

@@ -16,7 +16,6 @@ import json
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,6 +25,7 @@ from waitress.server import create_server
 from stratoflow.cli_common import invalid
 from stratoflow.client import OutcomeUnknown, Target, TargetError, resolve
 from stratoflow.console.assets import console_asset
+from stratoflow.local.http import reply_json, send
 
 DEFAULT_PORT = 8687
 TOKEN_COOKIE = "stratoflow_console_token"
@@ -76,17 +76,19 @@ class ConsoleProxy:
         query = parse_qsl(parts.query, keep_blank_values=True)
         hosts = (f"127.0.0.1:{self.port}", f"localhost:{self.port}")
         if headers.get("Host", "").lower() not in hosts:
-            return _json(start_response, 403, f"Host must be one of {', '.join(hosts)}")
+            return reply_json(start_response, 403, f"Host must be one of {', '.join(hosts)}")
         origin = headers.get("Origin")
         if (
             method not in _SAFE
             and origin is not None
             and origin not in [f"http://{h}" for h in hosts]
         ):
-            return _json(start_response, 403, f"Origin {origin!r} may not change anything here")
+            return reply_json(
+                start_response, 403, f"Origin {origin!r} may not change anything here"
+            )
         by_query = [v for k, v in query if k == "token"]
         if not any(self._valid(t) for t in _offered(headers, by_query)):
-            return _json(
+            return reply_json(
                 start_response,
                 401,
                 "no or wrong token: open the URL `stratoflow console` printed (with ?token=)",
@@ -98,14 +100,12 @@ class ConsoleProxy:
         )
         asset = console_asset(parts.path) if method in ("GET", "HEAD") else None
         if asset is not None:
-            return _send(
-                start_response, asset.status, [*asset.headers.items(), *cookie], asset.body
-            )
+            return send(start_response, asset.status, [*asset.headers.items(), *cookie], asset.body)
         if not parts.path.startswith(API_PREFIXES):
-            return _json(start_response, 404, f"no route {method} {parts.path}")
+            return reply_json(start_response, 404, f"no route {method} {parts.path}")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         if length > MAX_BODY_BYTES:
-            return _json(start_response, 413, "the request body is over 6 MiB")
+            return reply_json(start_response, 413, "the request body is over 6 MiB")
         raw = environ["wsgi.input"].read(length) if length else b""
         forward = {k: headers[k] for k in FORWARDED_HEADERS if k in headers}
         try:
@@ -117,11 +117,11 @@ class ConsoleProxy:
                 headers=forward,
             )
         except TargetError as err:
-            return _json(start_response, 502, str(err))
+            return reply_json(start_response, 502, str(err))
         except OutcomeUnknown as err:
-            return _json(start_response, 504, str(err))
+            return reply_json(start_response, 504, str(err))
         data = json.dumps(resp.doc).encode() if resp.doc is not None else b""
-        return _send(start_response, resp.status, [("Content-Type", "application/json")], data)
+        return send(start_response, resp.status, [("Content-Type", "application/json")], data)
 
     def _valid(self, offered: str) -> bool:
         return hmac.compare_digest(offered.encode("utf-8", "replace"), self.token.encode())
@@ -137,30 +137,6 @@ def _offered(headers: dict[str, str], by_query: list[str]) -> list[str]:
         if eq and name.strip() == TOKEN_COOKIE:
             found.append(value.strip())
     return found
-
-
-def _json(start_response: StartResponse, status: int, message: str) -> list[bytes]:
-    data = json.dumps({"message": message}).encode()
-    return _send(start_response, status, [("Content-Type", "application/json")], data)
-
-
-def _send(
-    start_response: StartResponse, status: int, headers: list[tuple[str, str]], data: bytes
-) -> list[bytes]:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Unknown"
-    start_response(
-        f"{status} {phrase}",
-        [
-            *headers,
-            ("Content-Length", str(len(data))),
-            ("Referrer-Policy", "no-referrer"),
-            ("X-Content-Type-Options", "nosniff"),
-        ],
-    )
-    return [data]
 
 
 @click.command("console")

@@ -135,7 +135,7 @@ class OwnerOnly:
             return self._serve(environ, start_response)
         except Exception as exc:  # the handler's own errors are JSON already; this is ours
             _log.exception("local API: unexpected error")
-            return _reply(
+            return reply_json(
                 start_response,
                 HTTPStatus.INTERNAL_SERVER_ERROR,
                 f"local server: {type(exc).__name__}: {exc}",
@@ -146,12 +146,12 @@ class OwnerOnly:
         headers = _headers(environ)
         refused = self._refusal(method, headers)
         if refused:
-            return _reply(start_response, *refused)
+            return reply_json(start_response, *refused)
         parts = urlsplit(str(environ.get("REQUEST_URI") or "/"))
         query = parse_qsl(parts.query, keep_blank_values=True)
         by_query = [v for k, v in query if k == TOKEN_QUERY]
         if not self._authorized(headers, by_query):
-            return _reply(
+            return reply_json(
                 start_response,
                 HTTPStatus.UNAUTHORIZED,
                 ("wrong token" if _offered(headers, by_query) else "no token")
@@ -164,13 +164,13 @@ class OwnerOnly:
         asset = console_asset(parts.path) if method in ("GET", "HEAD") else None
         if asset is not None:  # the web console's pages (stratoflow.console)
             extra = [*asset.headers.items(), *self._cookie(by_query)]
-            return _send(start_response, asset.status, extra, asset.body)
+            return send(start_response, asset.status, extra, asset.body)
         # Whole: waitress has checked Content-Length and read at most MAX_BODY_BYTES.
         raw = environ["wsgi.input"].read()
         try:
             body = raw.decode("utf-8") if raw else None
         except UnicodeDecodeError:
-            return _reply(start_response, HTTPStatus.BAD_REQUEST, "the body is not UTF-8 text")
+            return reply_json(start_response, HTTPStatus.BAD_REQUEST, "the body is not UTF-8 text")
         # The token stays here: the handler (and whatever it logs) never sees it.
         forward = {k: v for k, v in headers.items() if k.lower() not in (*_TOKEN_HEADERS, "cookie")}
         status, pairs, text = _invoke(
@@ -183,7 +183,7 @@ class OwnerOnly:
         )
         out = [(k, v) for k, v in pairs if k.lower() not in _HOP_BY_HOP]
         out.extend(self._cookie(by_query))
-        return _send(start_response, status, out, text.encode())
+        return send(start_response, status, out, text.encode())
 
     def _cookie(self, by_query: list[str]) -> list[tuple[str, str]]:
         """A browser opened a URL with the token (the one `local up` printed): let it in
@@ -255,19 +255,19 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _reply(
+def reply_json(
     start_response: StartResponse,
-    status: HTTPStatus,
+    status: HTTPStatus | int,
     message: str,
     extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
     data = json.dumps({"message": message}).encode()
-    return _send(
+    return send(
         start_response, int(status), [("Content-Type", "application/json"), *(extra or [])], data
     )
 
 
-def _send(
+def send(
     start_response: StartResponse, status: int, headers: list[tuple[str, str]], data: bytes
 ) -> list[bytes]:
     try:

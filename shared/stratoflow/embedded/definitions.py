@@ -90,6 +90,13 @@ class SqliteDefinitionStore:
         plan = self._cache.get(key)
         if plan is not None:
             return plan
+        plan = Plan(Workflow.model_validate_json(self._body(workflow_id, version)), version)
+        with self._lock:
+            self._cache[key] = plan
+        return plan
+
+    def _body(self, workflow_id: str, version: int) -> str:
+        """A version's stored definition (JSON); DefinitionNotFound if there is none."""
         row = (
             self._db.connection()
             .execute(
@@ -100,10 +107,7 @@ class SqliteDefinitionStore:
         )
         if row is None:
             raise DefinitionNotFound(f"workflow {workflow_id!r} has no version {version}")
-        plan = Plan(Workflow.model_validate_json(row[0]), version)
-        with self._lock:
-            self._cache[key] = plan
-        return plan
+        return str(row[0])
 
     def run_defaults(self, workflow_id: str, version: int) -> RunDefaults:
         # Cached like plans: a version never changes, and parsing a large one is what a
@@ -112,17 +116,7 @@ class SqliteDefinitionStore:
         found = self._defaults.get(key)
         if found is not None:
             return found
-        row = (
-            self._db.connection()
-            .execute(
-                "SELECT body FROM versions WHERE workflow_id = ? AND version = ?",
-                (workflow_id, version),
-            )
-            .fetchone()
-        )
-        if row is None:
-            raise DefinitionNotFound(f"workflow {workflow_id!r} has no version {version}")
-        found = RunDefaults.from_definition(row[0])
+        found = RunDefaults.from_definition(self._body(workflow_id, version))
         with self._lock:
             self._defaults[key] = found
         return found

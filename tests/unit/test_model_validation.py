@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from stratoflow.core.field_types import parse_duration
 from stratoflow.core.loader import (
     WorkflowFileError,
     load_workflow,
     load_workflow_text,
     workflow_json_schema,
 )
-from stratoflow.core.model import Executor, TriggerRule, Workflow, parse_duration
+from stratoflow.core.model import Executor, TriggerRule, Workflow
 
 EXAMPLE_YAML = """\
 id: etl

@@ -1,4 +1,5 @@
-"""The workflow model: what a workflow file may say, with field-level validation.
+"""The workflow model: what a workflow file may say, with field-level validation (the
+value types of its fields, durations and maps, are in `stratoflow.core.field_types`).
 
 Graph-level checks (unknown or self dependencies, duplicate ids, cycles) live in
 `stratoflow.core.dag`; reading files and turning errors into messages in
@@ -7,20 +8,26 @@ Graph-level checks (unknown or self dependencies, duplicate ids, cycles) live in
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
     field_validator,
     model_validator,
+)
+
+from stratoflow.core.field_types import (
+    PARAMS_SCHEMA,
+    NonNegativeDuration,
+    PositiveDuration,
+    SecretMap,
+    TextMap,
+    quoted,
 )
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -58,79 +65,6 @@ ROLE_PATTERN = (
     r"|[A-Za-z0-9+=,.@_-]{1,64}"
 )
 """An IAM role's ARN, or its name in the stack's account."""
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_SCHEMA_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_DURATION_HINT = 'a duration such as 30 (seconds), "90s", "5m" or "1h"'
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number (seconds) or a string like "90s", "5m", "1h", "1.5h", "250ms"."""
-    seconds: float | None = None
-    # bool is an int subclass: `timeout: yes` in YAML must not mean one second.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    # YAML's .inf and .nan are floats; neither is a usable timeout or delay.
-    if seconds is None or not math.isfinite(seconds):
-        raise ValueError(f"expected {_DURATION_HINT}, got {_quoted(value)}")
-    return seconds
-
-
-def _quoted(value: Any) -> str:
-    # Written as in a JSON file, like the loader's other messages ("5 minutes", true).
-    return json.dumps(value) if isinstance(value, str | bool) or value is None else repr(value)
-
-
-def _duration_schema(**number_bound: float) -> WithJsonSchema:
-    """JSON Schema for editors: a number of seconds, or a string with a unit."""
-    number = {"type": "number", **number_bound}
-    text = {"type": "string", "pattern": _DURATION_SCHEMA_PATTERN}
-    return WithJsonSchema({"anyOf": [number, text]})
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[
-    float, BeforeValidator(parse_duration), Field(gt=0), _duration_schema(exclusiveMinimum=0)
-]
-NonNegativeDuration = Annotated[
-    float, BeforeValidator(parse_duration), Field(ge=0), _duration_schema(minimum=0)
-]
-
-# YAML reads `PORT: 8080` as an int; environment variables and params only hold text.
-_TEXT_MAP_SCHEMA = WithJsonSchema(
-    {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
-)
-TextMap = Annotated[dict[str, str], _TEXT_MAP_SCHEMA]
-SecretMap = Annotated[
-    dict[str, str],
-    WithJsonSchema(
-        {
-            "type": "object",
-            "additionalProperties": {"type": "string", "pattern": "^(ssm|secretsmanager):.+$"},
-        }
-    ),
-]
-_PARAMS_SCHEMA = WithJsonSchema(
-    {
-        "type": "object",
-        "additionalProperties": {
-            "anyOf": [
-                {"type": ["string", "number", "boolean"]},
-                {
-                    "type": "object",
-                    "properties": {
-                        "default": {"type": ["string", "number", "boolean"]},
-                        "secret": {"type": "boolean"},
-                    },
-                    "additionalProperties": False,
-                },
-            ]
-        },
-    }
-)
 
 
 class TriggerRule(StrEnum):
@@ -216,12 +150,12 @@ def _checked_secrets(value: dict[str, str]) -> dict[str, str]:
     for name, reference in value.items():
         if not re.fullmatch(ENV_NAME_PATTERN, name):
             raise ValueError(
-                f"secret name {_quoted(name)} must be an environment variable name: letters, "
+                f"secret name {quoted(name)} must be an environment variable name: letters, "
                 "digits and _, not starting with a digit"
             )
         if name in RESERVED_ENV_NAMES or name.startswith("STRATOFLOW_"):
             raise ValueError(
-                f"secret name {_quoted(name)} is set by the engine itself (the task role's "
+                f"secret name {quoted(name)} is set by the engine itself (the task role's "
                 "credentials and STRATOFLOW_* variables); choose another name"
             )
         if not isinstance(reference, str):
@@ -229,13 +163,13 @@ def _checked_secrets(value: dict[str, str]) -> dict[str, str]:
         scheme, _, rest = reference.partition(":")
         if scheme not in SECRET_SCHEMES:
             raise ValueError(
-                f"secret {name}: {_quoted(reference)} must start with "
+                f"secret {name}: {quoted(reference)} must start with "
                 f'{" or ".join(s + ":" for s in SECRET_SCHEMES)} (e.g. "ssm:/stratoflow/db/'
                 'password" or "secretsmanager:stratoflow/api-key")'
             )
         if not re.fullmatch(SECRET_SCHEMES[scheme], rest):
             raise ValueError(
-                f"secret {name}: {_quoted(reference)} is not a valid "
+                f"secret {name}: {quoted(reference)} is not a valid "
                 f"{'SSM parameter name' if scheme == 'ssm' else 'Secrets Manager secret id'} "
                 f"after {scheme}:"
             )
@@ -245,7 +179,7 @@ def _checked_secrets(value: dict[str, str]) -> dict[str, str]:
 def _checked_role(value: str | None) -> str | None:
     if value is not None and not re.fullmatch(ROLE_PATTERN, value):
         raise ValueError(
-            f"role {_quoted(value)} must be an IAM role ARN "
+            f"role {quoted(value)} must be an IAM role ARN "
             '("arn:aws:iam::123456789012:role/stratoflow-task-etl") or a role name'
         )
     return value
@@ -428,7 +362,7 @@ class Workflow(_Strict):
     concurrency: int | None = Field(
         default=None, ge=1, le=10_000, description="most tasks of one run running at once"
     )
-    params: Annotated[dict[str, str], _PARAMS_SCHEMA] = Field(
+    params: Annotated[dict[str, str], PARAMS_SCHEMA] = Field(
         default_factory=dict,
         description="exposed to tasks as STRATOFLOW_PARAM_<NAME>: a default value, or "
         "{default: ..., secret: true}",
@@ -473,12 +407,12 @@ class Workflow(_Strict):
             unknown = sorted(set(value) - {"default", "secret"}, key=str)
             if unknown:
                 raise ValueError(
-                    f"{where}: unknown field {_quoted(unknown[0])}; a param is a default value "
+                    f"{where}: unknown field {quoted(unknown[0])}; a param is a default value "
                     "or {default: ..., secret: true|false}"
                 )
             flag = value.get("secret", False)
             if not isinstance(flag, bool):
-                raise ValueError(f"{where}.secret: must be true or false, got {_quoted(flag)}")
+                raise ValueError(f"{where}.secret: must be true or false, got {quoted(flag)}")
             if flag and value.get("default") not in (None, ""):
                 raise ValueError(
                     f"{where}: a secret param takes no default (the workflow file is stored "
@@ -512,7 +446,7 @@ class Workflow(_Strict):
             # fullmatch: re.match with "$" would let "name\n" through.
             if not re.fullmatch(PARAM_NAME_PATTERN, name):
                 raise ValueError(
-                    f"param name {_quoted(name)} must match {PARAM_NAME_PATTERN} "
+                    f"param name {quoted(name)} must match {PARAM_NAME_PATTERN} "
                     "(it becomes the environment variable STRATOFLOW_PARAM_<NAME>)"
                 )
         check_param_names_distinct(value)
@@ -543,7 +477,7 @@ class Workflow(_Strict):
         for name in self.secret_params:
             if name not in self.params:
                 raise ValueError(
-                    f"secret_params: {_quoted(name)} is not one of the params "
+                    f"secret_params: {quoted(name)} is not one of the params "
                     f"({', '.join(self.params) or 'none declared'})"
                 )
         for name in self.secrets:

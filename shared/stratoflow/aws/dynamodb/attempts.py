@@ -8,7 +8,7 @@ lease index of running attempts are here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,23 @@ class RunAttempts:
     @property
     def _db(self) -> Any:
         return self._clients.dynamodb
+
+    def _query(self, pk: str, prefix: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": prefix}},
+            "ConsistentRead": True,
+        }
+        if limit:
+            kwargs["Limit"] = limit
+        while True:
+            resp = self._db.query(**kwargs)
+            yield from resp.get("Items", [])
+            last = resp.get("LastEvaluatedKey")
+            if not last or limit:
+                return
+            kwargs["ExclusiveStartKey"] = last
 
     # -- attempts
 

@@ -32,7 +32,7 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from stratoflow.cli_console import ConsoleProxy
+from stratoflow.cli.console import ConsoleProxy
 from stratoflow.client import ApiClient, Target
 from tests.support import cli_env, http_json, local_up, wait_until
 

@@ -1,10 +1,10 @@
-"""The terminal's view of a run is derived from the run's recorded state (cli_progress)."""
+"""The terminal's view of a run is derived from the run's recorded state (cli.progress)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from stratoflow.cli_progress import (
+from stratoflow.cli.progress import (
     counts_text,
     duration,
     estimate_left,
@@ -135,7 +135,7 @@ def test_task_names_with_brackets_are_shown_as_written() -> None:
 def test_the_final_table_shows_ids_whole_durations_and_output_as_written(
     capsys: Any, monkeypatch: Any
 ) -> None:
-    from stratoflow.cli_common import print_table
+    from stratoflow.cli.output import print_table
 
     monkeypatch.setenv("COLUMNS", "130")
     long_id = "extract_customers_from_the_eu_warehouse"

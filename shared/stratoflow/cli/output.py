@@ -1,58 +1,29 @@
-"""What the `stratoflow` commands share: exit codes, messages, argument parsing, tables."""
+"""What the commands print: a run's task table, listings that fit the terminal, documents
+as JSON or YAML, times in this machine's zone; a task's text always shown as written."""
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console, JustifyMethod
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from stratoflow.core.loader import WorkflowFileError, load_workflow
-from stratoflow.core.model import PARAM_NAME_PATTERN, Workflow
 from stratoflow.core.records import parse_iso
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-INTERRUPTED = 130
-
-err_console = Console(stderr=True, highlight=False)
-
-
-def invalid(message: str) -> NoReturn:
-    """Print `message` as written (its brackets are not rich markup) and exit 2."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    sys.exit(EXIT_INVALID)
-
-
-def load(path: str) -> Workflow:
-    try:
-        return load_workflow(path)
-    except WorkflowFileError as err:
-        invalid(err.message)
-
-
-def parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            invalid(f"--param {item!r}: expected NAME=VALUE, e.g. --param region=eu-west-1")
-        name = name.strip()
-        if not re.fullmatch(PARAM_NAME_PATTERN, name):
-            invalid(
-                f"--param {item!r}: the name must match {PARAM_NAME_PATTERN} (it becomes "
-                f"the environment variable STRATOFLOW_PARAM_{name.upper()})"
-            )
-        params[name] = value
-    return params
+_STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "running": "cyan",
+    "queued": "cyan",
+}
 
 
 def print_table(doc: Mapping[str, Any]) -> None:
@@ -60,7 +31,7 @@ def print_table(doc: Mapping[str, Any]) -> None:
     of output), then its counts by state and its total duration. Ids and states are never
     cut (an id must be copyable: a very long one wraps); the output column gets the room
     left and is cut with an ellipsis."""
-    from stratoflow.cli_progress import duration, summary_line, task_seconds
+    from stratoflow.cli.progress import duration, summary_line, task_seconds
 
     console = Console()
     colors = {
@@ -119,6 +90,19 @@ def print_table(doc: Mapping[str, Any]) -> None:
     console.print(summary_line(doc))
 
 
+def print_interventions(doc: Mapping[str, Any]) -> None:
+    """Under a run's table: why the engine ended it, and the outcomes set by hand."""
+    out = Console()
+    if doc.get("reason"):
+        out.print(Text(f"{doc['status']}: {doc['reason']}", style="bold red"))
+    for m in doc.get("marks", []):
+        line = Text(f"{m['task_id']} marked {m['status']} by {m['by']} at ")
+        line.append(compact_time(m["at"]))
+        if m["reason"]:
+            line.append(f": {m['reason']}")
+        out.print(line)
+
+
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if chr(c) not in "\t"}
 
 
@@ -128,12 +112,9 @@ def visible(text: str) -> str:
     return text.translate(_CONTROL)
 
 
-def progress_line(succeeded: int, failed: int, running: int, total: int, seconds: float) -> str:
-    """The live line under a run being followed (rich markup)."""
-    return (
-        f"[bold]{succeeded}[/] succeeded  [bold red]{failed}[/] failed  "
-        f"[bold cyan]{running}[/] running  of {total}  [dim]{seconds:6.1f}s[/]"
-    )
+def status_text(status: str) -> Text:
+    """A run's status, coloured by what it means."""
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
 
 
 # --------------------------------------------------------------------------- listings

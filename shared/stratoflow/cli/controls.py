@@ -1,6 +1,6 @@
 """`stratoflow` commands that act on a run through the REST API: `cancel`, `retry` (a
 redrive of what did not succeed), `rerun` one task (Airflow's clear) and `mark` a task's
-outcome by hand. Targets, exit codes and following a run are `stratoflow.cli_ops`'s."""
+outcome by hand."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ import json
 import click
 from rich.text import Text
 
-from stratoflow.cli_common import err_console, invalid
-from stratoflow.cli_ops import RESEND, _call, _finish, _target, follow_run, target_options
-
-
-def register(main: click.Group) -> None:
-    """Add the commands acting on a run to the `stratoflow` group."""
-    for command in (cancel, retry, rerun, mark):
-        main.add_command(command)
+from stratoflow.cli.api import RESEND, call, find_target, target_options
+from stratoflow.cli.exits import err_console, invalid
+from stratoflow.cli.following import exit_with_run, follow_run
 
 
 @click.command()
@@ -28,8 +23,8 @@ def cancel(
 ) -> None:
     """Cancel RUN_ID: nothing new starts, running tasks are stopped. Cancelling a cancelled
     run changes nothing."""
-    doc = _call(
-        _target(api, stack, endpoint_url),
+    doc = call(
+        find_target(api, stack, endpoint_url),
         "POST",
         f"/runs/{run_id}/cancel",
         retries=RESEND,
@@ -58,15 +53,15 @@ def retry(
 ) -> None:
     """Rerun what failed in a finished run (failed, upstream_failed, cancelled tasks), with
     the definition version it ran; what succeeded is kept."""
-    target = _target(api, stack, endpoint_url)
+    target = find_target(api, stack, endpoint_url)
     # Not sent again when no answer comes: a redrive that did happen would then be refused
     # as running, which would read as "nothing done".
-    doc = _call(target, "POST", f"/runs/{run_id}/retry", check=f"stratoflow status {run_id}")
+    doc = call(target, "POST", f"/runs/{run_id}/retry", check=f"stratoflow status {run_id}")
     redo = [t for t, s in doc["tasks"].items() if s["status"] not in ("succeeded", "skipped")]
     if not as_json:
         err_console.print(f"run {run_id}: retrying {len(redo)} task(s)")
     if wait:
-        _finish(follow_run(target, run_id, quiet=as_json), as_json)
+        exit_with_run(follow_run(target, run_id, quiet=as_json), as_json)
     if as_json:
         click.echo(json.dumps(doc))
 
@@ -92,10 +87,10 @@ def rerun(
 ) -> None:
     """Run TASK_ID of a finished run again (Airflow's clear), and with --downstream what
     depends on it; the rest keep their outcome. The run goes back to running."""
-    target = _target(api, stack, endpoint_url)
+    target = find_target(api, stack, endpoint_url)
     # Not sent again when no answer comes: a rerun that did happen would then be refused
     # as running (see `retry`).
-    doc = _call(
+    doc = call(
         target,
         "POST",
         f"/runs/{run_id}/tasks/{task_id}/rerun",
@@ -108,7 +103,7 @@ def rerun(
             Text(f"run {run_id}: rerunning {task_id} {again}(drive {doc['redrives']})")
         )
     if wait:
-        _finish(follow_run(target, run_id, quiet=as_json), as_json)
+        exit_with_run(follow_run(target, run_id, quiet=as_json), as_json)
     if as_json:
         click.echo(json.dumps(doc))
 
@@ -137,8 +132,8 @@ def mark(
     the run's outcome follows (see docs/operations.md: mark)."""
     if state is None:
         invalid(f"mark {run_id} {task_id}: give --success or --failed")
-    target = _target(api, stack, endpoint_url)
-    doc = _call(
+    target = find_target(api, stack, endpoint_url)
+    doc = call(
         target,
         "POST",
         f"/runs/{run_id}/tasks/{task_id}/mark",
@@ -150,6 +145,6 @@ def mark(
             Text(f"run {run_id}: {task_id} marked {state}; the run is {doc['status']}")
         )
     if wait:
-        _finish(follow_run(target, run_id, quiet=as_json), as_json)
+        exit_with_run(follow_run(target, run_id, quiet=as_json), as_json)
     if as_json:
         click.echo(json.dumps(doc))

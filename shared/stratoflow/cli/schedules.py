@@ -12,15 +12,8 @@ from typing import Any
 
 import click
 
-from stratoflow.cli_common import err_console
-from stratoflow.cli_common import invalid as _invalid
-from stratoflow.cli_common import load as _load
-
-
-def register(main: click.Group) -> None:
-    """Add the schedule commands to the `stratoflow` group."""
-    main.add_command(next_times)
-    main.add_command(backfill)
+from stratoflow.cli.exits import err_console, invalid
+from stratoflow.cli.inputs import load
 
 
 @click.command(name="next")
@@ -48,7 +41,7 @@ def next_times(
         fires = next_fire_times(schedule, timezone, start, count)
     except (OverflowError, ValueError):
         # The calendar ends with year 9999: a late --after has fewer fire times before it.
-        _invalid(
+        invalid(
             f"--after {after!r}: the schedule {schedule!r} has fewer than {count} fire times "
             f"between it and the end of year {_LATEST.year}; give an earlier time or a smaller -n"
         )
@@ -63,14 +56,14 @@ def next_times(
 
 def _schedule_of(target: str, endpoint_url: str | None) -> tuple[str, str]:
     if Path(target).exists() or Path(target).suffix.lower() in (".json", ".yaml", ".yml"):
-        wf = _load(target)
+        wf = load(target)
         if not wf.schedule:
-            _invalid(f"workflow file {target!r} has no schedule")
+            invalid(f"workflow file {target!r} has no schedule")
         return wf.schedule, wf.timezone
     ports = _engine(endpoint_url)
     meta = ports.definitions.get_meta(target)
     if meta is None or not meta.schedule:
-        _invalid(
+        invalid(
             f"{target!r} is neither a workflow file nor a workflow registered with a "
             f"schedule at {endpoint_url or 'the local engine'}"
         )
@@ -91,7 +84,7 @@ def _engine(endpoint_url: str | None) -> Any:
     try:
         return connect(endpoint_url)
     except NoEngine as err:
-        _invalid(str(err))
+        invalid(str(err))
 
 
 @click.command()
@@ -106,15 +99,15 @@ def backfill(workflow: str, start: str, end: str, endpoint_url: str | None, as_j
 
     begin, finish = _iso_arg("--start", start), _iso_arg("--end", end)
     if finish < begin:
-        _invalid(f"--end {end!r} is before --start {start!r}")
+        invalid(f"--end {end!r} is before --start {start!r}")
     ports = _engine(endpoint_url)
     _check_backfill_size(ports, workflow, begin, finish, start, end)
     try:
         created = services.backfill(ports, workflow, begin, finish)
     except LookupError as err:
-        _invalid(str(err))
+        invalid(str(err))
     except OverflowError:
-        _invalid(
+        invalid(
             f"--start {start!r} / --end {end!r}: out of the range the schedule can be computed "
             f"in; give times from {_EARLIEST.date().isoformat()} to "
             f"{_LATEST.date().isoformat()}"
@@ -148,7 +141,7 @@ def _check_backfill_size(
     except OverflowError:
         return
     if len(slots) > limit:
-        _invalid(
+        invalid(
             f"--start {start!r} --end {end!r}: the range holds more than {limit} slots of "
             f"workflow {workflow!r} (schedule {meta.schedule!r}); one backfill creates at most "
             f"{limit} runs: split the range (its first {limit} slots end at "
@@ -174,10 +167,10 @@ def _iso_arg(option: str, value: str) -> datetime:
         moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError as err:
         if "out of range" in str(err):  # year 0, month 13, …: a date, outside the calendar
-            _invalid(out_of_range)
-        _invalid(f"{option} {value!r}: expected an ISO 8601 time, e.g. 2026-03-08T00:00:00Z")
+            invalid(out_of_range)
+        invalid(f"{option} {value!r}: expected an ISO 8601 time, e.g. 2026-03-08T00:00:00Z")
     except OverflowError:  # its offset took it out of the calendar
-        _invalid(out_of_range)
+        invalid(out_of_range)
     if not _EARLIEST <= moment <= _LATEST:
-        _invalid(out_of_range)
+        invalid(out_of_range)
     return moment

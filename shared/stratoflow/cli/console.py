@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 import click
 from waitress.server import create_server
 
-from stratoflow.cli_common import invalid
+from stratoflow.cli.exits import invalid
 from stratoflow.client import OutcomeUnknown, Target, TargetError, resolve
 from stratoflow.console.assets import console_asset
 from stratoflow.local.http import reply_json, send

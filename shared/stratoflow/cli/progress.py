@@ -1,7 +1,8 @@
-"""What the terminal shows of a run while it goes and when it ends, derived from the run's
-document (its recorded state), never from a tally of events, so it cannot drift: a retried
-attempt, a timeout or a task settled without running (skipped, upstream_failed) counts as
-the state the run records for it.
+"""A run's live view and its closing summary on the terminal, derived from its document.
+
+Derived from the run's recorded state, never from a tally of events, so it cannot drift:
+a retried attempt, a timeout or a task settled without running (skipped, upstream_failed)
+counts as the state the run records for it.
 """
 
 from __future__ import annotations

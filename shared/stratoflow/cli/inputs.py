@@ -8,8 +8,9 @@ import re
 import click
 
 from stratoflow.cli.exits import invalid
+from stratoflow.core.field_checks import PARAM_NAME_PATTERN
 from stratoflow.core.loader import WorkflowFileError, load_workflow
-from stratoflow.core.model import PARAM_NAME_PATTERN, Workflow
+from stratoflow.core.model import Workflow
 
 
 def load(path: str) -> Workflow:

@@ -25,7 +25,8 @@ from stratoflow.cli.output import print_table
 from stratoflow.cli.runs import trigger_run
 from stratoflow.cli.workflows import upload_file
 from stratoflow.client import Target
-from stratoflow.core.model import Workflow, check_param_names_distinct, check_params_size
+from stratoflow.core.field_checks import check_param_names_distinct, check_params_size
+from stratoflow.core.model import Workflow
 
 T = TypeVar("T")
 

@@ -51,6 +51,23 @@ NonNegativeDuration = Annotated[
     float, BeforeValidator(parse_duration), Field(ge=0), _duration_schema(minimum=0)
 ]
 
+
+def text_values(value: Any) -> Any:
+    """A map's scalar values as the text a variable holds (`8080`, `true`); anything but a
+    map is left for validation to reject."""
+    if isinstance(value, dict):
+        return {k: _scalar_text(v) for k, v in value.items()}
+    return value
+
+
+def _scalar_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 # YAML reads `PORT: 8080` as an int; environment variables and params only hold text.
 _TEXT_MAP_SCHEMA = WithJsonSchema(
     {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}

@@ -1,9 +1,13 @@
-"""The workflow model: what a workflow file may say, with field-level validation (the
-value types of its fields, durations and maps, are in `stratoflow.core.field_types`).
+"""The workflow model: what a workflow file may say, its defaults and how a task inherits
+them, and the checks that need the whole workflow (secrets against env, a Lambda task's
+timeout).
 
-Graph-level checks (unknown or self dependencies, duplicate ids, cycles) live in
-`stratoflow.core.dag`; reading files and turning errors into messages in
-`stratoflow.core.loader`.
+The value types of its fields (durations, maps) are in `stratoflow.core.field_types`, the
+checks of single values (param, variable and secret names, secret references, roles) in
+`stratoflow.core.field_checks`; the params checks are re-exported here, where the API, the
+services and the CLI have always imported them from. Graph-level checks (unknown or self
+dependencies, duplicate ids, cycles) live in `stratoflow.core.dag`; reading files and
+turning errors into messages in `stratoflow.core.loader`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ from pydantic import (
     model_validator,
 )
 
+from stratoflow.core.field_checks import PARAM_NAME_PATTERN as PARAM_NAME_PATTERN
+from stratoflow.core.field_checks import (
+    ROLE_PATTERN,
+    checked_env,
+    checked_role,
+    checked_secrets,
+    no_nul,
+)
+from stratoflow.core.field_checks import check_param_names_distinct as check_param_names_distinct
+from stratoflow.core.field_checks import check_params_size as check_params_size
+from stratoflow.core.field_checks import check_run_params as check_run_params
 from stratoflow.core.field_types import (
     PARAMS_SCHEMA,
     NonNegativeDuration,
@@ -28,43 +43,18 @@ from stratoflow.core.field_types import (
     SecretMap,
     TextMap,
     quoted,
+    text_values,
 )
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,255}"
 MAX_TASKS = 20_000
 """Tasks in one workflow: bounds the run's counters and the definition's size."""
-MAX_PARAMS_BYTES = 32 * 1024
-"""Params travel in every task message and the run item: SQS takes 256 KiB a message."""
 DEFAULT_TIMEOUT_SECONDS = 600.0
 LAMBDA_MAX_TIMEOUT_SECONDS = 880.0
 """Lambda stops a function at 900 s; the executor needs the rest to kill the command's
 process tree and send its report, so a longer task must use `executor: fargate`."""
-PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_RETRY_DELAY_SECONDS = 3600.0
 MAX_PRIORITY = 1_000_000
-SECRET_SCHEMES = {
-    "ssm": r"[A-Za-z0-9_./-]{1,2048}(:[A-Za-z0-9_.-]{1,100})?",
-    "secretsmanager": r"[A-Za-z0-9/_+=.@:-]{1,2048}(#[^#\s]{1,256})?",
-}
-"""Where a secret may come from, and what may follow the scheme: an SSM parameter name
-(optionally `:version` or `:label`), a Secrets Manager secret name or ARN (optionally
-`#key` to pick one key of a JSON secret)."""
-RESERVED_ENV_NAMES = frozenset(
-    {
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-    }
-)
-"""Set by the executor (the task role's credentials): a secret may not take these names."""
-ROLE_PATTERN = (
-    r"(arn:aws[a-z-]*:iam::\d{12}:role/([\x21-\x7e]{0,510}/)?[A-Za-z0-9+=,.@_-]{1,64})"
-    r"|[A-Za-z0-9+=,.@_-]{1,64}"
-)
-"""An IAM role's ARN, or its name in the stack's account."""
 
 
 class TriggerRule(StrEnum):
@@ -90,119 +80,6 @@ class Executor(StrEnum):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def check_params_size(params: dict[str, str]) -> None:
-    """Params ride in every task message (invariant 7): keep them small."""
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in params.items())
-    if size > MAX_PARAMS_BYTES:
-        raise ValueError(
-            f"params take {size} bytes, more than {MAX_PARAMS_BYTES}; pass large inputs "
-            "as a file or an S3 key instead"
-        )
-
-
-def check_run_params(params: Any) -> dict[str, str]:
-    """Params given to one run (API body, `--param`): names as in a workflow file's
-    `params`, values strings, within the size limit. Raises ValueError naming the problem."""
-    if not isinstance(params, dict):
-        raise ValueError(f"params must be an object of strings, got {type(params).__name__}")
-    for name, value in params.items():
-        if not isinstance(name, str) or not re.fullmatch(PARAM_NAME_PATTERN, name):
-            raise ValueError(
-                f"param name {name!r} must match {PARAM_NAME_PATTERN} "
-                "(it becomes the environment variable STRATOFLOW_PARAM_<NAME>)"
-            )
-        if not isinstance(value, str):
-            raise ValueError(f"param {name!r} must be a string, got {value!r}")
-        if "\0" in value:
-            raise ValueError(f"param {name!r} contains a NUL character")
-    check_param_names_distinct(params)
-    check_params_size(params)
-    return params
-
-
-def check_param_names_distinct(names: Any) -> None:
-    """Param names that differ only in case would become one STRATOFLOW_PARAM_ variable."""
-    seen: dict[str, str] = {}
-    for name in names:
-        other = seen.setdefault(name.upper(), name)
-        if other != name:
-            raise ValueError(
-                f"params {other!r} and {name!r} differ only in case: both would be "
-                f"STRATOFLOW_PARAM_{name.upper()}"
-            )
-
-
-def _checked_env(value: dict[str, str]) -> dict[str, str]:
-    for name, text in value.items():
-        if not re.fullmatch(ENV_NAME_PATTERN, name):
-            raise ValueError(
-                f"environment variable name {name!r} must be letters, digits and _, "
-                "not starting with a digit"
-            )
-        if "\0" in text:
-            raise ValueError(f"the value of {name!r} contains a NUL character")
-    return value
-
-
-def _checked_secrets(value: dict[str, str]) -> dict[str, str]:
-    for name, reference in value.items():
-        if not re.fullmatch(ENV_NAME_PATTERN, name):
-            raise ValueError(
-                f"secret name {quoted(name)} must be an environment variable name: letters, "
-                "digits and _, not starting with a digit"
-            )
-        if name in RESERVED_ENV_NAMES or name.startswith("STRATOFLOW_"):
-            raise ValueError(
-                f"secret name {quoted(name)} is set by the engine itself (the task role's "
-                "credentials and STRATOFLOW_* variables); choose another name"
-            )
-        if not isinstance(reference, str):
-            raise ValueError(f'secret {name} must be a string like "ssm:/path", got {reference!r}')
-        scheme, _, rest = reference.partition(":")
-        if scheme not in SECRET_SCHEMES:
-            raise ValueError(
-                f"secret {name}: {quoted(reference)} must start with "
-                f'{" or ".join(s + ":" for s in SECRET_SCHEMES)} (e.g. "ssm:/stratoflow/db/'
-                'password" or "secretsmanager:stratoflow/api-key")'
-            )
-        if not re.fullmatch(SECRET_SCHEMES[scheme], rest):
-            raise ValueError(
-                f"secret {name}: {quoted(reference)} is not a valid "
-                f"{'SSM parameter name' if scheme == 'ssm' else 'Secrets Manager secret id'} "
-                f"after {scheme}:"
-            )
-    return value
-
-
-def _checked_role(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(ROLE_PATTERN, value):
-        raise ValueError(
-            f"role {quoted(value)} must be an IAM role ARN "
-            '("arn:aws:iam::123456789012:role/stratoflow-task-etl") or a role name'
-        )
-    return value
-
-
-def _no_nul(value: str | None) -> str | None:
-    if value is not None and "\0" in value:
-        raise ValueError("contains a NUL character, which no shell command can hold")
-    return value
-
-
-def _text_values(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _scalar_text(v) for k, v in value.items()}
-    return value
-
-
-def _scalar_text(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
 
 
 class TaskDefaults(_Strict):
@@ -233,12 +110,12 @@ class TaskDefaults(_Strict):
     @field_validator("env", mode="before")
     @classmethod
     def _env_values_as_text(cls, value: Any) -> Any:
-        return _text_values(value)
+        return text_values(value)
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return _checked_env(value)
+        return checked_env(value)
 
 
 class Task(_Strict):
@@ -285,7 +162,7 @@ class Task(_Strict):
     @field_validator("command", "compensate")
     @classmethod
     def _command_text(cls, value: str | None) -> str | None:
-        return _no_nul(value)
+        return no_nul(value)
 
     @field_validator("depends", mode="before")
     @classmethod
@@ -295,22 +172,22 @@ class Task(_Strict):
     @field_validator("env", mode="before")
     @classmethod
     def _env_values_as_text(cls, value: Any) -> Any:
-        return _text_values(value)
+        return text_values(value)
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        return _checked_env(value)
+        return checked_env(value)
 
     @field_validator("secrets")
     @classmethod
     def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
-        return _checked_secrets(value)
+        return checked_secrets(value)
 
     @field_validator("role")
     @classmethod
     def _role_name(cls, value: str | None) -> str | None:
-        return _checked_role(value)
+        return checked_role(value)
 
 
 class ResolvedTask(_Strict):
@@ -427,17 +304,17 @@ class Workflow(_Strict):
     @field_validator("params", mode="before")
     @classmethod
     def _params_as_text(cls, value: Any) -> Any:
-        return _text_values(value)
+        return text_values(value)
 
     @field_validator("secrets")
     @classmethod
     def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
-        return _checked_secrets(value)
+        return checked_secrets(value)
 
     @field_validator("role")
     @classmethod
     def _role_name(cls, value: str | None) -> str | None:
-        return _checked_role(value)
+        return checked_role(value)
 
     @field_validator("params")
     @classmethod

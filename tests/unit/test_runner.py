@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stratoflow.runner import CommandResult, run_command
-from stratoflow.runner.process import DRAIN_WINDOW_SECONDS, decode_tail
+from stratoflow.runner.output import decode_tail
+from stratoflow.runner.process import DRAIN_WINDOW_SECONDS
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the runner needs a POSIX shell")
 

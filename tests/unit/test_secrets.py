@@ -19,14 +19,15 @@ from stratoflow.core.records import TaskMessage
 from stratoflow.embedded.credentials import LocalCredentials
 from stratoflow.embedded.secrets import LocalSecretSource
 from stratoflow.ports import CommandIdentity, SecretUnavailable
-from stratoflow.runner.process import _Masker, masked_values, run_command
+from stratoflow.runner.output import Masker, masked_values
+from stratoflow.runner.process import run_command
 from stratoflow.services.execution import MAX_SESSION_NAME, role_session_name
 
 # ---- masking ----------------------------------------------------------------------------
 
 
 def _masked(values: list[str], chunks: list[bytes]) -> bytes:
-    masker = _Masker(values)
+    masker = Masker(values)
     return b"".join(masker.feed(c) for c in chunks) + masker.finish()
 
 

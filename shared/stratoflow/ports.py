@@ -216,6 +216,17 @@ class RunStore(Protocol):
         running without `started_at` (a start that died midway), oldest first."""
         ...
 
+    def quiet_runs(self, before: str, limit: int) -> list[tuple[str, str]]:
+        """(run id, last sign of life) of started runs, running or compensating, that have
+        shown none since `before`, oldest first. A sign of life is the run's start, each
+        settlement of one of its tasks, and `touch_run`."""
+        ...
+
+    def touch_run(self, run_id: str, seen: str, now: str) -> bool:
+        """Move a quiet run's last sign of life from `seen` to `now`; True for the one
+        caller that moved it (False if the run moved on, or ended, meanwhile)."""
+        ...
+
     def page_runs(
         self, workflow_id: str, limit: int, after: str | None = None
     ) -> tuple[list[RunRecord], str | None]:

@@ -1762,3 +1762,83 @@ def test_the_deadline_of_a_run_that_ended_is_cleared_and_a_new_one_kept(stores: 
     assert stores.runs.finish_run("r1", RunStatus.SUCCEEDED, T2)
     stores.runs.clear_deadline("r1", T2)
     assert stores.runs.overdue_runs(T2, 10) == []
+
+
+# ----------------------------------------------------------------- quiet runs (the tick)
+
+T1_30 = "2026-01-01T00:01:30.000000Z"
+
+
+def test_quiet_runs_are_the_started_live_runs_with_no_sign_of_life_since(
+    stores: Stores,
+) -> None:
+    # GIVEN at T0: a run recorded started; a queued run begun but whose start did not
+    # finish; a queued run whose start finished at T1; a started run that ended; a started
+    # run with a task settled at T2; and a failed run compensating
+    started(stores, "old", started_at=T0)
+    queued(stores, "begun", created_at=T0)
+    assert stores.runs.begin_run("begun")
+    queued(stores, "done", created_at=T0)
+    assert stores.runs.begin_run("done") and stores.runs.finish_start("done", T1)
+    started(stores, "ended", started_at=T0)
+    assert stores.runs.finish_run("ended", RunStatus.SUCCEEDED, T1)
+    started(stores, "moved", started_at=T0)
+    late = replace(settlement("a"), fields={"settled_at": T2, "finished_at": T2})
+    settled(stores, late, run_id="moved")
+    started(stores, "saga", started_at=T0)
+    assert stores.runs.finish_run("saga", RunStatus.COMPENSATING, T0, compensations=["a"])
+    # WHEN the runs quiet since before T1, and since before T1:30, are asked for
+    # THEN they are the started live runs whose last sign of life is older, oldest first,
+    # each with that sign (its start, or its latest settlement)
+    assert sorted(stores.runs.quiet_runs(T1, 10)) == [("old", T0), ("saga", T0)]
+    assert sorted(stores.runs.quiet_runs(T1_30, 10)) == [("done", T1), ("old", T0), ("saga", T0)]
+    assert len(stores.runs.quiet_runs(T1_30, 1)) == 1
+    assert ("moved", T2) in stores.runs.quiet_runs("2026-01-01T00:03:00.000000Z", 10)
+
+
+def test_a_quiet_run_is_touched_by_one_caller_and_then_is_not_quiet(stores: Stores) -> None:
+    # GIVEN a run started at T0, quiet since
+    started(stores, "r1", started_at=T0)
+    # WHEN two callers that saw it quiet since T0 touch it at T2, then one touches it with
+    # the sign it saw earlier
+    results = at_once(
+        lambda: stores.runs.touch_run("r1", T0, T2), lambda: stores.runs.touch_run("r1", T0, T2)
+    )
+    stale = stores.runs.touch_run("r1", T0, T2)
+    # THEN one moved it, and it is quiet only from T2 on
+    assert sorted(results) == [False, True] and stale is False
+    assert stores.runs.quiet_runs(T2, 10) == []
+    assert stores.runs.quiet_runs("2026-01-01T00:03:00.000000Z", 10) == [("r1", T2)]
+
+
+def test_an_ended_run_is_not_touched(stores: Stores) -> None:
+    # GIVEN a started run that ended
+    started(stores, "r1", started_at=T0)
+    assert stores.runs.finish_run("r1", RunStatus.FAILED, T1)
+    # WHEN it is touched with the sign it had
+    # THEN nothing moves, and it is not quiet
+    assert stores.runs.touch_run("r1", T0, T2) is False
+    assert stores.runs.quiet_runs("9999-01-01T00:00:00.000000Z", 10) == []
+
+
+def test_a_redriven_run_is_watched_again(stores: Stores) -> None:
+    # GIVEN a started run that failed
+    run = started(stores, "r1", started_at=T0)
+    assert stores.runs.finish_run("r1", RunStatus.FAILED, T1)
+    # WHEN it is redriven
+    assert stores.runs.redrive(run_of(stores), {"a": {}}, 2, None)
+    # THEN it is among the runs quiet since any time after its redrive
+    assert [r for r, _ in stores.runs.quiet_runs("9999-01-01T00:00:00.000000Z", 10)] == [run.run_id]
+
+
+def test_a_task_reads_propagated_once_its_settlement_applied(stores: Stores) -> None:
+    # GIVEN a run where a settles and decides its only child b skipped in that write
+    started(stores)
+    folded = replace(settlement("a", FAILED, ["b"]), decided={"b": SKIPPED})
+    settled(stores, folded)
+    # THEN a reads propagated; b, decided but not yet settled, does not until it is
+    assert task(stores, "a").propagated and not task(stores, "b").propagated
+    assert finalize(stores, settlement("b", SKIPPED, attempt=None)).outcome is (
+        FinalizeOutcome.APPLIED
+    )
+    assert task(stores, "b").propagated

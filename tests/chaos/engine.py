@@ -18,7 +18,7 @@ from stratoflow.config import Resources
 from stratoflow.core.model import Workflow
 from stratoflow.core.records import RunRecord
 from stratoflow.local.runtime import LocalRuntime
-from stratoflow.services import execution
+from stratoflow.services import execution, mend
 
 from .dags import JOURNAL, DagDesign, generate
 from .faults import Chaos, RunFaults, is_lost
@@ -70,16 +70,24 @@ class ChaosRun:
     tasks: dict[str, Any] = field(default_factory=dict)
 
 
+QUIET_SECONDS = 4.0
+"""A run with no sign of life for this long is mended by the tick (10 minutes in
+production): short, so that a run whose report went to the dead-letter queue ends within
+the batch's deadline, and so that the mending also meets runs that are alive."""
+
+
 @contextmanager
 def short_leases() -> Iterator[None]:
-    """Make the executors of this process claim with short leases (see above)."""
-    saved = execution.LEASE_MARGIN_SECONDS, execution.KILL_GRACE_SECONDS
+    """Make the executors of this process claim with short leases, and its tick mend
+    quiet runs soon (see above)."""
+    saved = execution.LEASE_MARGIN_SECONDS, execution.KILL_GRACE_SECONDS, mend.QUIET_SECONDS
     execution.LEASE_MARGIN_SECONDS = LEASE_MARGIN_SECONDS
     execution.KILL_GRACE_SECONDS = KILL_GRACE_SECONDS
+    mend.QUIET_SECONDS = QUIET_SECONDS
     try:
         yield
     finally:
-        execution.LEASE_MARGIN_SECONDS, execution.KILL_GRACE_SECONDS = saved
+        execution.LEASE_MARGIN_SECONDS, execution.KILL_GRACE_SECONDS, mend.QUIET_SECONDS = saved
 
 
 def start_runtime(home: Path, *, emulator: bool, recover: bool = False) -> LocalRuntime:

@@ -197,6 +197,8 @@ class TaskRecord:
     worker: str | None = None
     """What runs the current attempt when it can be stopped from outside (an ECS task ARN)."""
     drive: int = 0
+    propagated: bool = False
+    """Its end is counted in its dependents' counters and the run's (its settlement applied)."""
 
 
 @dataclass(frozen=True)

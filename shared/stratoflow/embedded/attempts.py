@@ -214,12 +214,15 @@ class SqliteRunAttempts:
                 f"UPDATE tasks SET propagated = 1{sets} WHERE run_id = ? AND task_id = ?",
                 (*values.values(), run_id, s.task_id),
             )
+            now = str(s.fields.get("settled_at") or iso(datetime.now(UTC)))
+            # A settlement is the run's sign of life (`quiet_runs`); a run whose start is
+            # still pending has none to move.
             db.execute(
                 "UPDATE runs SET final_count = final_count + 1, leaf_bad = leaf_bad + ?, "
-                "active = active - ? WHERE run_id = ?",
-                (1 if s.bad_leaf else 0, 1 if s.releases_slot else 0, run_id),
+                "active = active - ?, progress_at = CASE WHEN progress_at IS NULL THEN NULL "
+                "ELSE max(progress_at, ?) END WHERE run_id = ?",
+                (1 if s.bad_leaf else 0, 1 if s.releases_slot else 0, now, run_id),
             )
-            now = str(s.fields.get("settled_at") or iso(datetime.now(UTC)))
             if s.guards:
                 guarded = [c for c in children if c in s.guards]
                 current = self._tasks(db, run_id, guarded)

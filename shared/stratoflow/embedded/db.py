@@ -33,7 +33,7 @@ COUNTER_COLUMN: dict[TaskStatus, str] = {
 
 DB_FILE = "engine.db"
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     active INTEGER NOT NULL DEFAULT 0,
     finished_at TEXT,
     compensations TEXT,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    progress_at TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow_id, created_at, run_id);
 
@@ -215,6 +216,7 @@ class Database:
             # executescript commits as it goes: each statement is idempotent on its own.
             self.connection().executescript(_SCHEMA)
         with self.write() as db:
+            _migrate(db)
             db.execute(
                 "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -281,3 +283,26 @@ class Database:
                     conn.close()
             self._connections.clear()
         self._local = threading.local()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a home made by an earlier version up to this schema, in place (version 2:
+    a run's last sign of life, `progress_at`, and its index for the dispatcher's tick)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    if "progress_at" not in columns:
+        db.execute("ALTER TABLE runs ADD COLUMN progress_at TEXT")
+        # Started runs are watched from their start; a run whose start is pending is not.
+        db.execute(
+            "UPDATE runs SET progress_at = json_extract(doc, '$.started_at') "
+            "WHERE json_extract(doc, '$.started_at') IS NOT NULL"
+        )
+    # Partial: only live runs are looked at, and the literal statuses let SQLite use it
+    # for `quiet_runs`' query.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS runs_quiet ON runs (progress_at) "
+        "WHERE status IN ('running', 'compensating')"
+    )
+    db.execute(
+        "UPDATE meta SET value = ? WHERE name = 'schema_version' AND CAST(value AS INTEGER) < ?",
+        (str(SCHEMA_VERSION), SCHEMA_VERSION),
+    )

@@ -63,6 +63,7 @@ def _task_from(row: Sequence[Any] | None, task_id: str) -> TaskRecord:
         error=row[12],
         logs=tuple(json.loads(row[13])) if row[13] else (),
         worker=row[14],
+        propagated=bool(row[15]),
         counters=counters,
     )
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from stratoflow.core.records import CompensationRecord, MarkRecord, RunRecord, TaskRecord
+from stratoflow.core.records import CompensationRecord, MarkRecord, RunRecord, TaskRecord, iso
 from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.embedded.attempts import SqliteRunAttempts
 from stratoflow.embedded.db import COUNTER_COLUMN
@@ -57,9 +58,17 @@ class SqliteRunStore(SqliteRunAttempts):
         }
         with self._db.write() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO runs (run_id, workflow_id, created_at, status, doc) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (run.run_id, run.workflow_id, run.created_at, run.status.value, json.dumps(doc)),
+                "INSERT OR IGNORE INTO runs (run_id, workflow_id, created_at, status, doc, "
+                "progress_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    run.run_id,
+                    run.workflow_id,
+                    run.created_at,
+                    run.status.value,
+                    json.dumps(doc),
+                    # a run recorded started is watched from its creation on (`quiet_runs`)
+                    run.created_at if run.started_at is not None else None,
+                ),
             )
             return cur.rowcount == 1
 
@@ -82,9 +91,9 @@ class SqliteRunStore(SqliteRunAttempts):
     def finish_start(self, run_id: str, now: str) -> bool:
         with self._db.write() as db:
             cur = db.execute(
-                "UPDATE runs SET doc = json_set(doc, '$.started_at', ?) WHERE run_id = ? "
-                "AND status = ? AND json_extract(doc, '$.started_at') IS NULL",
-                (now, run_id, RunStatus.RUNNING.value),
+                "UPDATE runs SET doc = json_set(doc, '$.started_at', ?), progress_at = ? "
+                "WHERE run_id = ? AND status = ? AND json_extract(doc, '$.started_at') IS NULL",
+                (now, now, run_id, RunStatus.RUNNING.value),
             )
             return cur.rowcount == 1
 
@@ -202,6 +211,24 @@ class SqliteRunStore(SqliteRunAttempts):
 
     # -- run end, redrive and compensations
 
+    def quiet_runs(self, before: str, limit: int) -> list[tuple[str, str]]:
+        # The literal statuses match the partial index `runs_quiet`.
+        rows = self._db.connection().execute(
+            "SELECT run_id, progress_at FROM runs WHERE status IN ('running', 'compensating') "
+            "AND progress_at < ? ORDER BY progress_at LIMIT ?",
+            (before, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def touch_run(self, run_id: str, seen: str, now: str) -> bool:
+        with self._db.write() as db:
+            cur = db.execute(
+                "UPDATE runs SET progress_at = ? WHERE run_id = ? AND progress_at = ? "
+                "AND status IN ('running', 'compensating')",
+                (now, run_id, seen),
+            )
+            return cur.rowcount == 1
+
     def finish_run(
         self,
         run_id: str,
@@ -266,14 +293,15 @@ class SqliteRunStore(SqliteRunAttempts):
         with self._db.write() as db:
             cur = db.execute(
                 f"UPDATE runs SET status = ?, drive = ?, final_count = ?, leaf_bad = ?, "
-                f"active = 0, finished_at = NULL, compensations = NULL, doc = {doc} "
-                "WHERE run_id = ? AND status = ? AND drive = ?",
+                f"active = 0, finished_at = NULL, compensations = NULL, doc = {doc}, "
+                "progress_at = ? WHERE run_id = ? AND status = ? AND drive = ?",
                 (
                     RunStatus.RUNNING.value,
                     drive,
                     final_count,
                     leaf_bad,
                     *args,
+                    iso(datetime.now(UTC)),
                     run.run_id,
                     run.status.value,
                     run.drive,

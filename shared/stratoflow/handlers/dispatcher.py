@@ -35,6 +35,7 @@ def handle(event: dict[str, Any], context: Any, wiring: bootstrap.Wiring) -> dic
         lost = services.reap_expired_attempts(ports)
         rehanded = services.rehand_starts(ports)
         overdue = services.nudge_overdue_runs(ports)
+        mended = services.mend_quiet_runs(ports)
         logger.info(
             "tick",
             extra={
@@ -42,9 +43,16 @@ def handle(event: dict[str, Any], context: Any, wiring: bootstrap.Wiring) -> dic
                 "attempts_lost": len(lost),
                 "starts_handed_again": len(rehanded),
                 "runs_overdue": len(overdue),
+                "runs_mended": len(mended),
             },
         )
-        return {"started": started, "lost": lost, "rehanded": rehanded, "overdue": overdue}
+        return {
+            "started": started,
+            "lost": lost,
+            "rehanded": rehanded,
+            "overdue": overdue,
+            "mended": mended,
+        }
     if ev.detail_type != RUN_REQUESTED:
         raise ValueError(f"dispatcher: unsupported event detail-type {ev.detail_type!r}")
     detail = ev.detail

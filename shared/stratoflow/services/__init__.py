@@ -20,6 +20,8 @@ One module per use case; this package re-exports their public names:
 - `schedules`: registering workflows, the dispatcher's tick (`nudge_overdue_runs` among
   it), backfills, a run's deadline (`arm_timeout`).
 - `queries`: `run_status`, `task_logs`.
+- `mend`: `mend_quiet_runs`, the tick's second chance for a run whose next step was lost
+  (a report that went to the dead-letter queue after its handler had half-acted).
 
 The real clock and ids (`SystemClock`, `RandomIds`) are adapters: `stratoflow.system`.
 """
@@ -38,6 +40,7 @@ from .execution import (
     execute_task,
     task_environment,
 )
+from .mend import QUIET_SECONDS, mend_quiet_runs, mend_run
 from .queries import run_status, task_logs
 from .runs import (
     IdempotencyConflict,
@@ -85,6 +88,7 @@ __all__ = [
     "DUE_BATCH",
     "KILL_GRACE_SECONDS",
     "LEASE_MARGIN_SECONDS",
+    "QUIET_SECONDS",
     "SCHEDULE_TRIGGER",
     "SHORT_WAIT_SECONDS",
     "SQS_MAX_DELAY_SECONDS",
@@ -105,6 +109,8 @@ __all__ = [
     "dispatch_workflow",
     "execute_task",
     "mark_task",
+    "mend_quiet_runs",
+    "mend_run",
     "nudge_overdue_runs",
     "perform",
     "queue_run",

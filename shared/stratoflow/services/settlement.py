@@ -56,20 +56,10 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
         if ports.runs.retry_attempt(
             report.run_id, report.task_id, report.attempt, fields, report.drive
         ):
-            delay = task.retry_delay_for(report.attempt)
-            now = ports.clock.now()
             if run is None or run.status is not RunStatus.RUNNING:
                 return
-            msg = replace(
-                _task_message(plan, run, report.task_id, report.attempt + 1, iso(now)),
-                not_before=(now + timedelta(seconds=delay)).timestamp() if delay else None,
-            )
-            # The queue's delay covers whole seconds; the executor waits out the last one
-            # (SQS delays are coarse, and a receiver need not notice a delayed message at once).
-            queue_delay = max(0.0, delay - SHORT_WAIT_SECONDS)
-            ports.tasks.send_tasks(
-                [msg], delay_seconds=int(min(queue_delay, SQS_MAX_DELAY_SECONDS))
-            )
+            delay = task.retry_delay_for(report.attempt)
+            _send_retry(ports, plan, run, report.task_id, report.attempt + 1, delay)
             ports.metrics.count("TasksRetried", wf)
         return
     if report.succeeded:
@@ -93,6 +83,21 @@ def record_completion(ports: Ports, report: AttemptReport) -> None:
         drive=report.drive,
     )
     _settle(ports, plan, report.run_id, settlement, _context(plan, report))
+
+
+def _send_retry(
+    ports: Ports, plan: Plan, run: RunRecord, task_id: str, attempt: int, delay: float
+) -> None:
+    """Send a task's next attempt, to start `delay` seconds from now."""
+    now = ports.clock.now()
+    msg = replace(
+        _task_message(plan, run, task_id, attempt, iso(now)),
+        not_before=(now + timedelta(seconds=delay)).timestamp() if delay else None,
+    )
+    # The queue's delay covers whole seconds; the executor waits out the last one (SQS
+    # delays are coarse, and a receiver need not notice a delayed message at once).
+    queue_delay = max(0.0, delay - SHORT_WAIT_SECONDS)
+    ports.tasks.send_tasks([msg], delay_seconds=int(min(queue_delay, SQS_MAX_DELAY_SECONDS)))
 
 
 def _context(plan: Plan, report: AttemptReport) -> RunRecord | None:

@@ -222,6 +222,9 @@ class RunAttempts:
         if s.releases_slot:
             run_adds.append("active :minus")
             run_values[":minus"] = {"N": "-1"}
+        now = str(s.fields.get("settled_at") or iso(datetime.now(UTC)))
+        # A settlement is the run's sign of life (`quiet_runs`).
+        run_values[":progress"] = {"S": now}
         first = [
             {
                 "Update": {
@@ -238,13 +241,13 @@ class RunAttempts:
                 "Update": {
                     "TableName": self.table,
                     "Key": _key(pk, "#RUN"),
-                    "UpdateExpression": "ADD " + ", ".join(run_adds),
+                    "UpdateExpression": f"SET {LEASE_INDEX_SORT} = :progress ADD "
+                    + ", ".join(run_adds),
                     "ExpressionAttributeValues": run_values,
                     **run_condition,
                 }
             },
         ]
-        now = str(s.fields.get("settled_at") or iso(datetime.now(UTC)))
         outcome = FinalizeOutcome.APPLIED
         guards = dict(s.guards)
         while True:

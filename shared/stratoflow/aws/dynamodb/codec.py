@@ -91,6 +91,7 @@ def _task_from(task_id: str, item: dict[str, Any] | None) -> TaskRecord:
         logs=tuple(d.get("logs") or ()),
         worker=d.get("worker"),
         drive=int(d.get("drive", 0)),
+        propagated=bool(d.get("propagated", False)),
     )
 
 

@@ -1,7 +1,8 @@
 """The DynamoDB table's key layout.
 
 One table, items grouped by partition:
-  RUN#<run_id> / #RUN               the run: status, counters (final_count, leaf_bad, active)
+  RUN#<run_id> / #RUN               the run: status, counters (final_count, leaf_bad, active);
+                                    in the `leases` index (START, then QUIET) while it lives
   RUN#<run_id> / T#<task_id>        a task: status, attempt, result, upstream counters
   RUN#<run_id> / W#<prio>#<t>#<id>  a ready task waiting for a concurrency slot
   RUN#<run_id> / M#<task_id>#<n>    marker: chunk n of a task's propagation was applied
@@ -28,6 +29,11 @@ COUNTER_ATTRIBUTE: dict[TaskStatus, str] = {
     TaskStatus.CANCELLED: "u_cancel",
 }
 """The task item's upstream counter for each final status of a parent."""
+
+
+QUIET_PARTITION = "QUIET"
+"""The `leases` index's partition of started runs (their `#RUN` items, under `lease_pk`),
+sorted by their last sign of life (`lease_at`): what the tick's quiet-run watch reads."""
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:

@@ -6,11 +6,12 @@ adds the runs themselves, the concurrency cap and compensations."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from stratoflow.aws.dynamodb.attempts import RunAttempts
 from stratoflow.aws.dynamodb.codec import _COUNTERS, _ser
-from stratoflow.aws.dynamodb.keys import COUNTER_ATTRIBUTE, _key, _run_pk
+from stratoflow.aws.dynamodb.keys import COUNTER_ATTRIBUTE, QUIET_PARTITION, _key, _run_pk
 from stratoflow.aws.dynamodb.transactions import (
     TRANSACTION_LIMIT,
     _applied,
@@ -18,7 +19,7 @@ from stratoflow.aws.dynamodb.transactions import (
     _transact_reasons,
 )
 from stratoflow.config import LEASE_INDEX, LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
-from stratoflow.core.records import MarkRecord, RunRecord
+from stratoflow.core.records import MarkRecord, RunRecord, iso
 from stratoflow.core.states import RunStatus, TaskStatus
 
 _DEADLINE_PARTITION = "DEADLINE"
@@ -153,7 +154,8 @@ class RunRedrives(RunAttempts):
                 "TableName": self.table,
                 "Key": _key(pk, "#RUN"),
                 "UpdateExpression": "SET #st = :running, drive = :d, final_count = :fc, "
-                "leaf_bad = :lb, active = :zero REMOVE finished_at, compensations, reason",
+                f"leaf_bad = :lb, active = :zero, {LEASE_INDEX_PARTITION} = :watch, "
+                f"{LEASE_INDEX_SORT} = :now REMOVE finished_at, compensations, reason",
                 "ConditionExpression": (
                     "#st = :was AND (attribute_not_exists(drive) OR drive = :prev)"
                 ),
@@ -166,6 +168,8 @@ class RunRedrives(RunAttempts):
                     ":fc": {"N": str(final_count)},
                     ":lb": {"N": str(leaf_bad)},
                     ":zero": {"N": "0"},
+                    ":watch": {"S": QUIET_PARTITION},
+                    ":now": {"S": iso(datetime.now(UTC))},
                 },
             }
         }

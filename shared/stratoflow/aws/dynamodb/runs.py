@@ -20,7 +20,7 @@ from stratoflow.aws.dynamodb.codec import (
     _set_fields,
     _task_from,
 )
-from stratoflow.aws.dynamodb.keys import _key, _run_pk, _waiting_key
+from stratoflow.aws.dynamodb.keys import QUIET_PARTITION, _key, _run_pk, _waiting_key
 from stratoflow.aws.dynamodb.redrives import RunRedrives
 from stratoflow.aws.dynamodb.transactions import (
     _applied,
@@ -36,7 +36,7 @@ from stratoflow.ports import SlotOutcome
 
 _START_PARTITION = "START"
 """The `leases` index's partition of the runs whose start is not complete (attempts are
-under "LEASE"): one sparse index serves both of the tick's look-ups."""
+under "LEASE", deadlines under "DEADLINE"): one sparse index serves all the tick's look-ups."""
 
 
 class DynamoRunStore(RunRedrives):
@@ -65,12 +65,14 @@ class DynamoRunStore(RunRedrives):
             }
         )
         item.update(_key(_run_pk(run.run_id), "#RUN"))
-        if run.started_at is None:
-            # A start still to do: the run sits in the sparse `leases` index, under its own
-            # partition, until `finish_start`, so the dispatcher's tick finds it if the
-            # message handing the start off is lost (`pending_starts`).
-            item[LEASE_INDEX_PARTITION] = {"S": _START_PARTITION}
-            item[LEASE_INDEX_SORT] = {"S": run.created_at}
+        # A start still to do: the run sits in the sparse `leases` index, under its own
+        # partition, until `finish_start`, so the dispatcher's tick finds it if the message
+        # handing the start off is lost (`pending_starts`). A started run sits under the
+        # quiet-run watch's partition, sorted by its last sign of life (`quiet_runs`).
+        item[LEASE_INDEX_PARTITION] = {
+            "S": _START_PARTITION if run.started_at is None else QUIET_PARTITION
+        }
+        item[LEASE_INDEX_SORT] = {"S": run.created_at}
         # The run and its entry in the workflow's run history, newest first by sort key.
         history = {
             **_key(f"WF#{run.workflow_id}", f"RUN#{run.created_at}#{run.run_id}"),
@@ -110,13 +112,15 @@ class DynamoRunStore(RunRedrives):
             self._db.update_item,
             TableName=self.table,
             Key=_key(_run_pk(run_id), "#RUN"),
-            UpdateExpression=f"SET started_at = :now REMOVE {LEASE_INDEX_PARTITION}, "
-            f"{LEASE_INDEX_SORT}",
+            # From the start's partition of the `leases` index to the quiet-run watch's.
+            UpdateExpression=f"SET started_at = :now, {LEASE_INDEX_PARTITION} = :watch, "
+            f"{LEASE_INDEX_SORT} = :now",
             ConditionExpression="#st = :running AND attribute_not_exists(started_at)",
             ExpressionAttributeNames={"#st": "status"},
             ExpressionAttributeValues={
                 ":now": {"S": now},
                 ":running": {"S": RunStatus.RUNNING.value},
+                ":watch": {"S": QUIET_PARTITION},
             },
         )
 
@@ -129,6 +133,34 @@ class DynamoRunStore(RunRedrives):
             Limit=limit,
         )
         return [i["pk"]["S"][4:] for i in resp.get("Items", [])]
+
+    def quiet_runs(self, before: str, limit: int) -> list[tuple[str, str]]:
+        resp = self._db.query(
+            TableName=self.table,
+            IndexName=LEASE_INDEX,
+            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} < :b",
+            ExpressionAttributeValues={":p": {"S": QUIET_PARTITION}, ":b": {"S": before}},
+            Limit=limit,
+        )
+        return [(i["pk"]["S"][4:], i[LEASE_INDEX_SORT]["S"]) for i in resp.get("Items", [])]
+
+    def touch_run(self, run_id: str, seen: str, now: str) -> bool:
+        return _applied(
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(_run_pk(run_id), "#RUN"),
+            UpdateExpression=f"SET {LEASE_INDEX_SORT} = :now",
+            ConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} = :seen "
+            "AND #st IN (:running, :comp)",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":now": {"S": now},
+                ":seen": {"S": seen},
+                ":p": {"S": QUIET_PARTITION},
+                ":running": {"S": RunStatus.RUNNING.value},
+                ":comp": {"S": RunStatus.COMPENSATING.value},
+            },
+        )
 
     def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
         """The workflow's runs, newest first."""
@@ -305,6 +337,8 @@ class DynamoRunStore(RunRedrives):
             # A queued run may be cancelled before it starts; its start is then never done.
             condition = "#st IN (:running, :comp, :queued)"
             values[":queued"] = {"S": RunStatus.QUEUED.value}
+        if status is not RunStatus.COMPENSATING:
+            # Ended: out of the `leases` index (a start still to do, or a quiet-run watch).
             update += f" REMOVE {LEASE_INDEX_PARTITION}, {LEASE_INDEX_SORT}"
         run_update = {
             "TableName": self.table,

@@ -3,7 +3,7 @@
 Each subcommand lives in the module named for what it is about (`files`, `running`,
 `local`, `workflows`, `runs`, `controls`, `schedules`, `console`); exit codes are in
 `stratoflow.cli.exits`. Heavy imports (the engine, boto3) stay inside the commands that
-need them, so that `stratoflow --help` and a mistyped option answer at once.
+need them, so that `--help` or a mistyped option does not load the engine.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from stratoflow.cli.workflows import upload_file
 from stratoflow.client import Target
 from stratoflow.core.field_checks import check_param_names_distinct, check_params_size
 from stratoflow.core.model import Workflow
+from stratoflow.core.records import parse_iso
 
 T = TypeVar("T")
 
@@ -267,7 +268,7 @@ def _drive(
 
     def waiter() -> None:
         try:
-            runtime.wait(run_id)
+            wait_watching(runtime, run_id)
         except BaseException as exc:
             result["error"] = exc
         finally:
@@ -282,6 +283,47 @@ def _drive(
     if error is not None:
         raise error
     return run_id
+
+
+WATCH_SECONDS = 30.0
+"""How often a waiting `stratoflow run` looks at its run as `local up`'s tick would."""
+
+
+def wait_watching(runtime: Any, run_id: str) -> None:
+    """Wait for the run's end, doing for it what `local up`'s tick does for every run (this
+    process ticks no schedule: it runs one run): end it at its deadline, even with no
+    attempt running (a retry's delay, say), and mend it once no task has settled for
+    `services.QUIET_SECONDS` (a step lost with a report that went to the dead-letter
+    queue). A failed look is logged and tried at the next one."""
+    from stratoflow import services
+    from stratoflow.services import mend
+
+    ports = runtime.ports
+    settled, since = -1, time.monotonic()
+    deadline: float | None = None
+    while True:
+        try:
+            run = ports.runs.get_run(run_id)
+            if run is not None:
+                due = parse_iso(run.deadline)
+                deadline = due.timestamp() if due is not None else None
+                if deadline is not None and time.time() >= deadline:
+                    services.time_out_run(ports, run_id)
+                if run.final_count != settled:
+                    settled, since = run.final_count, time.monotonic()
+                elif time.monotonic() - since >= mend.QUIET_SECONDS:
+                    services.mend_run(ports, run_id)
+                    since = time.monotonic()
+        except Exception:
+            logging.getLogger("stratoflow.local").warning(
+                "watching run %s failed; looking again later", run_id, exc_info=True
+            )
+        timeout = WATCH_SECONDS if deadline is None else deadline - time.time() + 0.05
+        try:
+            runtime.wait(run_id, timeout=max(0.05, min(WATCH_SECONDS, timeout)))
+            return
+        except TimeoutError:
+            pass
 
 
 def _stop_run(runtime: Any, run_id: str, grace: float) -> None:

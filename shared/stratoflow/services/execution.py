@@ -211,11 +211,6 @@ def execute_task(
         log_ref=log_ref or result.log_ref,
     )
     ports.completions.send_reports([report])
-    if msg.drive and msg.kind == "task":
-        # A redriven run keeps tasks of an earlier drive, so this report's settlement may
-        # end the run without seeing it: the completion handler looks once it is recorded.
-        settled = RunCommand(RunCommand.SETTLED, msg.run_id, msg.task_id, msg.attempt, msg.drive)
-        ports.completions.send_commands([settled])
     return ExecuteResult(ExecuteOutcome.RAN, report=report)
 
 

@@ -103,12 +103,9 @@ class ReportPending(Exception):
 def end_if_settled(ports: Ports, command: RunCommand) -> bool:
     """Finish a redriven run whose every task is final, once the report of the attempt
     named by `command` (a SETTLED command its executor sent after it) has been recorded.
-
-    A settlement normally sees that it was a run's last: it reads the run unless the task
-    ends before its dependents are even decided (all of them have it as their only
-    parent). A rerun or a mark keeps some tasks of an earlier drive, so such a task's
-    dependents may be final already and its settlement the last, unseen: this looks.
-    True if it finished the run."""
+    Only executors of earlier versions send it (kept for their commands at an upgrade);
+    a settlement in drive > 0 now reads the run when it may be the last (architecture.md,
+    "Redrive"). True if it finished the run."""
     assert command.task_id is not None
     task = ports.runs.get_task(command.run_id, command.task_id)
     if (

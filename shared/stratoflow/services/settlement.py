@@ -220,8 +220,10 @@ def _settle_one(
             # The queued ones were started by `start`, chunk by chunk.
             started=TaskStatus.QUEUED in decided.values(),
             # A dependent left pending means the run goes on: only otherwise may this
-            # settlement have been the run's last.
-            may_end_run=not result.waiting and settlement.task_id in plan.may_end_run,
+            # settlement have been the run's last. In a redriven run (drive > 0) its
+            # dependents may be final already, kept from an earlier drive.
+            may_end_run=not result.waiting
+            and (settlement.task_id in plan.may_end_run or context.drive > 0),
         )
         if not to_read:
             return folded

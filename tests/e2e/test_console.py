@@ -32,8 +32,8 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from stratoflow.cli.console import ConsoleProxy
 from stratoflow.client import ApiClient, Target
+from stratoflow.console.proxy import ConsoleProxy
 from tests.support import cli_env, http_json, local_up, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from stratoflow.cli.exits import EXIT_FAILED, err_console, invalid
 from stratoflow.cli.inputs import EMULATOR, check_emulator
-from stratoflow.local.http import DEFAULT_API_PORT
+from stratoflow.local import DEFAULT_API_PORT
 
 
 @click.group()

@@ -39,12 +39,12 @@ from waitress.server import create_server
 from waitress.task import ErrorTask
 
 from stratoflow.console.assets import console_asset
+from stratoflow.local import DEFAULT_API_PORT
 from stratoflow.local.events import LambdaContext, api_gateway_event
 
 if TYPE_CHECKING:
     from stratoflow.bootstrap import Wiring
 
-DEFAULT_API_PORT = 8686
 MAX_BODY_BYTES = 6 * 1024 * 1024
 """Lambda's own limit on a synchronous request: a longer body is answered 413 unread."""
 MAX_HEADER_BYTES = 64 * 1024

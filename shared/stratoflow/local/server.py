@@ -24,9 +24,10 @@ from stratoflow.config import WORKFLOW_FILE_SUFFIXES, WORKFLOWS_PREFIX
 from stratoflow.core.loader import WorkflowFileError, load_workflow_text
 from stratoflow.embedded.runs import SqliteRunStore
 from stratoflow.handlers import loader
+from stratoflow.local import DEFAULT_API_PORT
 from stratoflow.local.events import LambdaContext, s3_event
 from stratoflow.local.failures import EngineFailed, backoff_delay, unrecoverable
-from stratoflow.local.http import DEFAULT_API_PORT, ApiServer
+from stratoflow.local.http import ApiServer
 from stratoflow.local.runtime import LocalRuntime
 from stratoflow.local.target import EngineLock, clear_state, home, write_state
 

@@ -11,6 +11,7 @@ HTTP (stratoflow.local.http), and the CLI talks to either.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -35,6 +36,14 @@ app.include_router(workflows.router)
 app.include_router(runs.router)
 app.include_router(graph.router)
 app.include_router(logpages.router)
+
+
+_RESOLVING = threading.RLock()
+"""Held while the resolver answers one request. Powertools' resolver keeps the request
+being answered on itself (`current_event`, `context`, the matched route), as a Lambda
+execution environment answers one request at a time; `stratoflow local up`'s server and
+the CLI's in-process API call it from several threads, and without this one request read
+another's event or lost its route (a 500). Reentrant: a route may call the API again."""
 
 
 def openapi_document() -> dict[str, Any]:
@@ -62,7 +71,7 @@ def handle(event: dict[str, Any], context: Any, wired: Wiring) -> dict[str, Any]
         bodies.check_body(event)
     except bodies.BodyProblem as problem:
         return _refused(problem)
-    with wiring.serving(wired):
+    with _RESOLVING, wiring.serving(wired):
         return app.resolve(event, context)
 
 

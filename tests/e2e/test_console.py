@@ -403,8 +403,12 @@ def test_the_console_says_when_the_engine_is_gone(browser: Browser, tmp_path: Pa
         up = stack.enter_context(local_up(folder, home))
         token = json.loads((home / "local.json").read_text())["token"]
         auth = {"Authorization": f"Bearer {token}"}
-        wait_until(
-            lambda: http_json(up.api, "GET", "/workflows/slow", headers=auth)[0] == 200, 30, "slow"
+        wait_until(  # active, not only stored
+            lambda: http_json(up.api, "GET", "/workflows/slow", headers=auth)[1].get(
+                "active_version"
+            ),
+            30,
+            "slow",
         )
         status, run = http_json(up.api, "POST", "/workflows/slow/runs", body={}, headers=auth)
         assert status in (201, 202), run

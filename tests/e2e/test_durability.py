@@ -105,7 +105,9 @@ def test_a_killed_engine_resumes_its_run_after_a_restart(tmp_path: Path) -> None
 
     with _engine(folder, home) as first:
         api = _api(home, first)
-        wait_until(lambda: http_json(api, "GET", "/workflows/wide")[0] == 200, 30, "wide")
+        wait_until(  # active, not only stored
+            lambda: http_json(api, "GET", "/workflows/wide")[1].get("active_version"), 30, "wide"
+        )
         status, started = http_json(api, "POST", "/workflows/wide/runs", body={})
         assert status == 202, started
         run_id = started["run_id"]

@@ -44,8 +44,13 @@ def test_a_20000_task_trigger_and_its_cancel_are_answered_at_once_by_local_up(
     )
     with local_up(folder, home, "--workers", "2") as engine:
         for wf in ("wide", "small"):
+            # active, not only stored: registration stores a version, then activates it
             wait_until(
-                lambda w=wf: http_json(engine.api, "GET", f"/workflows/{w}")[0] == 200, 60, wf
+                lambda w=wf: http_json(engine.api, "GET", f"/workflows/{w}")[1].get(
+                    "active_version"
+                ),
+                60,
+                wf,
             )
 
         # 20,000 roots: their start makes the engine busy, the answers must not wait for it

@@ -277,6 +277,12 @@ class LocalRuntime(EventSourceMappings):
                 self.record_failure(problem)
         return self._failure.reason
 
+    def record_failure(self, reason: str) -> None:
+        """Record an unrecoverable failure; when the database file was deleted or replaced,
+        that is the reason given (an I/O error met since is only its consequence)."""
+        problem = self._home_watch.problem() if self._home_watch is not None else None
+        super().record_failure(problem or reason)
+
     @property
     def failed(self) -> threading.Event:
         """Set when an unrecoverable failure is recorded."""

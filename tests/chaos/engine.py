@@ -8,7 +8,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,18 +77,35 @@ production): short, so that a run whose report went to the dead-letter queue end
 the batch's deadline, and so that the mending also meets runs that are alive."""
 
 
+MENDED: Counter[str] = Counter()
+"""Per run id, how many times this process's tick found something to mend in it."""
+
+
+def _counting(mend_run: Callable[[Any, str], bool]) -> Callable[[Any, str], bool]:
+    def counted(ports: Any, run_id: str) -> bool:
+        mended = mend_run(ports, run_id)
+        if mended:
+            MENDED[run_id] += 1
+        return mended
+
+    return counted
+
+
 @contextmanager
 def short_leases() -> Iterator[None]:
     """Make the executors of this process claim with short leases, and its tick mend
-    quiet runs soon (see above)."""
+    quiet runs soon (see above), counting what it mends."""
     saved = execution.LEASE_MARGIN_SECONDS, execution.KILL_GRACE_SECONDS, mend.QUIET_SECONDS
+    saved_mend = mend.mend_run
     execution.LEASE_MARGIN_SECONDS = LEASE_MARGIN_SECONDS
     execution.KILL_GRACE_SECONDS = KILL_GRACE_SECONDS
     mend.QUIET_SECONDS = QUIET_SECONDS
+    mend.mend_run = _counting(saved_mend)
     try:
         yield
     finally:
         execution.LEASE_MARGIN_SECONDS, execution.KILL_GRACE_SECONDS, mend.QUIET_SECONDS = saved
+        mend.mend_run = saved_mend
 
 
 def start_runtime(home: Path, *, emulator: bool, recover: bool = False) -> LocalRuntime:
@@ -211,6 +229,7 @@ def record_stats(runs: Sequence[ChaosRun], engine: str) -> None:
                 "lost": len(run.faults.lost_attempts()),
                 "violations": run.violations,
                 "known": run.known,
+                "mended": MENDED[run.run_id],
             }
             f.write(json.dumps(line) + "\n")
 

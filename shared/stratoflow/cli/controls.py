@@ -11,7 +11,7 @@ from rich.text import Text
 
 from stratoflow.cli.api import RESEND, call, find_target, target_options
 from stratoflow.cli.exits import err_console, invalid
-from stratoflow.cli.following import exit_with_run, follow_run
+from stratoflow.cli.following import end_control
 
 
 @click.command()
@@ -60,10 +60,7 @@ def retry(
     redo = [t for t, s in doc["tasks"].items() if s["status"] not in ("succeeded", "skipped")]
     if not as_json:
         err_console.print(f"run {run_id}: retrying {len(redo)} task(s)")
-    if wait:
-        exit_with_run(follow_run(target, run_id, quiet=as_json), as_json)
-    if as_json:
-        click.echo(json.dumps(doc))
+    end_control(target, run_id, doc, wait=wait, as_json=as_json)
 
 
 @click.command()
@@ -102,10 +99,7 @@ def rerun(
         err_console.print(
             Text(f"run {run_id}: rerunning {task_id} {again}(drive {doc['redrives']})")
         )
-    if wait:
-        exit_with_run(follow_run(target, run_id, quiet=as_json), as_json)
-    if as_json:
-        click.echo(json.dumps(doc))
+    end_control(target, run_id, doc, wait=wait, as_json=as_json)
 
 
 @click.command()
@@ -144,7 +138,4 @@ def mark(
         err_console.print(
             Text(f"run {run_id}: {task_id} marked {state}; the run is {doc['status']}")
         )
-    if wait:
-        exit_with_run(follow_run(target, run_id, quiet=as_json), as_json)
-    if as_json:
-        click.echo(json.dumps(doc))
+    end_control(target, run_id, doc, wait=wait, as_json=as_json)

@@ -57,3 +57,12 @@ def exit_with_run(doc: dict[str, Any], as_json: bool) -> NoReturn:
         print_table(doc)
         print_interventions(doc)
     sys.exit(EXIT_OK if doc["status"] in ("succeeded", "running", "queued") else EXIT_FAILED)
+
+
+def end_control(target: Target, run_id: str, answer: Any, *, wait: bool, as_json: bool) -> None:
+    """How a command that acted on a run ends: with --wait, following the run to its
+    outcome (and exiting with it); else with the API's answer printed under --json."""
+    if wait:
+        exit_with_run(follow_run(target, run_id, quiet=as_json), as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(answer) + "\n")

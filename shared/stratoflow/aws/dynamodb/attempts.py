@@ -389,14 +389,23 @@ class RunAttempts:
 
     def expired_attempts(self, now: float, limit: int) -> list[tuple[str, str]]:
         """(run id, task id) of running attempts whose lease ended before `now`."""
+        items = self._index_items("LEASE", _lease_at(now), limit)
+        return [(i["pk"]["S"][4:], i["sk"]["S"][2:]) for i in items]
+
+    def _index_items(
+        self, partition: str, before: str, limit: int, *, inclusive: bool = False
+    ) -> list[dict[str, Any]]:
+        """The items of one partition of the sparse `leases` index sorted before `before`
+        (or at it, `inclusive`), oldest first: what each of the tick's look-ups reads."""
         resp = self._db.query(
             TableName=self.table,
             IndexName=LEASE_INDEX,
-            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} < :now",
-            ExpressionAttributeValues={":p": {"S": "LEASE"}, ":now": {"S": _lease_at(now)}},
+            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} "
+            + ("<= :b" if inclusive else "< :b"),
+            ExpressionAttributeValues={":p": {"S": partition}, ":b": {"S": before}},
             Limit=limit,
         )
-        return [(i["pk"]["S"][4:], i["sk"]["S"][2:]) for i in resp.get("Items", [])]
+        return list(resp.get("Items", []))
 
     def get_task(self, run_id: str, task_id: str) -> TaskRecord:
         return _task_from(task_id, self._get_task_item(run_id, task_id))

@@ -18,7 +18,7 @@ from stratoflow.aws.dynamodb.transactions import (
     _transact,
     _transact_reasons,
 )
-from stratoflow.config import LEASE_INDEX, LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
+from stratoflow.config import LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
 from stratoflow.core.records import MarkRecord, RunRecord, iso
 from stratoflow.core.states import RunStatus, TaskStatus
 
@@ -290,14 +290,8 @@ class RunRedrives(RunAttempts):
         return reasons is None
 
     def overdue_runs(self, now: str, limit: int) -> list[tuple[str, str]]:
-        resp = self._db.query(
-            TableName=self.table,
-            IndexName=LEASE_INDEX,
-            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} <= :n",
-            ExpressionAttributeValues={":p": {"S": _DEADLINE_PARTITION}, ":n": {"S": now}},
-            Limit=limit,
-        )
-        return [(i["pk"]["S"][4:], i[LEASE_INDEX_SORT]["S"]) for i in resp.get("Items", [])]
+        items = self._index_items(_DEADLINE_PARTITION, now, limit, inclusive=True)
+        return [(i["pk"]["S"][4:], i[LEASE_INDEX_SORT]["S"]) for i in items]
 
     def clear_deadline(self, run_id: str, deadline: str) -> None:
         _applied(

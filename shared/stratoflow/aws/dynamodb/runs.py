@@ -29,7 +29,7 @@ from stratoflow.aws.dynamodb.transactions import (
     _transact,
     _transact_reasons,
 )
-from stratoflow.config import LEASE_INDEX, LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
+from stratoflow.config import LEASE_INDEX_PARTITION, LEASE_INDEX_SORT
 from stratoflow.core.records import CompensationRecord, RunRecord, TaskRecord
 from stratoflow.core.states import RunStatus, TaskStatus
 from stratoflow.ports import SlotOutcome
@@ -125,24 +125,11 @@ class DynamoRunStore(RunRedrives):
         )
 
     def pending_starts(self, before: str, limit: int) -> list[str]:
-        resp = self._db.query(
-            TableName=self.table,
-            IndexName=LEASE_INDEX,
-            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} < :b",
-            ExpressionAttributeValues={":p": {"S": _START_PARTITION}, ":b": {"S": before}},
-            Limit=limit,
-        )
-        return [i["pk"]["S"][4:] for i in resp.get("Items", [])]
+        return [i["pk"]["S"][4:] for i in self._index_items(_START_PARTITION, before, limit)]
 
     def quiet_runs(self, before: str, limit: int) -> list[tuple[str, str]]:
-        resp = self._db.query(
-            TableName=self.table,
-            IndexName=LEASE_INDEX,
-            KeyConditionExpression=f"{LEASE_INDEX_PARTITION} = :p AND {LEASE_INDEX_SORT} < :b",
-            ExpressionAttributeValues={":p": {"S": QUIET_PARTITION}, ":b": {"S": before}},
-            Limit=limit,
-        )
-        return [(i["pk"]["S"][4:], i[LEASE_INDEX_SORT]["S"]) for i in resp.get("Items", [])]
+        items = self._index_items(QUIET_PARTITION, before, limit)
+        return [(i["pk"]["S"][4:], i[LEASE_INDEX_SORT]["S"]) for i in items]
 
     def touch_run(self, run_id: str, seen: str, now: str) -> bool:
         return _applied(

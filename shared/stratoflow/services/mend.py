@@ -19,21 +19,21 @@ from datetime import datetime, timedelta
 
 from stratoflow.core.plan import Plan
 from stratoflow.core.records import RunRecord, TaskRecord, iso, parse_iso
-from stratoflow.core.rules import Decision, UpstreamCounts, decide
+from stratoflow.core.rules import UpstreamCounts
 from stratoflow.core.states import RunStatus, TaskStatus
 
 from .bundle import Ports
 from .settlement import (
     _UPSTREAM_FIELD,
     _compensation_message,
+    _decide_pending,
     _decided_settlement,
-    _decided_status,
     _finish_failed,
     _finish_run,
     _send_retry,
     _settle,
 )
-from .start import _decide_and_enqueue, _repair_capped, _task_message
+from .start import _repair_capped, _task_message
 
 QUIET_SECONDS = 600.0
 """A started run that showed no sign of life for this long is looked at whole. Ten
@@ -108,11 +108,10 @@ def _decide_from_parents(ports: Ports, plan: Plan, run: RunRecord) -> tuple[set[
     """Pending tasks that their parents' ends decide, decided now. Counted from the
     parents' own records rather than the task's counters: a settlement of a wide fan-out
     is written in chunks, and a handler that died between two left some counters short.
-    Returns the tasks decided to run (sent by this call) and whether anything was done."""
+    Returns the tasks that may have been decided to run (sent by this call) and whether
+    anything was done."""
     tasks = ports.runs.list_tasks(run.run_id)
-    stamp = iso(ports.clock.now())
-    to_run: list[str] = []
-    acted = False
+    pending: dict[str, UpstreamCounts] = {}
     for task_id, spec in plan.tasks.items():
         if not spec.depends or _status(tasks, task_id) is not TaskStatus.PENDING:
             continue
@@ -121,19 +120,12 @@ def _decide_from_parents(ports: Ports, plan: Plan, run: RunRecord) -> tuple[set[
             field = _UPSTREAM_FIELD.get(_status(tasks, parent))
             if field is not None:
                 counts[field] = counts.get(field, 0) + 1
-        decision = decide(spec.trigger_rule, UpstreamCounts(total=len(spec.depends), **counts))
-        if decision is Decision.WAIT:
-            continue
-        if decision is Decision.RUN:
-            to_run.append(task_id)
-            continue
-        status = _decided_status(decision)
-        if ports.runs.decide_task(run.run_id, task_id, status, stamp):
-            _settle(ports, plan, run.run_id, _decided_settlement(plan, task_id, status, stamp))
-            acted = True
-    if to_run and _decide_and_enqueue(ports, plan, run, to_run, stamp):
-        acted = True
-    return set(to_run), acted
+        pending[task_id] = UpstreamCounts(total=len(spec.depends), **counts)
+    stamp = iso(ports.clock.now())
+    settled, started = _decide_pending(ports, plan, run, pending, stamp)
+    for end in settled:
+        _settle(ports, plan, run.run_id, end)
+    return set(pending), bool(settled) or started
 
 
 def _resend(ports: Ports, plan: Plan, run: RunRecord, skip: set[str]) -> bool:

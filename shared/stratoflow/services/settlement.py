@@ -271,32 +271,45 @@ def _decide_read(
         return _Progress(run=run, read=True)
     settled: list[Settlement] = []
     lost: list[str] = []
-    to_run: list[str] = []
+    pending: dict[str, UpstreamCounts] = {}
     for child_id in children:
         child = records[child_id]
-        if child.status is not TaskStatus.PENDING:
-            if redelivered and child.attempt == 0:
-                if child.status is TaskStatus.QUEUED:
-                    # A duplicate message is harmless (the executor's claim drops it), a
-                    # lost one is not.
-                    lost.append(child_id)
-                elif child.status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED):
-                    # Propagate its end again: a settlement already propagated comes back
-                    # ALREADY and only repeats these repairs below it.
-                    settled.append(_decided_settlement(plan, child_id, child.status, now))
-            continue
-        spec = plan.tasks[child_id]
-        decision = decide(spec.trigger_rule, _counts(len(spec.depends), child))
+        if child.status is TaskStatus.PENDING:
+            pending[child_id] = _counts(len(plan.tasks[child_id].depends), child)
+        elif redelivered and child.attempt == 0:
+            if child.status is TaskStatus.QUEUED:
+                # A duplicate message is harmless (the executor's claim drops it), a lost
+                # one is not.
+                lost.append(child_id)
+            elif child.status in (TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED):
+                # Propagate its end again: a settlement already propagated comes back
+                # ALREADY and only repeats these repairs below it.
+                settled.append(_decided_settlement(plan, child_id, child.status, now))
+    decided, started = _decide_pending(ports, plan, run, pending, now)
+    return _Progress(
+        run=run, read=True, settled=(*settled, *decided), started=started, lost=tuple(lost)
+    )
+
+
+def _decide_pending(
+    ports: Ports, plan: Plan, run: RunRecord, pending: Mapping[str, UpstreamCounts], now: str
+) -> tuple[list[Settlement], bool]:
+    """Decide pending tasks from their upstream counts: the ones to run are decided and
+    enqueued; returns the ones this call decided not to run (skipped, upstream_failed),
+    whose ends are the caller's to propagate, and whether any was enqueued."""
+    settled: list[Settlement] = []
+    to_run: list[str] = []
+    for task_id, counts in pending.items():
+        decision = decide(plan.tasks[task_id].trigger_rule, counts)
         if decision is Decision.WAIT:
             continue
         if decision is Decision.RUN:
-            to_run.append(child_id)
+            to_run.append(task_id)
             continue
         status = _decided_status(decision)
-        if ports.runs.decide_task(run_id, child_id, status, now):
-            settled.append(_decided_settlement(plan, child_id, status, now))
-    started = _decide_and_enqueue(ports, plan, run, to_run, now)
-    return _Progress(run=run, read=True, settled=tuple(settled), started=started, lost=tuple(lost))
+        if ports.runs.decide_task(run.run_id, task_id, status, now):
+            settled.append(_decided_settlement(plan, task_id, status, now))
+    return settled, _decide_and_enqueue(ports, plan, run, to_run, now)
 
 
 def _move_run_on(

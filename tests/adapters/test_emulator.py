@@ -3,6 +3,7 @@ on patched moto, and the patched emulator answering as plain moto does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -219,6 +220,69 @@ def _dynamodb_rollback_race(clients: AwsClients) -> dict[str, Any]:
     return {"outcomes": outcomes, "n": item["n"]["N"]}
 
 
+def _dynamodb_dirty_read_race(clients: AwsClients) -> dict[str, Any]:
+    """A transaction held after writing its first item (its second cancels it): what a
+    read of that item sees meanwhile, and what the item is afterwards."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    db = clients.dynamodb
+    _create_table(db, "reads")
+    db.put_item(TableName="reads", Item={**_key("counter"), "n": {"N": "5"}})
+    db.put_item(TableName="reads", Item={**_key("guard"), "state": {"S": "done"}})
+    cancelled = [
+        _add("counter", "reads"),
+        {
+            "ConditionCheck": {
+                "TableName": "reads",
+                "Key": _key("guard"),
+                "ConditionExpression": "#s = :running",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": {":running": {"S": "running"}},
+            }
+        },
+    ]
+    backend = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    original = backend.get_item
+    held, resume = threading.Event(), threading.Event()
+    writer: list[threading.Thread] = []
+    reads = {"writer": 0}
+    seen: list[str] = []
+
+    def hooked(*args: Any, **kwargs: Any) -> Any:
+        # The writer reads each item before writing it: its second read comes after the
+        # first item was written.
+        if writer and threading.current_thread() is writer[0]:
+            reads["writer"] += 1
+            if reads["writer"] == 2:
+                held.set()
+                resume.wait(10)
+        return original(*args, **kwargs)
+
+    def write() -> None:
+        with contextlib.suppress(ClientError):
+            db.transact_write_items(TransactItems=cancelled)
+
+    def read() -> None:
+        seen.append(db.get_item(TableName="reads", Key=_key("counter"))["Item"]["n"]["N"])
+
+    backend.get_item = hooked
+    try:
+        writer.append(threading.Thread(target=write))
+        writer[0].start()
+        assert held.wait(10)
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(1.0)  # on patched moto the read waits for the transaction
+        resume.set()
+        writer[0].join(10)
+        reader.join(10)
+    finally:
+        del backend.get_item
+    item = db.get_item(TableName="reads", Key=_key("counter"))["Item"]
+    return {"seen": seen, "n": item["n"]["N"]}
+
+
 def _races() -> dict[str, Any]:
     from moto import mock_aws
 
@@ -232,7 +296,12 @@ def _races() -> dict[str, Any]:
         if moto_kind == "patched":
             patch_moto()
         results[moto_kind] = {}
-        for race in (_sqs_delete_race, _dynamodb_claim_race, _dynamodb_rollback_race):
+        for race in (
+            _sqs_delete_race,
+            _dynamodb_claim_race,
+            _dynamodb_rollback_race,
+            _dynamodb_dirty_read_race,
+        ):
             with mock_aws():
                 results[moto_kind][race.__name__] = race(AwsClients("us-east-1"))
     return results
@@ -277,6 +346,13 @@ def test_a_cancelled_transaction_undoes_no_other_write(races: dict[str, Any]) ->
     cancelled = "TransactionCanceledException"
     assert races["plain"][race] == {"outcomes": [cancelled, "ok"], "n": "5"}
     assert races["patched"][race] == {"outcomes": [cancelled, "ok"], "n": "6"}
+
+
+def test_a_read_never_sees_a_transaction_that_is_then_cancelled(races: dict[str, Any]) -> None:
+    race = "_dynamodb_dirty_read_race"
+    # Plain moto: the read sees the first item written by a transaction its second cancels.
+    assert races["plain"][race] == {"seen": ["6"], "n": "5"}
+    assert races["patched"][race] == {"seen": ["5"], "n": "5"}
 
 
 # -- the patched emulator answers as moto does without the patches

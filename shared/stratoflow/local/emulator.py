@@ -53,7 +53,7 @@ def patch_moto() -> None:
             "(pip install 'stratoflow[emulator]') or review the patches in "
             "stratoflow/local/emulator.py for this version"
         )
-    _serialise_dynamodb_writes()
+    _serialise_dynamodb_calls()
     _roll_transactions_back_by_item()
     _delete_messages_in_place()
 
@@ -64,14 +64,16 @@ def _next_minor() -> str:
 
 
 _WRITE_LOCK = threading.RLock()
-# The backend's write methods. BatchWriteItem has none of its own in 5.2 (its handler calls
+# The backend's item methods. BatchWriteItem has none of its own in 5.2 (its handler calls
 # put_item and delete_item per request item); reentrant, because a transaction's items go
-# through put_item, update_item and delete_item.
+# through put_item, update_item, delete_item and get_item.
 _DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+_DYNAMODB_READS = ("get_item", "batch_get_item", "query", "scan", "transact_get_items")
 
 
-def _serialise_dynamodb_writes() -> None:
-    """Run moto's DynamoDB writes one at a time (DynamoDB makes each write to an item atomic).
+def _serialise_dynamodb_calls() -> None:
+    """Run moto's DynamoDB item calls one at a time (DynamoDB makes each write to an item
+    atomic, and a transaction's writes visible all at once, when it commits).
 
     moto takes no lock around a write, and each request runs in its own thread. Without this:
     - a condition is checked, then the write applied: two UpdateItems conditioned on
@@ -82,7 +84,12 @@ def _serialise_dynamodb_writes() -> None:
       back in the tables' place: whatever another request wrote meanwhile is undone (two
       threads of transactions adding to one counter ended at 198 of 200), and a condition
       checked by one of its items may no longer hold when a later item is written.
-    Reads take no lock: one made during a transaction can see its items before it commits.
+    Reads take the lock too: moto applies a transaction's items one by one and puts them back
+    if a later one fails, and DynamoDB never shows a transaction's writes before it commits
+    (nor those of one cancelled). Without it a read saw a run's settlement counted by a
+    transaction that was then cancelled (a guard on a dependent failed) and tried again: one
+    more task final than there was, and the run was finished with a task never run (chaos
+    seed 2058).
     """
     import functools
 
@@ -99,7 +106,7 @@ def _serialise_dynamodb_writes() -> None:
 
         return locked
 
-    for name in _DYNAMODB_WRITES:
+    for name in _DYNAMODB_WRITES + _DYNAMODB_READS:
         setattr(DynamoDBBackend, name, serialised(getattr(DynamoDBBackend, name)))
     DynamoDBBackend._stratoflow_serialised = True  # type: ignore[attr-defined]
 

@@ -30,13 +30,11 @@ from stratoflow.core.states import GOOD_LEAF_STATUSES, RunStatus, TaskStatus
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, aware, UTC."""
-        ...
 
 
 class IdSource(Protocol):
     def new_id(self) -> str:
         """A fresh unique id (for manually started runs)."""
-        ...
 
 
 class ClaimOutcome(StrEnum):
@@ -136,106 +134,86 @@ class RunDefaults:
 class DefinitionStore(Protocol):
     def save_version(self, workflow: Workflow, source: str, now: datetime) -> int:
         """Store a new immutable version (or return the existing one with identical content)."""
-        ...
 
     def get_plan(self, workflow_id: str, version: int) -> Plan:
         """The compiled definition of one version; raises `DefinitionNotFound`."""
-        ...
 
     def get_meta(self, workflow_id: str) -> WorkflowMeta | None: ...
 
     def run_defaults(self, workflow_id: str, version: int) -> RunDefaults:
         """What a run of this version takes from its definition when it is recorded, read
         without compiling the plan; raises `DefinitionNotFound`."""
-        ...
 
     def list_versions(self, workflow_id: str) -> list[dict[str, Any]]:
         """The stored versions (version, created_at, source, hash), oldest first."""
-        ...
 
     def list_workflows(self) -> list[WorkflowMeta]: ...
 
     def activate(self, meta: WorkflowMeta) -> None:
         """Make `meta.active_version` the version new runs use, with its schedule state."""
-        ...
 
     def set_paused(self, workflow_id: str, paused: bool) -> bool: ...
 
     def claim_source_event(self, source: str, event_id: str) -> bool:
         """Remember one S3 event of `source`; False if it was seen before (a replay)."""
-        ...
 
     def record_source_error(self, source: str, message: str | None, now: str) -> None:
         """Keep (or, with None, clear) the error of the last upload of `source`."""
-        ...
 
     def source_errors(self) -> list[dict[str, str]]:
         """Uploads whose last version was rejected: source, message, at."""
-        ...
 
     def link_source(self, source: str, workflow_id: str) -> None:
         """Record which workflow the file at `source` registered."""
-        ...
 
     def deactivate_source(self, source: str) -> str | None:
         """The file at `source` is gone: deactivate the workflow it registered, if that file
         is still its active source; returns the workflow id deactivated."""
-        ...
 
     def due_workflows(self, now: str, limit: int) -> list[str]:
         """Workflows whose next slot is at or before `now` (active, scheduled, unpaused)."""
-        ...
 
     def advance_slot(
         self, workflow_id: str, expected: str, new: str | None, max_active: int
     ) -> bool:
         """next_slot expected → new and one more active run, if still expected and fewer
         than `max_active` scheduled runs are active; True for the one caller that did it."""
-        ...
 
 
 class RunStore(Protocol):
     def create_run(self, run: RunRecord) -> bool:
         """Create the run unless a run with its id exists; True if this call created it."""
-        ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
 
     def begin_run(self, run_id: str) -> bool:
         """queued → running (a queued run's start has begun); True for the one caller that
         did it. The run's start stays pending (see `pending_starts`) until `finish_start`."""
-        ...
 
     def finish_start(self, run_id: str, now: str) -> bool:
         """Record that a running run's start is complete (its roots were sent): sets
         `started_at` if not set; True for the one caller that set it."""
-        ...
 
     def pending_starts(self, before: str, limit: int) -> list[str]:
         """Ids of runs created before `before` whose start is not complete: queued, or
         running without `started_at` (a start that died midway), oldest first."""
-        ...
 
     def quiet_runs(self, before: str, limit: int) -> list[tuple[str, str]]:
         """(run id, last sign of life) of started runs, running or compensating, that have
         shown none since `before`, oldest first. A sign of life is the run's start, each
         settlement of one of its tasks, and `touch_run`."""
-        ...
 
     def touch_run(self, run_id: str, seen: str, now: str) -> bool:
         """Move a quiet run's last sign of life from `seen` to `now`; True for the one
         caller that moved it (False if the run moved on, or ended, meanwhile)."""
-        ...
 
     def page_runs(
         self, workflow_id: str, limit: int, after: str | None = None
     ) -> tuple[list[RunRecord], str | None]:
         """A page of the workflow's runs, newest first, and the cursor of the next page."""
-        ...
 
     def cancel_unstarted(self, run_id: str, task_ids: Sequence[str], now: str) -> list[str]:
         """Mark cancelled those of `task_ids` still queued, waiting or up for retry."""
-        ...
 
     def redrive(
         self,
@@ -254,7 +232,6 @@ class RunStore(Protocol):
         meanwhile (its status or drive is not `run`'s). Each of `marks` sets its task's
         final status in the new drive (kept: counted in `final_count`) and is added to the
         run's marks; `deadline` replaces the run's (see `set_deadline`)."""
-        ...
 
     def mark_task(
         self, run_id: str, task_id: str, expected: TaskStatus, mark: MarkRecord, drive: int
@@ -264,36 +241,29 @@ class RunStore(Protocol):
         final, not yet propagated (as a decided task's: `finalize_task` with no attempt
         then counts it), its lease is ended, and `mark` is added to the run's marks. True
         for the one caller that did it."""
-        ...
 
     def set_deadline(self, run_id: str, deadline: str) -> bool:
         """Give a queued or running run without one its `deadline` (UTC ISO), and list it
         for `overdue_runs`; True if this call set it."""
-        ...
 
     def overdue_runs(self, now: str, limit: int) -> list[tuple[str, str]]:
         """(run id, deadline) of runs listed with a deadline at or before `now`, oldest
         first. A run that ended may still be listed until `clear_deadline`."""
-        ...
 
     def clear_deadline(self, run_id: str, deadline: str) -> None:
         """Stop listing the run for `overdue_runs`, if it is listed with `deadline` (a
         redrive may have listed it with another since)."""
-        ...
 
     def list_runs(self, workflow_id: str, limit: int) -> list[RunRecord]:
         """The workflow's runs, newest first."""
-        ...
 
     def get_run_and_tasks(
         self, run_id: str, task_ids: Sequence[str]
     ) -> tuple[RunRecord, dict[str, TaskRecord]]:
         """Strongly consistent read of the run and some of its tasks (absent → pending)."""
-        ...
 
     def list_tasks(self, run_id: str) -> dict[str, TaskRecord]:
         """Every task item of a run (not for the hot path)."""
-        ...
 
     def claim_attempt(
         self,
@@ -310,11 +280,9 @@ class RunStore(Protocol):
     ) -> Claim:
         """Move the task to running for `attempt` of `drive` if it is ready for exactly that
         attempt, recording where its log goes and what runs it."""
-        ...
 
     def expired_attempts(self, now: float, limit: int) -> list[tuple[str, str]]:
         """(run id, task id) of running attempts whose lease ended before `now`."""
-        ...
 
     def get_task(self, run_id: str, task_id: str) -> TaskRecord: ...
 
@@ -322,7 +290,6 @@ class RunStore(Protocol):
         self, run_id: str, task_id: str, attempt: int, fields: dict[str, Any], drive: int = 0
     ) -> bool:
         """running(attempt) → up_for_retry; True also when a redelivery finds it done already."""
-        ...
 
     def finalize_task(
         self,
@@ -334,30 +301,25 @@ class RunStore(Protocol):
         counters and in the run's counters. Idempotent under redelivery. A wide fan-out is
         written in several transactions; on the first application `on_chunk` gets the
         children of each as soon as it is written (so their work can start at once)."""
-        ...
 
     def decide_task(self, run_id: str, task_id: str, status: TaskStatus, now: str) -> bool:
         """pending → status; True only for the one caller that made the decision."""
-        ...
 
     def decide_tasks(
         self, run_id: str, task_ids: Sequence[str], status: TaskStatus, now: str
     ) -> list[str]:
         """`decide_task` for several tasks at once; returns the ones this call decided."""
-        ...
 
     def put_waiting(self, run_id: str, task_id: str, priority: int, now: str) -> None: ...
 
     def peek_waiting(self, run_id: str, limit: int) -> list[tuple[str, str]]:
         """(entry key, task id) of waiting tasks, highest priority first, then first come."""
-        ...
 
     def start_waiting(self, run_id: str, key: str, task_id: str, cap: int) -> SlotOutcome:
         """All or nothing: take the waiting entry `key` of `task_id`, count one more active
         task if fewer than `cap` are, and move the task waiting → queued. The queued status
         says it holds a slot, so a task whose message was lost after this can be sent again
         without a second slot. An entry whose task is no longer waiting is removed (GONE)."""
-        ...
 
     def finish_run(
         self,
@@ -371,7 +333,6 @@ class RunStore(Protocol):
         """running|compensating → status (forward only), and queued → cancelled; True for
         the one caller that did it. With `release_workflow`, atomically count one scheduled
         run of it as no longer active; `reason` is kept as the run's (why it ended)."""
-        ...
 
     def claim_compensation(
         self, run_id: str, index: int, task_id: str, started_at: str, log_ref: str = ""
@@ -385,18 +346,15 @@ class RunStore(Protocol):
 class TaskQueue(Protocol):
     def send_tasks(self, messages: Iterable[TaskMessage], delay_seconds: int = 0) -> None:
         """Enqueue task attempts (batched)."""
-        ...
 
 
 class CompletionQueue(Protocol):
     def send_reports(self, reports: Iterable[AttemptReport]) -> None:
         """Report finished attempts to the completion handler (batched)."""
-        ...
 
     def send_commands(self, commands: Iterable[RunCommand]) -> None:
         """Hand work on a run to the completion handler (a queued run's start, a cancelled
         run's per-task work), as messages of the same queue."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -448,7 +406,6 @@ class RunCommand:
 class EventPublisher(Protocol):
     def run_finished(self, run: RunRecord, failed_tasks: Sequence[str]) -> None:
         """Announce a finished run (EventBridge `Run Finished` on AWS)."""
-        ...
 
 
 class NoEvents:
@@ -503,12 +460,10 @@ class CommandRunner(Protocol):
         """Run `command` with `sh -c`: its whole process tree killed at `timeout` or on
         `cancel`, its full output to where `log_ref(log_name)` says, every value in `mask`
         written as `***` there and in the tail."""
-        ...
 
     def log_ref(self, log_name: str) -> str:
         """Where the attempt logged as `log_name` writes its full output (a `LogReader`
         reference), known before the command starts; "" if nowhere it can be read back."""
-        ...
 
 
 class DefinitionNotFound(LookupError):
@@ -520,7 +475,6 @@ class Workers(Protocol):
 
     def stop(self, worker: str, reason: str) -> None:
         """Stop the worker running an attempt (an ECS task); a gone worker is not an error."""
-        ...
 
 
 class NoWorkers:
@@ -541,7 +495,6 @@ class LogText:
 class LogReader(Protocol):
     def read(self, ref: str) -> LogText:
         """The output of the attempt whose log reference is `ref` (see the runner)."""
-        ...
 
 
 class RunNotRetryable(Exception):
@@ -573,7 +526,6 @@ class CredentialSource(Protocol):
         """On AWS: an environment built from scratch (nothing of the executor's own AWS_*,
         container-credential or Lambda variables) with the task role's temporary
         credentials; locally: the user's own environment. Raises CredentialsUnavailable."""
-        ...
 
 
 class ProcessEnvironment:
@@ -597,7 +549,6 @@ class SecretSource(Protocol):
     def resolve(self, name: str, reference: str) -> str:
         """The value of `reference` ("ssm:/path", "secretsmanager:id[#key]") that the task
         sets as environment variable `name`. Raises SecretUnavailable."""
-        ...
 
 
 class NoSecrets:

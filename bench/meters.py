@@ -232,21 +232,29 @@ class HandlerTimer:
         timed.__wrapped__ = handler  # type: ignore[attr-defined]
         return timed
 
-    def wrap_runner(self, runner: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            result = runner(*args, **kwargs)
-            try:
-                from datetime import datetime
+    def wrap_runner(self, runner: Any) -> Any:
+        """The command runner, timing each command (a `CommandRunner`: called to run a
+        command, and asked where an attempt's log goes)."""
+        timer = self
 
-                started = datetime.fromisoformat(result.started_at)
-                finished = datetime.fromisoformat(result.finished_at)
-                seconds = (finished - started).total_seconds()
-            except (TypeError, ValueError, AttributeError):
-                seconds = 0.0
-            self._local.command = getattr(self._local, "command", 0.0) + seconds
-            return result
+        class Timed:
+            def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                result = runner(*args, **kwargs)
+                try:
+                    from datetime import datetime
 
-        return timed
+                    started = datetime.fromisoformat(result.started_at)
+                    finished = datetime.fromisoformat(result.finished_at)
+                    seconds = (finished - started).total_seconds()
+                except (TypeError, ValueError, AttributeError):
+                    seconds = 0.0
+                timer._local.command = getattr(timer._local, "command", 0.0) + seconds
+                return result
+
+            def log_ref(self, log_name: str) -> str:
+                return str(runner.log_ref(log_name))
+
+        return Timed()
 
     def reset(self) -> None:
         with self._lock:

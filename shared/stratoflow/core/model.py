@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -55,6 +56,14 @@ LAMBDA_MAX_TIMEOUT_SECONDS = 880.0
 process tree and send its report, so a longer task must use `executor: fargate`."""
 MAX_RETRY_DELAY_SECONDS = 3600.0
 MAX_PRIORITY = 1_000_000
+
+# A task's and the workflow's `secrets` and `role`, checked the same way at both levels.
+CheckedSecrets = Annotated[SecretMap, AfterValidator(checked_secrets)]
+RoleName = Annotated[
+    str | None,
+    AfterValidator(checked_role),
+    Field(json_schema_extra={"pattern": f"^({ROLE_PATTERN})$"}),
+]
 
 
 class TriggerRule(StrEnum):
@@ -145,15 +154,14 @@ class Task(_Strict):
         default=None, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="higher runs first"
     )
     env: TextMap = Field(default_factory=dict, description="added to the defaults' env")
-    secrets: SecretMap = Field(
+    secrets: CheckedSecrets = Field(
         default_factory=dict,
         description='environment variable → "ssm:/name" or "secretsmanager:name", over the '
         "workflow's secrets; resolved when the attempt starts",
     )
-    role: str | None = Field(
+    role: RoleName = Field(
         default=None,
         description="IAM role (ARN or name) the command runs as on AWS, over the workflow's",
-        json_schema_extra={"pattern": f"^({ROLE_PATTERN})$"},
     )
     compensate: str | None = Field(
         default=None, min_length=1, description="undo command run if the workflow fails (saga)"
@@ -178,16 +186,6 @@ class Task(_Strict):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         return checked_env(value)
-
-    @field_validator("secrets")
-    @classmethod
-    def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
-        return checked_secrets(value)
-
-    @field_validator("role")
-    @classmethod
-    def _role_name(cls, value: str | None) -> str | None:
-        return checked_role(value)
 
 
 class ResolvedTask(_Strict):
@@ -249,14 +247,12 @@ class Workflow(_Strict):
         description="params shown as *** after the trigger (written `secret: true` in params)",
     )
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
-    secrets: SecretMap = Field(
+    secrets: CheckedSecrets = Field(
         default_factory=dict,
         description='environment variable → "ssm:/name" or "secretsmanager:name", for every task',
     )
-    role: str | None = Field(
-        default=None,
-        description="IAM role (ARN or name) every task's command runs as on AWS",
-        json_schema_extra={"pattern": f"^({ROLE_PATTERN})$"},
+    role: RoleName = Field(
+        default=None, description="IAM role (ARN or name) every task's command runs as on AWS"
     )
     tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS)
     format_version: Literal[1] = 1
@@ -305,16 +301,6 @@ class Workflow(_Strict):
     @classmethod
     def _params_as_text(cls, value: Any) -> Any:
         return text_values(value)
-
-    @field_validator("secrets")
-    @classmethod
-    def _secret_references(cls, value: dict[str, str]) -> dict[str, str]:
-        return checked_secrets(value)
-
-    @field_validator("role")
-    @classmethod
-    def _role_name(cls, value: str | None) -> str | None:
-        return checked_role(value)
 
     @field_validator("params")
     @classmethod
